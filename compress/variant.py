@@ -1,0 +1,74 @@
+"""The variant: a folder with a loadable checkpoint and variant.json, the unit every stage passes on.
+
+Folders are written under a temporary name and renamed when complete, so a crash or bad input
+never leaves a half-written variant behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from compress.errors import UserError
+
+META_FILE = "variant.json"
+
+
+@dataclass
+class Variant:
+    path: Path
+    meta: dict
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Variant":
+        path = Path(path)
+        meta_file = path / META_FILE
+        if not meta_file.is_file():
+            raise UserError(f"{path} is not a variant: no {META_FILE}")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{meta_file} is corrupt: {exc}") from None
+        return cls(path, meta)
+
+    def save_meta(self) -> None:
+        write_json(self.path / META_FILE, self.meta)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path):
+    """Yield a temporary sibling of `target`; rename it to `target` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def command_line() -> str:
+    """The command that made a variant, as the user typed it."""
+    return shlex.join(["compress", *sys.argv[1:]])
+
+
+def folder_size_mb(path: Path, pattern: str = "*.safetensors") -> float:
+    return sum(f.stat().st_size for f in path.glob(pattern)) / 1e6

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny random BERT saved as a local base, real GLUE data, a learnable CSV."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from compress.cli import main
+from compress.registry import resolve_base
+
+GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+
+POSITIVE = ["great", "superb", "lovely", "brilliant", "wonderful"]
+NEGATIVE = ["awful", "dreadful", "boring", "terrible", "clumsy"]
+FILLER = "the a film story plot actors scene movie was is and of with its this that it".split()
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    assert (GLUE / "SST-2" / "train.tsv").is_file(), f"GLUE data expected at {GLUE}"
+    return GLUE
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide random BERT with MiniLM's real uncased WordPiece tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base("minilm-l6"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=128,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_learnable_csv(path: Path, rows: int, seed: int = 0) -> Path:
+    """Sentences whose label is whether their one sentiment word is positive: learnable by a tiny model."""
+    rng = random.Random(seed)
+    lines = ["sentence,label"]
+    for _ in range(rows):
+        label = rng.randint(0, 1)
+        words = rng.choices(FILLER, k=rng.randint(4, 10))
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+        lines.append(f"{' '.join(words)},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def learnable_csv(tmp_path) -> Path:
+    return write_learnable_csv(tmp_path / "reviews.csv", 600)
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run `compress ARGS...` in-process through the real entry point; return (exit code, stdout, stderr)."""
+
+    def run(*args: str):
+        monkeypatch.setattr(sys, "argv", ["compress", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
