@@ -7,34 +7,32 @@ running the same command again resumes from there.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
+from transformers import AutoConfig, AutoTokenizer, set_seed
 
 from compress.errors import UserError
-from compress.machine import device, machine
+from compress.machine import device
 from compress.registry import BASES, resolve_base
 from compress.tasks import Task
 from compress.train import (
     TrainConfig,
+    best_epoch,
     check_max_length,
+    data_record,
     encode,
+    evaluate,
     load_classifier,
-    metrics_fn,
     predict_logits,
-    run_trainer,
-    task_metrics,
-    training_arguments,
+    train_record,
+    train_resumable,
 )
-from compress.variant import Variant, atomic_dir, command_line, folder_size_mb, write_json
+from compress.variant import Variant, save_variant
 
 
 def teacher_dir(workspace: Path, name: str, task: str) -> Path:
@@ -68,62 +66,22 @@ def fine_tune(
     # Everything is validated: only now does the workspace change.
     partial = target.with_name(target.name + ".partial")
     run_key = {"base": str(base_path), "task": task.name, "fingerprint": task.fingerprint, **config.as_dict()}
-    if (partial / "run.json").is_file() and json.loads((partial / "run.json").read_text()) != run_key:
-        print(f"{partial} holds a run with other settings; starting afresh")
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    write_json(partial / "run.json", run_key)
-
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(partial / "checkpoints", config, progress),
-        train_dataset=train,
-        eval_dataset=dev,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_fn(task.metrics),
-    )
-    started = time.perf_counter()
-    result = run_trainer(trainer, partial / "checkpoints")
-    wall = time.perf_counter() - started
-    model = trainer.model.float().eval()
-    history = [  # per-epoch dev metrics, without the timings that differ from run to run
-        {"epoch": log["epoch"], **{m: log[f"eval_{m}"] for m in ("loss", *task.metrics)}}
-        for log in trainer.state.log_history
-        if "eval_accuracy" in log
-    ]
-    dev_logits = predict_logits(model, dev, tokenizer)
-    metrics = task_metrics(dev_logits.numpy(), np.asarray(dev["label"]), task.metrics)
-
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        variant = Variant(tmp, {
-            "name": name,
-            "stage": "teacher",
-            "parent": None,
-            "task": task.name,
-            "num_labels": task.num_labels,
-            "params": {"base": base, "base_path": str(base_path), **config.as_dict()},
-            "data": {"source": task.source, "fingerprint": task.fingerprint,
-                     "train_examples": len(task.train), "dev_examples": len(task.dev)},
-            "metrics": {"dev": metrics, "best_epoch": _best_epoch(history), "history": history},
-            "train": {"wall_s": round(wall, 1), "device": device(), "precision": config.precision,
-                      "train_runtime_s": result.metrics.get("train_runtime"),
-                      "examples_per_s": result.metrics.get("train_samples_per_second")},
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "size_mb": round(folder_size_mb(tmp), 2),
-            "machine": machine(),
-            "command": command_line(),
-        })
-        variant.save_meta()
-        soft_targets(variant, task, config.max_length, config.precision, model=model, tokenizer=tokenizer, encoded=train)
+    trained = train_resumable(model, tokenizer, train, dev, config, partial, run_key, task.metrics, progress=progress)
+    metrics, _ = evaluate(trained.model, dev, tokenizer, task.metrics)
+    variant = save_variant(target, trained.model, tokenizer, {
+        "name": name,
+        "stage": "teacher",
+        "parent": None,
+        "task": task.name,
+        "num_labels": task.num_labels,
+        "params": {"base": base, "base_path": str(base_path), **config.as_dict()},
+        "data": data_record(task),
+        "metrics": {"dev": metrics, "best_epoch": best_epoch(trained.history), "history": trained.history},
+        "train": train_record(trained, config),
+    })
+    soft_targets(variant, task, config.max_length, config.precision, model=trained.model, tokenizer=tokenizer, encoded=train)
     shutil.rmtree(partial)
-    return Variant.load(target)
-
-
-def _best_epoch(history: list[dict]) -> float | None:
-    return max(history, key=lambda h: h["accuracy"])["epoch"] if history else None
+    return variant
 
 
 def soft_targets_file(teacher: Variant, fingerprint: str, max_length: int) -> Path:

@@ -6,6 +6,9 @@ checkpoints with RNG state (exact resume), bf16/fp16 autocast and progress bars 
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from compress.errors import UserError
 from compress.machine import autocast, device
+from compress.variant import write_json
 
 datasets.disable_progress_bars()
 
@@ -86,6 +90,23 @@ def task_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...])
     return result
 
 
+class Collator:
+    """Pads token ids per batch, renames label to labels, and passes cached teacher logits along.
+
+    Columns the model does not take (the length used for grouping) are dropped here, so the
+    Trainer can keep every column (`remove_unused_columns=False`).
+    """
+
+    def __init__(self, tokenizer):
+        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = self.pad([{k: v for k, v in r.items() if k not in ("length", "teacher_logits")} for r in rows])
+        if "teacher_logits" in rows[0]:
+            batch["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
+        return batch
+
+
 @torch.inference_mode()
 def predict_logits(
     model, encoded: datasets.Dataset, tokenizer, precision: str = "fp32", batch_size: int = 64,
@@ -94,8 +115,8 @@ def predict_logits(
     """Float32 logits for every row of `encoded`, in row order; batches are formed by length."""
     model.eval()
     order = np.argsort(np.asarray(encoded["length"]), kind="stable")
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    features = encoded.remove_columns([c for c in ("label", "length") if c in encoded.column_names])
+    collate = Collator(tokenizer)
+    features = encoded.remove_columns([c for c in ("label", "teacher_logits") if c in encoded.column_names])
     dev = next(model.parameters()).device
     out = torch.empty(len(encoded), model.config.num_labels)
     batches = range(0, len(order), batch_size)
@@ -131,17 +152,82 @@ def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = T
         use_cpu=device() == "cpu",
         train_sampling_strategy="group_by_length",
         report_to="none",
+        remove_unused_columns=False,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
 
 
-def run_trainer(trainer: Trainer, checkpoints: Path):
-    """Train, continuing from the newest checkpoint in `checkpoints` when there is one."""
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    history: list[dict]  # dev metrics per epoch
+    wall_s: float
+    train_runtime_s: float
+    examples_per_s: float
+
+
+def train_resumable(
+    model, tokenizer, train: datasets.Dataset, dev: datasets.Dataset, config: TrainConfig, work_dir: Path,
+    run_key: dict, metric_names: tuple[str, ...], trainer_class=Trainer, progress: bool = True, **trainer_kwargs,
+) -> Trained:
+    """Train with per-epoch eval and checkpoints in `work_dir`, resuming a run with the same `run_key`.
+
+    Returns the best epoch's model. A run with other settings in `work_dir` is discarded.
+    """
+    if (work_dir / "run.json").is_file() and json.loads((work_dir / "run.json").read_text()) != run_key:
+        print(f"{work_dir} holds a run with other settings; starting afresh")
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_json(work_dir / "run.json", run_key)
+    checkpoints = work_dir / "checkpoints"
+    trainer = trainer_class(
+        model=model,
+        args=training_arguments(checkpoints, config, progress),
+        train_dataset=train,
+        eval_dataset=dev,
+        processing_class=tokenizer,
+        data_collator=Collator(tokenizer),
+        compute_metrics=metrics_fn(metric_names),
+        **trainer_kwargs,
+    )
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if last:
         print(f"resuming from {last}")
-    return trainer.train(resume_from_checkpoint=last)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    history = [  # per-epoch dev metrics, without the timings that differ from run to run
+        {"epoch": log["epoch"], **{m: log[f"eval_{m}"] for m in ("loss", *metric_names)}}
+        for log in trainer.state.log_history
+        if "eval_accuracy" in log
+    ]
+    return Trained(
+        model=trainer.model.float().eval(),
+        history=history,
+        wall_s=round(time.perf_counter() - started, 1),
+        train_runtime_s=result.metrics.get("train_runtime"),
+        examples_per_s=result.metrics.get("train_samples_per_second"),
+    )
+
+
+def best_epoch(history: list[dict]) -> float | None:
+    return max(history, key=lambda h: h["accuracy"])["epoch"] if history else None
+
+
+def data_record(task) -> dict:
+    return {"source": task.source, "fingerprint": task.fingerprint,
+            "train_examples": len(task.train), "dev_examples": len(task.dev)}
+
+
+def train_record(trained: Trained, config: TrainConfig) -> dict:
+    return {"wall_s": trained.wall_s, "device": device(), "precision": config.precision,
+            "train_runtime_s": trained.train_runtime_s, "examples_per_s": trained.examples_per_s}
+
+
+def evaluate(model, encoded_dev: datasets.Dataset, tokenizer, metric_names: tuple[str, ...]) -> tuple[dict, torch.Tensor]:
+    """Dev metrics in fp32 and the logits they came from."""
+    logits = predict_logits(model, encoded_dev, tokenizer)
+    return task_metrics(logits.numpy(), np.asarray(encoded_dev["label"]), metric_names), logits
 
 
 def metrics_fn(names: tuple[str, ...]):

@@ -65,6 +65,24 @@ def atomic_dir(target: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def save_variant(target: Path, model, tokenizer, meta: dict) -> Variant:
+    """Write checkpoint, tokenizer and variant.json (plus size, machine and command) atomically."""
+    from compress.machine import machine
+
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        meta = {
+            **meta,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "size_mb": round(folder_size_mb(tmp), 2),
+            "machine": machine(),
+            "command": command_line(),
+        }
+        Variant(tmp, meta).save_meta()
+    return Variant(target, meta)
+
+
 def command_line() -> str:
     """The command that made a variant, as the user typed it."""
     return shlex.join(["compress", *sys.argv[1:]])
