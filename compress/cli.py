@@ -36,41 +36,114 @@ def task_options(fn):
     return fn
 
 
+def training_options(epochs: float, lr: float):
+    """The flags every training verb shares, with that verb's own defaults for epochs and lr."""
+
+    def decorate(fn):
+        for option in reversed([
+            click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=epochs),
+            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr,
+                         help="Peak learning rate (linear warm-up over 10%, then decay)."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=32),
+            click.option("--max-length", type=click.IntRange(min=1), default=128,
+                         help="Tokens per example; longer ones are truncated."),
+            click.option("--seed", type=int, default=42),
+            click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+                         help="auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU)."),
+            click.option("--force", is_flag=True, help="Train again even if the output exists."),
+        ]):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def train_config(epochs, lr, batch_size, max_length, seed, precision):
+    from compress.machine import training_precision
+    from compress.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
+                       precision=training_precision(precision))
+
+
+def report_existing(path: Path) -> bool:
+    """Say so when a stage's output is already there (training again needs --force)."""
+    from compress.variant import Variant
+
+    if not path.exists():
+        return False
+    variant = Variant.load(path)
+    click.echo(f"{path} exists (dev {variant.meta['metrics']['dev']}); --force trains it again")
+    return True
+
+
+def summary(kind: str, variant) -> str:
+    dev = ", ".join(f"{k} {v:.4f}" for k, v in variant.meta["metrics"]["dev"].items())
+    return f"{kind} {variant.path}: dev {dev}, {variant.meta['train']['wall_s']:.0f} s"
+
+
 @cli.command()
 @click.option("--base", default=DEFAULT_BASE,
               help="bert-base, minilm-l6, mpnet-base, a local model folder or a hub id.")
 @task_options
 @click.option("--name", help="Teacher name in the workspace [default: the base's name].")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=3.0)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5, help="Peak learning rate (linear warm-up over 10%, then decay).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32)
-@click.option("--max-length", type=click.IntRange(min=1), default=128, help="Tokens per example; longer ones are truncated.")
-@click.option("--seed", type=int, default=42)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
-              help="auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU).")
-@click.option("--force", is_flag=True, help="Train again even if this teacher exists.")
+@training_options(epochs=3.0, lr=5e-5)
 @click.pass_obj
-def teacher(obj, base, task, data_dir, text_column, label_column, name, epochs, lr, batch_size,
-            max_length, seed, precision, force):
+def teacher(obj, base, task, data_dir, text_column, label_column, name, force, **training):
     """Fine-tune a teacher and cache its soft targets in teachers/<name>/<task>/."""
     from compress import teacher as stage
-    from compress.machine import training_precision
     from compress.tasks import load_task
-    from compress.train import TrainConfig
-    from compress.variant import Variant
 
     name = name or stage.default_name(base)
     data = load_task(task, data_dir, text_column, label_column)
-    existing = stage.teacher_dir(obj["workspace"], name, data.name)
-    if existing.exists() and not force:
-        variant = Variant.load(existing)
-        click.echo(f"{existing} exists (dev {variant.meta['metrics']['dev']}); --force trains it again")
+    if report_existing(stage.teacher_dir(obj["workspace"], name, data.name)) and not force:
         return
-    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                         precision=training_precision(precision))
-    variant = stage.fine_tune(base, data, obj["workspace"], config, name)
-    dev = ", ".join(f"{k} {v:.4f}" for k, v in variant.meta["metrics"]["dev"].items())
-    click.echo(f"teacher {variant.path}: dev {dev}, {variant.meta['train']['wall_s']:.0f} s")
+    variant = stage.fine_tune(base, data, obj["workspace"], train_config(**training), name)
+    click.echo(summary("teacher", variant))
+
+
+@cli.command()
+@click.option("--teacher", "teacher_name", default=DEFAULT_BASE,
+              help="A teacher in the workspace; if it has no fine-tuned copy for the task, one is made first (with these training flags) from the base of that name.")
+@task_options
+@click.option("--layers", type=click.IntRange(min=1), default=3, help="Student depth N.")
+@click.option("--init", default="alternate",
+              help="Teacher layers to copy: alternate (evenly spread, ends included), first, last, or a list like 0,2,4.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, help="Softmax temperature T.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, help="Weight of the soft (KL) term; 1 - alpha weighs the labels.")
+@click.option("--hidden-loss", type=click.Choice(["none", "cosine", "mse"]), default="none",
+              help="Also match each student layer to the teacher layer it came from (runs the teacher live).")
+@click.option("--no-kd", is_flag=True, help="Train the same student on labels alone: the baseline.")
+@click.option("--name", help="Variant name [default: L<N>-kd, L<N>-nokd or L<N>-kd-<hidden loss>].")
+@training_options(epochs=3.0, lr=5e-5)
+@click.pass_obj
+def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers, init, temperature, alpha,
+            hidden_loss, no_kd, name, force, **training):
+    """Distil a teacher into an N-layer student in students/<teacher>/<task>/<name>/."""
+    from compress import distill as stage
+    from compress import teacher as teachers
+    from compress.tasks import load_task
+    from compress.variant import Variant
+
+    data = load_task(task, data_dir, text_column, label_column)
+    config = train_config(**training)
+    found = teachers.teacher_dir(obj["workspace"], teacher_name, data.name)
+    if found.exists():
+        teacher_variant = Variant.load(found)
+    else:
+        click.echo(f"teacher {teacher_name} has not been fine-tuned on {data.name} yet; fine-tuning it first")
+        try:
+            teacher_variant = teachers.fine_tune(teacher_name, data, obj["workspace"], config, teacher_name)
+        except UserError as exc:
+            raise UserError(f"no teacher '{teacher_name}' for {data.name} in {found.parent.parent}, "
+                            f"and none can be fine-tuned: {exc}") from None
+    distill_config = stage.DistillConfig(layers=layers, init=init, temperature=temperature, alpha=alpha,
+                                         hidden_loss=hidden_loss, kd=not no_kd)
+    name = name or stage.default_name(distill_config)
+    if report_existing(stage.student_dir(teacher_variant, name)) and not force:
+        return
+    variant = stage.distill(teacher_variant, data, distill_config, config, name)
+    click.echo(summary("student", variant) + f", retention {variant.meta['metrics']['retention']:.3f}")
 
 
 def main() -> None:
@@ -78,6 +151,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # weight loading and saving bars; training keeps its own
     try:
         cli.main(standalone_mode=False)
     except (UserError, click.ClickException) as exc:

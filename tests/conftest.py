@@ -12,6 +12,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from compress.cli import main
 from compress.registry import resolve_base
+from compress.tasks import load_task
+from compress.teacher import fine_tune
+from compress.train import TrainConfig
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
@@ -52,6 +55,17 @@ def write_learnable_csv(path: Path, rows: int, seed: int = 0) -> Path:
         lines.append(f"{' '.join(words)},{label}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_base, tmp_path_factory):
+    """A tiny teacher fine-tuned on the learnable task, shared read-only: (variant, task)."""
+    folder = tmp_path_factory.mktemp("trained")
+    task = load_task(str(write_learnable_csv(folder / "reviews.csv", 600)), text_column="sentence")
+    return fine_tune(str(tiny_base), task, folder / "ws", FAST, name="tiny", progress=False), task
 
 
 @pytest.fixture

@@ -12,17 +12,12 @@ from compress.tasks import load_task
 from compress.train import TrainConfig, encode, load_classifier, predict_logits
 from compress.variant import Variant
 
-FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
+from conftest import FAST
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_base, tmp_path_factory):
-    """One tiny teacher fine-tuned on the learnable task, shared by the read-only tests below."""
-    from conftest import write_learnable_csv
-
-    folder = tmp_path_factory.mktemp("trained")
-    task = load_task(str(write_learnable_csv(folder / "reviews.csv", 600)), text_column="sentence")
-    return stage.fine_tune(str(tiny_base), task, folder / "ws", FAST, name="tiny", progress=False), task
+def trained(tiny_teacher):
+    return tiny_teacher
 
 
 def test_fine_tuning_beats_chance_and_keeps_the_best_epoch(trained):

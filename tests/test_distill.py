@@ -1,0 +1,172 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    DistilBertConfig,
+    ElectraConfig,
+    MPNetConfig,
+    RobertaConfig,
+)
+
+from compress.arch import encoder_layers
+from compress.distill import HIDDEN_LOSSES, DistillConfig, distill, kd_loss, make_student, select_layers
+from compress.errors import UserError
+from compress.train import TrainConfig, encode, load_classifier, predict_logits
+
+TINY = dict(vocab_size=120, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=6)
+CONFIGS = {
+    "bert": BertConfig(**TINY),
+    "roberta": RobertaConfig(**TINY),
+    "distilbert": DistilBertConfig(vocab_size=120, dim=32, hidden_dim=64, n_heads=4, n_layers=6),
+    "mpnet": MPNetConfig(**TINY),
+}
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_student_starts_as_the_chosen_teacher_layers_weight_for_weight(arch):
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(CONFIGS[arch])
+    student = make_student(teacher, [0, 3, 5])
+    assert student.config.num_hidden_layers == 3 and len(encoder_layers(student)) == 3
+    teacher_layers = encoder_layers(teacher)
+    for j, i in enumerate([0, 3, 5]):
+        a, b = encoder_layers(student)[j].state_dict(), teacher_layers[i].state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # everything outside the layer stack (embeddings, pooler, head) is the teacher's
+    outside = {k: v for k, v in teacher.state_dict().items() if ".layer." not in k}
+    student_state = student.state_dict()
+    assert all(torch.equal(student_state[k], v) for k, v in outside.items())
+    assert encoder_layers(teacher) is teacher_layers and len(teacher_layers) == 6  # teacher untouched
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert student(input_ids=ids).logits.shape == (1, 2)
+
+
+def test_unsupported_architecture_is_a_clear_error():
+    model = AutoModelForSequenceClassification.from_config(ElectraConfig(**TINY, embedding_size=32))
+    with pytest.raises(UserError, match="architecture 'electra' is not supported"):
+        make_student(model, [0])
+
+
+def test_layer_selection():
+    assert select_layers(12, 6, "alternate") == [0, 2, 4, 7, 9, 11]  # DistilBERT's choice
+    assert select_layers(6, 3, "alternate") == [0, 2, 5]
+    assert select_layers(12, 1, "alternate") == [0]
+    assert select_layers(12, 4, "first") == [0, 1, 2, 3]
+    assert select_layers(12, 4, "last") == [8, 9, 10, 11]
+    assert select_layers(12, 3, "1,5,11") == [1, 5, 11]
+    with pytest.raises(UserError, match="--layers 13 is impossible: the teacher has 12 layers"):
+        select_layers(12, 13, "alternate")
+    with pytest.raises(UserError, match="--layers 0 is impossible"):
+        select_layers(12, 0, "alternate")
+    for bad in ("1,1,2", "0,5,12", "1,2"):
+        with pytest.raises(UserError, match="distinct teacher layers"):
+            select_layers(12, 3, bad)
+    with pytest.raises(UserError, match="alternate, first, last or a list"):
+        select_layers(12, 3, "every-other")
+
+
+def test_kd_loss_equals_a_hand_computation():
+    student = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    teacher = torch.tensor([[1.0, 2.0, 0.0], [-1.0, 0.5, 2.5]])
+    labels = torch.tensor([0, 2])
+    for temperature, alpha in ((1.0, 0.5), (4.0, 0.7), (2.0, 1.0), (3.0, 0.0)):
+        expected = 0.0
+        for s, t, y in zip(student.tolist(), teacher.tolist(), labels.tolist()):
+            p = [math.exp(v / temperature) for v in t]
+            p = [v / sum(p) for v in p]
+            q = [math.exp(v / temperature) for v in s]
+            q = [v / sum(q) for v in q]
+            kl = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+            ce = -math.log(math.exp(s[y]) / sum(math.exp(v) for v in s))
+            expected += (alpha * temperature**2 * kl + (1 - alpha) * ce) / len(labels)
+        got = kd_loss(student, teacher, labels, temperature, alpha)
+        assert got.item() == pytest.approx(expected, rel=1e-5), (temperature, alpha)
+
+
+def test_hidden_losses_ignore_padding_and_vanish_on_equal_states():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).unsqueeze(-1).float()
+    for name, measure in HIDDEN_LOSSES.items():
+        assert measure(s, s, mask).item() == pytest.approx(0.0, abs=1e-6), name
+        changed = t.clone()
+        changed[0, 3:] = 100.0  # padded positions: must not count
+        assert measure(s, changed, mask).item() == pytest.approx(measure(s, t, mask).item(), rel=1e-6), name
+    expected = F.mse_loss(s[1], t[1], reduction="mean") * 5 / 8 + F.mse_loss(s[0, :3], t[0, :3], reduction="mean") * 3 / 8
+    assert HIDDEN_LOSSES["mse"](s, t, mask).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def kl_to_teacher(teacher_path, student_path, task, temperature=2.0):
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    encoded = encode(task.train, tokenizer, 32)
+    t = predict_logits(load_classifier(teacher_path), encoded, tokenizer)
+    s = predict_logits(load_classifier(student_path), encoded, tokenizer)
+    return F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1),
+                    reduction="batchmean", log_target=True).item()
+
+
+STUDENT_TRAINING = TrainConfig(epochs=2, lr=1e-3, batch_size=16, max_length=32, seed=1, precision="fp32")
+
+
+def test_distillation_brings_the_student_closer_to_the_teacher_than_labels_do(tiny_teacher, tmp_path):
+    """Same init, seed and schedule: the KD student's KL to the teacher falls, the label-only one's rises."""
+    teacher, task = tiny_teacher
+    make_student(load_classifier(teacher.path), [0]).save_pretrained(tmp_path / "init")
+    kd = distill(teacher, task, DistillConfig(layers=1, init="first", alpha=1.0), STUDENT_TRAINING, progress=False)
+    labels_only = distill(teacher, task, DistillConfig(layers=1, init="first", kd=False), STUDENT_TRAINING,
+                          progress=False)
+    kl_init = kl_to_teacher(teacher.path, tmp_path / "init", task)
+    kl_kd, kl_labels = (kl_to_teacher(teacher.path, v.path, task) for v in (kd, labels_only))
+    assert kl_kd < kl_init < kl_labels, (kl_kd, kl_init, kl_labels)
+    meta = kd.meta
+    assert meta["parent"] == str(teacher.path) and meta["params"]["layer_ids"] == [0]
+    assert kd.path == teacher.path.parents[2] / "students" / "tiny" / "reviews" / "L1-kd"
+    assert labels_only.path.name == "L1-nokd" and labels_only.meta["params"]["kd"] is False
+    assert 0 <= meta["metrics"]["dev"]["agreement"] <= 1
+    assert meta["metrics"]["retention"] == pytest.approx(
+        meta["metrics"]["dev"]["accuracy"] / meta["metrics"]["teacher_dev"]["accuracy"])
+    assert meta["parameters"] < teacher.meta["parameters"]
+    assert load_classifier(kd.path).config.num_hidden_layers == 1
+    assert not kd.path.with_name("L1-kd.partial").exists()
+
+
+def test_hidden_state_loss_runs_the_teacher_live(tiny_teacher, monkeypatch):
+    teacher, task = tiny_teacher
+    import compress.distill as stage
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("the hidden-state loss must not read soft targets")
+
+    monkeypatch.setattr(stage, "soft_targets", no_cache)
+    student = distill(teacher, task, DistillConfig(layers=1, hidden_loss="cosine"),
+                      STUDENT_TRAINING, name="L1-cos", progress=False)
+    assert student.meta["params"]["hidden_loss"] == "cosine"
+    assert student.meta["metrics"]["dev"]["accuracy"] > 0.5
+
+
+def test_distill_command_baseline_and_errors(run_cli, tiny_teacher, tmp_path):
+    teacher, task = tiny_teacher
+    workspace = teacher.path.parents[2]
+    csv = task.source
+    common = ["--workspace", workspace, "distill", "--task", csv, "--text-column", "sentence",
+              "--max-length", "32", "--epochs", "1", "--lr", "1e-3", "--precision", "fp32"]
+    code, out, err = run_cli(*common, "--teacher", "tiny", "--layers", "1", "--name", "cli-baseline", "--no-kd")
+    assert code == 0, err
+    assert "student" in out and "cli-baseline" in out
+    students = workspace / "students" / "tiny" / "reviews"
+    before = sorted(p.name for p in students.iterdir())
+
+    code, _, err = run_cli(*common, "--teacher", "tiny", "--layers", "3")
+    assert code == 2 and err.strip() == (
+        "compress: error: --layers 3 is impossible: the teacher has 2 layers (choose 1 to 2)")
+    code, _, err = run_cli(*common, "--teacher", "nobody", "--layers", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "no teacher 'nobody' for reviews" in err and "unknown base 'nobody'" in err
+    assert sorted(p.name for p in students.iterdir()) == before
+    assert not (workspace / "teachers" / "nobody").exists()
