@@ -1,0 +1,43 @@
+"""Helpers for the benchmark scripts: run a compress command, read its variant, save results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from compress.machine import machine  # noqa: E402
+
+RESULTS_DIR = Path(__file__).parent / "results"
+os.environ.setdefault("COMPRESS_DATA", str(ROOT.parent / "shared" / "data" / "glue"))
+
+
+def compress(workspace: Path, *args: str) -> tuple[str, float]:
+    """Run one compress command to completion; return it as text and its wall time."""
+    command = ["compress", "--workspace", str(workspace), *map(str, args)]
+    print("$", shlex.join(command), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    return shlex.join(command), round(time.perf_counter() - started, 1)
+
+
+def read_variant(path: Path) -> dict:
+    return json.loads((path / "variant.json").read_text())
+
+
+class Results:
+    """A results file holding the machine and the command, saved after every step."""
+
+    def __init__(self, name: str):
+        self.path = RESULTS_DIR / f"{name}.json"
+        self.data = {"machine": machine(), "command": shlex.join(["python", *sys.argv])}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=2) + "\n")

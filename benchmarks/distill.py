@@ -1,0 +1,79 @@
+"""Benchmark: distillation against the label-only baseline; writes results/distill.json.
+
+  - minilm-l6 (6 layers) -> 3 layers on SST-2, KD and no-KD, from the teacher that
+    benchmarks/teacher.py fine-tuned (teachers/minilm-l6/sst2);
+  - mpnet-base (12 layers) -> 6 layers on MRPC (and SST-2 with --mpnet-sst2: about 40 minutes
+    an epoch for the teacher on 2 cores), KD and no-KD.
+
+The KD and no-KD runs go through the same training loop, one after the other, so their epoch
+times compare what distillation with cached soft targets costs over plain fine-tuning.
+
+    python benchmarks/distill.py [--workspace .] [--mpnet-sst2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common import Results, compress, read_variant
+
+
+def student_run(workspace: Path, teacher: str, task: str, layers: int, epochs: int, kd: bool, lr: float) -> dict:
+    name = f"L{layers}-{'kd' if kd else 'nokd'}"
+    command, wall = compress(workspace, "distill", "--teacher", teacher, "--task", task, "--layers", layers,
+                             "--epochs", epochs, "--lr", lr, "--name", name, "--force", *([] if kd else ["--no-kd"]))
+    meta = read_variant(workspace / "students" / teacher / task / name)
+    return {
+        "command": command,
+        "accuracy": meta["metrics"]["dev"]["accuracy"],
+        **({"f1": meta["metrics"]["dev"]["f1"]} if "f1" in meta["metrics"]["dev"] else {}),
+        "teacher_accuracy": meta["metrics"]["teacher_dev"]["accuracy"],
+        "retention": meta["metrics"]["retention"],
+        "agreement": meta["metrics"]["dev"]["agreement"],
+        "parameters": meta["parameters"],
+        "size_mb": meta["size_mb"],
+        "epochs": epochs,
+        "layer_ids": meta["params"]["layer_ids"],
+        "train_runtime_s": meta["train"]["train_runtime_s"],
+        "examples_per_s": meta["train"]["examples_per_s"],
+        "wall_s": wall,
+    }
+
+
+def pair(results: Results, key: str, workspace: Path, teacher: str, task: str, layers: int, epochs: int, lr: float):
+    """No-KD, then KD, of the same student; then the gain and the epoch-time ratio."""
+    entry = results.data.setdefault(key, {})
+    entry["nokd"] = student_run(workspace, teacher, task, layers, epochs, kd=False, lr=lr)
+    results.save()
+    entry["kd"] = student_run(workspace, teacher, task, layers, epochs, kd=True, lr=lr)
+    entry["kd_gain_points"] = round(100 * (entry["kd"]["accuracy"] - entry["nokd"]["accuracy"]), 2)
+    entry["epoch_time_ratio"] = round(entry["kd"]["train_runtime_s"] / entry["nokd"]["train_runtime_s"], 3)
+    results.save()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workspace", type=Path, default=Path("."))
+    parser.add_argument("--mpnet-sst2", action="store_true")
+    args = parser.parse_args()
+    ws = args.workspace
+    results = Results("distill")
+
+    pair(results, "minilm-l6_to_L3_sst2", ws, "minilm-l6", "sst2", layers=3, epochs=2, lr=5e-5)
+
+    for task in ("mrpc", *(["sst2"] if args.mpnet_sst2 else [])):
+        command, wall = compress(ws, "teacher", "--base", "mpnet-base", "--task", task, "--epochs", 3,
+                                 "--lr", 3e-5, "--batch-size", 16)
+        meta = read_variant(ws / "teachers" / "mpnet-base" / task)
+        results.data[f"mpnet-base_teacher_{task}"] = {
+            "command": command, "accuracy": meta["metrics"]["dev"]["accuracy"],
+            **({"f1": meta["metrics"]["dev"]["f1"]} if "f1" in meta["metrics"]["dev"] else {}),
+            "train_runtime_s": meta["train"]["train_runtime_s"], "wall_s": wall,
+        }
+        results.save()
+        pair(results, f"mpnet-base_to_L6_{task}", ws, "mpnet-base", task, layers=6, epochs=3, lr=5e-5)
+
+
+if __name__ == "__main__":
+    main()
