@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -31,6 +31,7 @@ class Task:
     num_labels: int
     metrics: tuple[str, ...] = ("accuracy",)
     source: str = ""
+    spec: dict = field(default_factory=dict)  # the load_task arguments that load this task again
 
     @property
     def is_pair(self) -> bool:
@@ -223,18 +224,29 @@ def load_task(
     label_column: str | None = None,
 ) -> Task:
     """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column."""
+    root = data_dir or os.environ.get("COMPRESS_DATA")
+    spec = {"task": task, "data_dir": str(Path(root).expanduser().resolve()) if root else None,
+            "text_column": text_column, "label_column": label_column}
     if task == "sst2":
-        return _glue("sst2", "SST-2", ("sentence",), "label", ("accuracy",), data_dir)
-    if task == "mrpc":
-        return _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1"), data_dir)
-    if task == "rotten-tomatoes":
-        return _rotten_tomatoes()
-    path = Path(task).expanduser()
-    if path.exists():
+        loaded = _glue("sst2", "SST-2", ("sentence",), "label", ("accuracy",), data_dir)
+    elif task == "mrpc":
+        loaded = _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1"), data_dir)
+    elif task == "rotten-tomatoes":
+        loaded = _rotten_tomatoes()
+    elif Path(task).expanduser().exists():
+        path = Path(task).expanduser()
         if not text_column:
             raise UserError(f"{path}: name the text with --text-column (one column, or two as a,b)")
         columns = tuple(c.strip() for c in text_column.split(","))
         if len(columns) > 2 or not all(columns):
             raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
-        return _from_files(path, columns, label_column or "label")
-    raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")
+        loaded = _from_files(path, columns, label_column or "label")
+        spec["task"] = str(path.resolve())
+    else:
+        raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")
+    return replace(loaded, spec=spec)
+
+
+def task_of(meta: dict) -> Task:
+    """The task a variant was trained on, loaded again from what its variant.json recorded."""
+    return load_task(**meta["data"]["spec"])

@@ -215,7 +215,7 @@ def best_epoch(history: list[dict]) -> float | None:
 
 
 def data_record(task) -> dict:
-    return {"source": task.source, "fingerprint": task.fingerprint,
+    return {"source": task.source, "spec": task.spec, "fingerprint": task.fingerprint,
             "train_examples": len(task.train), "dev_examples": len(task.dev)}
 
 
