@@ -146,6 +146,56 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers
     click.echo(summary("student", variant) + f", retention {variant.meta['metrics']['retention']:.3f}")
 
 
+def variant_argument(fn):
+    return click.argument("variant", type=click.Path(file_okay=False, path_type=Path))(fn)
+
+
+def load_variant(path: Path):
+    from compress.variant import Variant
+
+    if not path.is_dir():
+        raise UserError(f"no variant folder at {path}")
+    return Variant.load(path)
+
+
+@cli.command("export")
+@variant_argument
+@click.option("--opset", type=click.IntRange(14, 21), default=17, help="ONNX opset.")
+@click.option("--no-optimize", is_flag=True,
+              help="Skip ORT's transformer optimizer (by default its fused graph is kept only where it is faster).")
+def export_command(variant, opset, no_optimize):
+    """Export VARIANT to ONNX in VARIANT/onnx/, refused unless it matches PyTorch (|logit diff| <= 1e-4)."""
+    from compress.export import export
+
+    result = export(load_variant(variant), opset=opset, optimize=not no_optimize).meta["onnx"]
+    fused = ", ".join(f"{n} {op}" for op, n in result.get("fused_ops", {}).items()) or "none"
+    click.echo(f"exported {variant}/onnx/model.onnx ({result['size_mb']} MB, "
+               f"{'optimized' if result['optimized'] else 'plain'} graph; fused: {fused}); "
+               f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}, "
+               f"agreement {result['parity']['agreement']:.4f}")
+
+
+@cli.command("quantize")
+@variant_argument
+@click.option("--mode", type=click.Choice(["dynamic", "static", "fp16"]), default="dynamic",
+              help="dynamic: int8 weights, activations quantized on the fly (the default for transformers); "
+                   "static: int8 QDQ calibrated on training examples; fp16: for GPUs.")
+@click.option("--per-channel", is_flag=True, help="One int8 scale per output channel instead of per tensor.")
+@click.option("--calibration", type=click.IntRange(min=1), default=256, help="Training examples to calibrate static int8 on.")
+@click.option("--backend", type=click.Choice(["ort", "torch"]), default="ort",
+              help="ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.")
+@click.option("--max-drop", type=click.FloatRange(min=0), help="Refuse (and write nothing) if dev accuracy falls by more than this many points.")
+@click.option("--name", help="Variant name [default: <variant>-int8-<mode>, -fp16 or -torch-int8].")
+def quantize_command(variant, mode, per_channel, calibration, backend, max_drop, name):
+    """Quantize VARIANT into a new variant beside it; accuracy is measured on the quantized artifact."""
+    from compress.quantize import quantize
+
+    result = quantize(load_variant(variant), mode, per_channel, calibration, backend, max_drop, name)
+    meta = result.meta
+    click.echo(f"quantized {result.path}: dev accuracy {meta['metrics']['dev']['accuracy']:.4f} "
+               f"({-meta['metrics']['drop_points']:+.2f} points), {meta['size_mb']} MB")
+
+
 def main() -> None:
     """Entry point: bad input ends in one line on stderr and exit code 2, never a traceback."""
     from transformers.utils import logging as hf_logging

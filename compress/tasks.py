@@ -249,4 +249,7 @@ def load_task(
 
 def task_of(meta: dict) -> Task:
     """The task a variant was trained on, loaded again from what its variant.json recorded."""
-    return load_task(**meta["data"]["spec"])
+    spec = meta.get("data", {}).get("spec")
+    if not spec:
+        raise UserError(f"variant {meta.get('name')} does not record how to load its task (data.spec in variant.json)")
+    return load_task(**spec)

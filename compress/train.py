@@ -107,25 +107,29 @@ class Collator:
         return batch
 
 
+def length_batches(encoded: datasets.Dataset, tokenizer, batch_size: int, desc: str | None = None):
+    """Yield (row ids, padded batch) over `encoded`, batches formed by length to waste no padding."""
+    order = np.argsort(np.asarray(encoded["length"]), kind="stable")
+    collate = Collator(tokenizer)
+    features = encoded.remove_columns([c for c in ("label", "teacher_logits") if c in encoded.column_names])
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, unit="batch"):
+        rows = order[start : start + batch_size]
+        yield torch.as_tensor(rows), collate([features[int(i)] for i in rows])
+
+
 @torch.inference_mode()
 def predict_logits(
     model, encoded: datasets.Dataset, tokenizer, precision: str = "fp32", batch_size: int = 64,
     desc: str | None = None,
 ) -> torch.Tensor:
-    """Float32 logits for every row of `encoded`, in row order; batches are formed by length."""
+    """Float32 logits for every row of `encoded`, in row order."""
     model.eval()
-    order = np.argsort(np.asarray(encoded["length"]), kind="stable")
-    collate = Collator(tokenizer)
-    features = encoded.remove_columns([c for c in ("label", "teacher_logits") if c in encoded.column_names])
     dev = next(model.parameters()).device
     out = torch.empty(len(encoded), model.config.num_labels)
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=desc, disable=desc is None, unit="batch"):
-        rows = order[start : start + batch_size]
-        batch = collate([features[int(i)] for i in rows])
+    for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
         with autocast(precision, dev.type):
             logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits
-        out[torch.as_tensor(rows)] = logits.float().cpu()
+        out[rows] = logits.float().cpu()
     return out
 
 

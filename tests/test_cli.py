@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-VERBS = ["teacher"]
+VERBS = ["teacher", "distill", "export", "quantize"]
 
 
 def test_help_lists_every_verb_and_their_flags(run_cli):

@@ -1,0 +1,117 @@
+"""Stage: export a variant to ONNX under its onnx/ folder, optimised where that is faster, parity-checked.
+
+The TorchScript exporter (dynamo=False) of an eager-attention model writes one file whose
+attention ORT's transformer optimizer can fuse; num_heads=0 lets it detect the head count per
+layer, which pruned models need. The optimised graph is kept only if it is at least as fast.
+The folder follows Optimum's layout: model.onnx beside config.json and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import torch
+from transformers import AutoTokenizer
+
+from compress import ort as runtime
+from compress.errors import UserError
+from compress.tasks import task_of
+from compress.train import encode, load_classifier, predict_logits
+from compress.variant import Variant, atomic_dir
+
+PARITY_ATOL = 1e-4
+FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
+RAW, MODEL = "raw.onnx", "model.onnx"  # the plain export (static quantization starts there), the kept graph
+
+
+def _torch_export(model, tokenizer, path: Path, opset: int) -> list[str]:
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    sample = tokenizer(["a sample sentence to trace the graph with"] * 2, return_tensors="pt")
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    torch.onnx.export(
+        model, (), str(path), kwargs={n: sample[n] for n in names}, input_names=names, output_names=["logits"],
+        dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
+    )
+    return names
+
+
+def _median_latency_ms(path: Path, tokenizer, runs: int = 15) -> float:
+    sess = runtime.session(path)
+    batch = tokenizer(["word " * 126], padding="max_length", max_length=128, truncation=True, return_tensors="pt")
+    inputs = runtime.feed(sess, dict(batch))
+    for _ in range(3):
+        sess.run(None, inputs)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        sess.run(None, inputs)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def _optimize(raw: Path, out: Path, config) -> dict:
+    """ORT's transformer fusions; returns how many fused nodes of each kind the graph now has.
+
+    Uniform models pass their head count and width (its detection fails on this exporter's graph).
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size)
+    optimized.save_model_to_file(str(out))
+    ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
+    return {op: ops[op] for op in FUSED_OPS if ops[op]}
+
+
+def parity(model, sess, encoded, tokenizer) -> dict:
+    """Max |logit difference| and argmax agreement between PyTorch fp32 and ORT on every row."""
+    expected = predict_logits(model, encoded, tokenizer)
+    got = runtime.logits(sess, encoded, tokenizer)
+    diff = (expected - got).abs()
+    top2 = expected.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * PARITY_ATOL  # rows not on a knife edge must agree
+    agree = expected.argmax(-1) == got.argmax(-1)
+    return {"max_abs_diff": float(diff.max()), "agreement": float(agree.float().mean()),
+            "disagreements_off_ties": int((~agree & clear).sum()), "rows": len(encoded)}
+
+
+def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
+    """Write variant/onnx/ and record the export, its fusion, timings and parity in variant.json."""
+    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    model = load_classifier(variant.path, attn_implementation="eager").eval()
+    task = task_of(variant.meta)
+    dev = encode(task.dev, tokenizer, variant.meta["params"]["max_length"])
+    with atomic_dir(variant.path / "onnx") as tmp:
+        inputs = _torch_export(model, tokenizer, tmp / RAW, opset)
+        record = {"opset": opset, "inputs": inputs, "optimized": False}
+        if optimize:
+            fused = _optimize(tmp / RAW, tmp / "optimized.onnx", model.config)
+            raw_ms = _median_latency_ms(tmp / RAW, tokenizer)
+            optimized_ms = _median_latency_ms(tmp / "optimized.onnx", tokenizer)
+            keep = optimized_ms <= raw_ms
+            record.update(optimized=keep, fused_ops=fused,
+                          latency_probe_ms={"raw": round(raw_ms, 2), "optimized": round(optimized_ms, 2),
+                                            "shape": "1x128", "runs": 15})
+            if keep:
+                (tmp / "optimized.onnx").rename(tmp / MODEL)
+            else:
+                (tmp / "optimized.onnx").unlink()
+        if not (tmp / MODEL).exists():
+            shutil.copyfile(tmp / RAW, tmp / MODEL)
+        check = parity(model, runtime.session(tmp / MODEL), dev, tokenizer)
+        if check["max_abs_diff"] > PARITY_ATOL or check["disagreements_off_ties"]:
+            raise UserError(
+                f"export refused: ONNX logits differ from PyTorch by up to {check['max_abs_diff']:.2e} "
+                f"(limit {PARITY_ATOL:.0e}) and disagree on {check['disagreements_off_ties']} dev rows"
+            )
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        record.update(parity=check, size_mb=round((tmp / MODEL).stat().st_size / 1e6, 2))
+    variant.meta["onnx"] = record
+    variant.save_meta()
+    return variant

@@ -1,0 +1,49 @@
+"""ONNX Runtime sessions and batched inference over a task split, for parity, accuracy and latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from compress.errors import UserError
+from compress.train import length_batches
+
+
+def session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
+            optimize: bool = True) -> ort.InferenceSession:
+    """A session on `path`; a missing or corrupt file is one clear line."""
+    if not Path(path).is_file():
+        raise UserError(f"ONNX model not found: {path} (run compress export first)")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=[provider])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/etc. types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load ONNX model {path}: {first[:300]}") from None
+
+
+def feed(sess: ort.InferenceSession, batch: dict) -> dict:
+    """The batch's tensors the graph takes, as int64 numpy arrays."""
+    names = {i.name for i in sess.get_inputs()}
+    return {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in names}
+
+
+def logits(sess: ort.InferenceSession, encoded: datasets.Dataset, tokenizer, batch_size: int = 64,
+           desc: str | None = None) -> torch.Tensor:
+    """Float32 logits for every row of `encoded`, in row order."""
+    out = None
+    for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
+        result = sess.run(["logits"], feed(sess, batch))[0].astype(np.float32)
+        if out is None:
+            out = torch.empty(len(encoded), result.shape[-1])
+        out[rows] = torch.from_numpy(result)
+    return out

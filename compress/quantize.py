@@ -1,0 +1,178 @@
+"""Stage: int8 (ORT dynamic, ORT static QDQ, or PyTorch dynamic) and fp16, measured on the artifact.
+
+Each result is a new variant beside its parent (<parent>-int8-dynamic, ...). Accuracy comes from
+running the quantized artifact itself on the dev split; --max-drop refuses a variant that loses
+more than that many points, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from transformers import AutoTokenizer
+
+from compress import ort as runtime
+from compress.errors import UserError
+from compress.export import MODEL, RAW, export
+from compress.machine import device, machine
+from compress.tasks import task_of
+from compress.train import encode, load_classifier, predict_logits, task_metrics
+from compress.variant import Variant, atomic_dir, command_line
+
+MODES = ("dynamic", "static", "fp16")
+BACKENDS = ("ort", "torch")
+
+
+def variant_suffix(mode: str, backend: str, per_channel: bool) -> str:
+    if backend == "torch":
+        return "torch-int8"
+    return ("fp16" if mode == "fp16" else f"int8-{mode}") + ("-pc" if per_channel else "")
+
+
+def _weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMul nodes whose second input is a weight: the only ones static QDQ should quantize."""
+    weights = {init.name for init in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+
+
+class _Calibration:
+    """Feeds N training examples, one at a time, to ORT's calibrator."""
+
+    def __init__(self, encoded, tokenizer, input_names, n: int):
+        self.rows = iter(range(min(n, len(encoded))))
+        self.encoded, self.tokenizer, self.names = encoded, tokenizer, input_names
+
+    def get_next(self):
+        i = next(self.rows, None)
+        if i is None:
+            return None
+        row = self.encoded[i]
+        return {k: torch.tensor([row[k]]).numpy() for k in self.names}
+
+    def rewind(self):  # part of ORT's CalibrationDataReader protocol; one pass is all it needs
+        pass
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    """ORT's calibrator writes large scratch files into the working directory: keep them in `path`."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _ort_quantize(source: Path, out: Path, mode: str, per_channel: bool, calibration) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode == "dynamic":
+        quantize_dynamic(source / MODEL, out, weight_type=QuantType.QInt8, per_channel=per_channel,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    elif mode == "static":
+        with tempfile.TemporaryDirectory(prefix="compress-static-") as scratch:
+            prepared = Path(scratch) / "prepared.onnx"
+            quant_pre_process(str(source / RAW), str(prepared), skip_symbolic_shape=True)
+            nodes = _weight_matmuls(onnx.load(str(prepared)))
+            with _working_directory(Path(scratch)):
+                quantize_static(str(prepared), str(out), calibration, quant_format=QuantFormat.QDQ,
+                                per_channel=per_channel, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                                op_types_to_quantize=["MatMul"])
+    else:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(source / MODEL)), keep_io_types=True)
+        onnx.save(model, str(out))
+
+
+def quantize(
+    variant: Variant, mode: str = "dynamic", per_channel: bool = False, calibration: int = 256,
+    backend: str = "ort", max_drop: float | None = None, name: str | None = None,
+) -> Variant:
+    """Quantize `variant` into a new variant and measure its dev accuracy on the artifact itself."""
+    if mode not in MODES or backend not in BACKENDS:
+        raise UserError(f"--mode must be one of {', '.join(MODES)} and --backend one of {', '.join(BACKENDS)}")
+    if backend == "torch" and mode != "dynamic":
+        raise UserError("--backend torch offers dynamic int8 only")
+    if mode != "fp16" and device() == "cuda" and backend == "ort":
+        print("note: int8 runs on ORT's CPU kernels even under the CUDA provider (onnxruntime issue 10267); "
+              "use --mode fp16 for the GPU")
+    if calibration < 1:
+        raise UserError("--calibration must be at least 1")
+    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    task = task_of(variant.meta)
+    max_length = variant.meta["params"]["max_length"]
+    dev = encode(task.dev, tokenizer, max_length)
+    parent_accuracy = variant.meta["metrics"]["dev"]["accuracy"]
+    name = name or f"{variant.meta['name']}-{variant_suffix(mode, backend, per_channel)}"
+    target = variant.path.parent / name
+    if backend == "ort" and not (variant.path / "onnx" / MODEL).is_file():
+        print(f"{variant.path} has no ONNX export yet; exporting it first")
+        export(variant)
+    if backend == "ort":
+        runtime.session(variant.path / "onnx" / MODEL)  # a corrupt export fails here, in one line
+
+    with atomic_dir(target) as tmp:
+        if backend == "torch":
+            model = torch.ao.quantization.quantize_dynamic(
+                load_classifier(variant.path).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+            artifact = tmp / "model_int8.pt"
+            torch.save(model.state_dict(), artifact)
+            logits = predict_logits(model, dev, tokenizer)
+        else:
+            (tmp / "onnx").mkdir()
+            artifact = tmp / "onnx" / MODEL
+            reader = None
+            if mode == "static":
+                names = onnx_inputs(variant.path / "onnx" / RAW)
+                reader = _Calibration(encode(task.train, tokenizer, max_length), tokenizer, names, calibration)
+            _ort_quantize(variant.path / "onnx", artifact, mode, per_channel, reader)
+            for extra in variant.path.joinpath("onnx").iterdir():  # config and tokenizer: Optimum's layout
+                if extra.suffix != ".onnx":
+                    shutil.copy(extra, tmp / "onnx" / extra.name)
+            logits = runtime.logits(runtime.session(artifact), dev, tokenizer)
+        tokenizer.save_pretrained(tmp)
+        variant_config = variant.path / "config.json"
+        shutil.copy(variant_config, tmp / "config.json")
+        metrics = task_metrics(logits.numpy(), np.asarray(dev["label"]), task.metrics)
+        drop = 100 * (parent_accuracy - metrics["accuracy"])
+        if max_drop is not None and drop > max_drop:
+            raise UserError(f"{name} refused: accuracy {metrics['accuracy']:.4f} is {drop:.2f} points below "
+                            f"{variant.meta['name']}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
+        parent_size = variant.meta.get("onnx", {}).get("size_mb") if backend == "ort" else variant.meta["size_mb"]
+        size = round(artifact.stat().st_size / 1e6, 2)
+        meta = {
+            "name": name,
+            "stage": "quantize",
+            "parent": str(variant.path),
+            "teacher": variant.meta.get("teacher", variant.meta["name"]),
+            "task": variant.meta["task"],
+            "num_labels": variant.meta["num_labels"],
+            "params": {"mode": mode, "backend": backend, "per_channel": per_channel,
+                       "calibration": calibration if mode == "static" else None, "max_length": max_length},
+            "data": variant.meta["data"],
+            "metrics": {"dev": metrics, "parent_dev": variant.meta["metrics"]["dev"],
+                        "drop_points": round(drop, 3)},
+            "artifact": str(artifact.relative_to(tmp)),
+            "parameters": variant.meta["parameters"],
+            "size_mb": size,
+            "size_ratio": round(size / parent_size, 4) if parent_size else None,
+            "machine": machine(),
+            "command": command_line(),
+        }
+        Variant(tmp, meta).save_meta()
+    return Variant.load(target)
+
+
+def onnx_inputs(path: Path) -> list[str]:
+    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]

@@ -1,0 +1,153 @@
+"""Export to ONNX (parity with PyTorch) and quantization (accuracy measured on the artifact)."""
+
+import shutil
+
+import onnx
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DistilBertConfig,
+    MPNetConfig,
+    RobertaConfig,
+)
+
+import compress.export as export_stage
+from compress import ort as runtime
+from compress.distill import DistillConfig, distill
+from compress.errors import UserError
+from compress.export import export
+from compress.quantize import quantize
+from compress.train import TrainConfig, encode
+from compress.variant import Variant, save_variant
+
+
+@pytest.fixture
+def teacher_copy(tiny_teacher, tmp_path):
+    """A private copy of the tiny teacher, since export writes into the variant."""
+    teacher, _ = tiny_teacher
+    target = tmp_path / "ws" / "teachers" / "tiny" / "reviews"
+    shutil.copytree(teacher.path, target)
+    return Variant.load(target)
+
+
+def assert_exported(variant: Variant):
+    onnx_dir = variant.path / "onnx"
+    assert {"model.onnx", "raw.onnx", "config.json", "tokenizer.json"} <= {p.name for p in onnx_dir.iterdir()}
+    assert AutoConfig.from_pretrained(onnx_dir).num_labels == 2  # Optimum's layout: config beside model.onnx
+    record = Variant.load(variant.path).meta["onnx"]
+    assert record["parity"]["max_abs_diff"] <= 1e-4 and record["parity"]["agreement"] == 1.0
+    graph = onnx.load(str(onnx_dir / "model.onnx"))
+    dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    return record
+
+
+def test_export_of_a_teacher_matches_pytorch_and_fuses_attention(teacher_copy):
+    record = assert_exported(export(teacher_copy))
+    assert record["fused_ops"]["Attention"] == 2  # both layers fused, whichever graph was faster
+    assert set(record["latency_probe_ms"]) >= {"raw", "optimized"}
+
+
+def test_export_of_a_distilled_student(tiny_teacher, tmp_path):
+    teacher, task = tiny_teacher
+    student = distill(teacher, task, DistillConfig(layers=1), TrainConfig(epochs=1, lr=1e-3, batch_size=16,
+                      max_length=32, precision="fp32"), name="L1-export", progress=False)
+    assert_exported(export(student))
+
+
+@pytest.mark.parametrize("config", [
+    RobertaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2),
+    DistilBertConfig(vocab_size=30522, dim=32, hidden_dim=64, n_heads=4, n_layers=2),
+    MPNetConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2),
+], ids=lambda c: c.model_type)
+def test_export_parity_for_each_architecture(config, tiny_teacher, tmp_path):
+    teacher, _ = tiny_teacher
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    meta = {"name": config.model_type, "task": "reviews", "num_labels": 2, "data": teacher.meta["data"],
+            "params": {"max_length": 32}, "metrics": {"dev": {"accuracy": 0.5}}}
+    variant = save_variant(tmp_path / config.model_type, model, tokenizer, meta)
+    assert_exported(export(variant, optimize=False))
+
+
+def test_an_export_that_fails_parity_is_refused_and_leaves_nothing(teacher_copy, monkeypatch):
+    monkeypatch.setattr(export_stage, "PARITY_ATOL", 0.0)  # no float graph matches exactly: must refuse
+    with pytest.raises(UserError, match="export refused: ONNX logits differ from PyTorch"):
+        export(teacher_copy, optimize=False)
+    assert not (teacher_copy.path / "onnx").exists()
+    assert [p.name for p in teacher_copy.path.iterdir() if p.name.startswith(".")] == []
+    assert "onnx" not in Variant.load(teacher_copy.path).meta
+
+
+def dev_accuracy_in_fresh_session(variant: Variant, task) -> float:
+    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    logits = runtime.logits(runtime.session(variant.path / variant.meta["artifact"]),
+                            encode(task.dev, tokenizer, 32), tokenizer)
+    return float((logits.argmax(-1) == torch.tensor(task.dev["label"])).float().mean())
+
+
+def test_dynamic_int8_runs_in_a_fresh_session_with_its_accuracy_recorded(teacher_copy, tiny_teacher):
+    _, task = tiny_teacher
+    quantized = quantize(teacher_copy)  # exports first
+    assert quantized.path.name == "tiny-int8-dynamic" and quantized.meta["parent"] == str(teacher_copy.path)
+    accuracy = dev_accuracy_in_fresh_session(quantized, task)
+    assert quantized.meta["metrics"]["dev"]["accuracy"] == pytest.approx(accuracy)
+    assert accuracy >= 0.9
+    assert quantized.meta["size_ratio"] < 0.27  # weights and embeddings in int8
+    ops = {n.op_type for n in onnx.load(str(quantized.path / "onnx" / "model.onnx")).graph.node}
+    assert ops & {"QAttention", "MatMulInteger", "DynamicQuantizeMatMul"}
+
+
+def test_static_int8_and_the_torch_baseline(teacher_copy, tiny_teacher):
+    _, task = tiny_teacher
+    static = quantize(teacher_copy, mode="static", calibration=32)
+    ops = [n.op_type for n in onnx.load(str(static.path / "onnx" / "model.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    assert static.meta["metrics"]["dev"]["accuracy"] == pytest.approx(dev_accuracy_in_fresh_session(static, task))
+    baseline = quantize(teacher_copy, backend="torch")
+    assert baseline.path.name == "tiny-torch-int8" and (baseline.path / "model_int8.pt").is_file()
+    assert baseline.meta["metrics"]["dev"]["accuracy"] >= 0.9
+
+
+def test_max_drop_refuses_and_writes_nothing(tiny_base, tiny_teacher, tmp_path):
+    teacher, task = tiny_teacher
+    # An untrained model (chance accuracy) recorded as perfect: its int8 copy must fall far below.
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_base)
+    meta = {"name": "untrained", "task": "reviews", "num_labels": 2, "data": teacher.meta["data"],
+            "params": {"max_length": 32}, "metrics": {"dev": {"accuracy": 1.0}}}
+    variant = save_variant(tmp_path / "untrained", model, AutoTokenizer.from_pretrained(tiny_base), meta)
+    with pytest.raises(UserError, match=r"untrained-int8-dynamic refused: accuracy .* points below .*--max-drop 1"):
+        quantize(variant, max_drop=1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["untrained"]
+
+
+def test_corrupt_and_missing_models_are_clear_errors(teacher_copy, tmp_path):
+    with pytest.raises(UserError, match="ONNX model not found"):
+        runtime.session(tmp_path / "missing.onnx")
+    export(teacher_copy, optimize=False)
+    model = teacher_copy.path / "onnx" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:5000])
+    with pytest.raises(UserError, match="cannot load ONNX model"):
+        quantize(teacher_copy)
+    assert not (teacher_copy.path.parent / "tiny-int8-dynamic").exists()
+
+
+def test_export_and_quantize_commands(run_cli, teacher_copy, tmp_path):
+    code, out, err = run_cli("export", teacher_copy.path)
+    assert code == 0, err
+    assert "parity: max |logit diff|" in out
+    code, out, err = run_cli("quantize", teacher_copy.path, "--per-channel")
+    assert code == 0, err
+    assert "tiny-int8-dynamic-pc" in out
+    for args, message in (
+        (("export", tmp_path / "nowhere"), "no variant folder"),
+        (("quantize", teacher_copy.path, "--mode", "int4"), "Invalid value for '--mode'"),
+        (("quantize", teacher_copy.path, "--backend", "torch", "--mode", "static"), "dynamic int8 only"),
+        (("export", teacher_copy.path, "--opset", "9"), "--opset"),
+    ):
+        code, _, err = run_cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (args, err)
