@@ -9,8 +9,6 @@ The folder follows Optimum's layout: model.onnx beside config.json and the token
 from __future__ import annotations
 
 import shutil
-import statistics
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from transformers import AutoTokenizer
 
 from compress import ort as runtime
 from compress.errors import UserError
+from compress.latency import ort_latency_ms
 from compress.tasks import task_of
 from compress.train import encode, load_classifier, predict_logits
 from compress.variant import Variant, atomic_dir
@@ -38,20 +37,6 @@ def _torch_export(model, tokenizer, path: Path, opset: int) -> list[str]:
         dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
     )
     return names
-
-
-def _median_latency_ms(path: Path, tokenizer, runs: int = 15) -> float:
-    sess = runtime.session(path)
-    batch = tokenizer(["word " * 126], padding="max_length", max_length=128, truncation=True, return_tensors="pt")
-    inputs = runtime.feed(sess, dict(batch))
-    for _ in range(3):
-        sess.run(None, inputs)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        sess.run(None, inputs)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def _optimize(raw: Path, out: Path, config) -> dict:
@@ -91,8 +76,8 @@ def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
         record = {"opset": opset, "inputs": inputs, "optimized": False}
         if optimize:
             fused = _optimize(tmp / RAW, tmp / "optimized.onnx", model.config)
-            raw_ms = _median_latency_ms(tmp / RAW, tokenizer)
-            optimized_ms = _median_latency_ms(tmp / "optimized.onnx", tokenizer)
+            raw_ms = ort_latency_ms(runtime.session(tmp / RAW), 1, 128, runs=15)["p50"]
+            optimized_ms = ort_latency_ms(runtime.session(tmp / "optimized.onnx"), 1, 128, runs=15)["p50"]
             keep = optimized_ms <= raw_ms
             record.update(optimized=keep, fused_ops=fused,
                           latency_probe_ms={"raw": round(raw_ms, 2), "optimized": round(optimized_ms, 2),

@@ -47,3 +47,4 @@ def logits(sess: ort.InferenceSession, encoded: datasets.Dataset, tokenizer, bat
             out = torch.empty(len(encoded), result.shape[-1])
         out[rows] = torch.from_numpy(result)
     return out
+
