@@ -34,9 +34,15 @@ def read_variant(path: Path) -> dict:
 class Results:
     """A results file holding the machine and the command, saved after every step."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, extend: bool = False):
+        """A fresh results file, or with `extend` the existing one, to which this run adds entries."""
         self.path = RESULTS_DIR / f"{name}.json"
-        self.data = {"machine": machine(), "command": shlex.join(["python", *sys.argv])}
+        self.data = json.loads(self.path.read_text()) if extend and self.path.is_file() else {}
+        command = shlex.join(["python", *sys.argv])
+        if self.data:
+            self.data["command"] = f"{self.data['command']} && {command}"
+        else:
+            self.data = {"machine": machine(), "command": command}
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

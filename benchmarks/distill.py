@@ -8,7 +8,7 @@
 The KD and no-KD runs go through the same training loop, one after the other, so their epoch
 times compare what distillation with cached soft targets costs over plain fine-tuning.
 
-    python benchmarks/distill.py [--workspace .] [--mpnet-sst2]
+    python benchmarks/distill.py [--workspace .] [--part all|minilm|mpnet] [--mpnet-sst2]
 """
 
 from __future__ import annotations
@@ -55,13 +55,17 @@ def pair(results: Results, key: str, workspace: Path, teacher: str, task: str, l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path("."))
+    parser.add_argument("--part", choices=["all", "minilm", "mpnet"], default="all",
+                        help="run only the minilm or the mpnet part; 'mpnet' adds to an existing results file")
     parser.add_argument("--mpnet-sst2", action="store_true")
     args = parser.parse_args()
     ws = args.workspace
-    results = Results("distill")
+    results = Results("distill", extend=args.part == "mpnet")
 
-    pair(results, "minilm-l6_to_L3_sst2", ws, "minilm-l6", "sst2", layers=3, epochs=2, lr=5e-5)
-
+    if args.part in ("all", "minilm"):
+        pair(results, "minilm-l6_to_L3_sst2", ws, "minilm-l6", "sst2", layers=3, epochs=2, lr=5e-5)
+    if args.part == "minilm":
+        return
     for task in ("mrpc", *(["sst2"] if args.mpnet_sst2 else [])):
         command, wall = compress(ws, "teacher", "--base", "mpnet-base", "--task", task, "--epochs", 3,
                                  "--lr", 3e-5, "--batch-size", 16)

@@ -19,6 +19,7 @@ from common import Results, compress, read_variant
 from compress import ort as runtime
 from compress.latency import ort_latency_ms, torch_latency_ms
 from compress.train import load_classifier
+from compress.variant import Variant, derived_dir
 
 SHAPES = ((1, 128), (32, 128))
 KINDS = {  # suffix of the quantized variant -> extra quantize flags
@@ -55,12 +56,13 @@ def bench_variant(results: Results, workspace: Path, path: Path, threads: int, r
     results.save()
     for kind, flags in KINDS.items():
         command, _ = compress(workspace, "quantize", path, *flags, "--name", f"{parent['name']}-{kind}")
-        meta = read_variant(path.parent / f"{parent['name']}-{kind}")
+        quantized_dir = derived_dir(Variant.load(path), f"{parent['name']}-{kind}")
+        meta = read_variant(quantized_dir)
         if kind == "torch-int8":
             quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
             measure = lambda b, s, r: torch_latency_ms(quantized, b, s, r, vocab_size=vocab, input_names=inputs)  # noqa: E731
         else:
-            sess = runtime.session(path.parent / meta["name"] / meta["artifact"], threads=threads)
+            sess = runtime.session(quantized_dir / meta["artifact"], threads=threads)
             measure = lambda b, s, r: ort_latency_ms(sess, b, s, r, vocab_size=vocab)  # noqa: E731
         entry[kind] = {"command": command, "accuracy": meta["metrics"]["dev"]["accuracy"],
                        "drop_points": meta["metrics"]["drop_points"], "size_mb": meta["size_mb"],

@@ -123,7 +123,7 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers
     from compress import distill as stage
     from compress import teacher as teachers
     from compress.tasks import load_task
-    from compress.variant import Variant
+    from compress.variant import Variant, derived_dir
 
     data = load_task(task, data_dir, text_column, label_column)
     config = train_config(**training)
@@ -140,7 +140,7 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers
     distill_config = stage.DistillConfig(layers=layers, init=init, temperature=temperature, alpha=alpha,
                                          hidden_loss=hidden_loss, kd=not no_kd)
     name = name or stage.default_name(distill_config)
-    if report_existing(stage.student_dir(teacher_variant, name)) and not force:
+    if report_existing(derived_dir(teacher_variant, name)) and not force:
         return
     variant = stage.distill(teacher_variant, data, distill_config, config, name)
     click.echo(summary("student", variant) + f", retention {variant.meta['metrics']['retention']:.3f}")
@@ -194,6 +194,42 @@ def quantize_command(variant, mode, per_channel, calibration, backend, max_drop,
     meta = result.meta
     click.echo(f"quantized {result.path}: dev accuracy {meta['metrics']['dev']['accuracy']:.4f} "
                f"({-meta['metrics']['drop_points']:+.2f} points), {meta['size_mb']} MB")
+
+
+@cli.command("bench")
+@click.argument("variants", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--shapes", default="1x32,1x128,32x128", help="BATCHxSEQUENCE shapes, comma-separated.")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: torch's count here].")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--runs", type=click.IntRange(min=30), default=30, help="Timed runs per shape, after a warm-up.")
+@click.pass_obj
+def bench_command(obj, variants, shapes, threads, device, runs):
+    """Measure latency (ORT and PyTorch) and artifact accuracy of VARIANTS [default: every variant]."""
+    from compress.bench import bench, parse_shapes
+    from compress.variant import find_variants
+
+    parsed = parse_shapes(shapes)
+    targets = [load_variant(v) for v in variants] or find_variants(obj["workspace"])
+    if not targets:
+        raise UserError(f"no variants in {obj['workspace']} to measure")
+    for variant in targets:
+        result = bench(variant, parsed, threads, device, runs)
+        entry = list(result.meta["bench"].values())[-1]
+        timings = "; ".join(f"{runtime} {shape} {t['p50']:.2f} ms" for runtime, by_shape in entry["latency_ms"].items()
+                            for shape, t in by_shape.items())
+        click.echo(f"{variant.path}: accuracy {entry['dev']['accuracy']:.4f}; {timings}")
+
+
+@cli.command("report")
+@click.option("--task", help="Task name [default: the only task in the workspace].")
+@click.option("--teacher", help="Teacher name [default: every teacher of the task].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="[default: reports/<teacher>-<task>.html]")
+@click.pass_obj
+def report_command(obj, task, teacher, out):
+    """Write one self-contained HTML page comparing every variant: plots, table, machines, commands."""
+    from compress.report import render
+
+    click.echo(f"report: {render(obj['workspace'], task, teacher, out)}")
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from compress.train import (
     train_record,
     train_resumable,
 )
-from compress.variant import Variant, save_variant
+from compress.variant import Variant, derived_dir, save_variant
 
 
 @dataclass(frozen=True)
@@ -143,11 +143,6 @@ def default_name(distill: DistillConfig) -> str:
     return name + (f"-{distill.hidden_loss}" if distill.kd and distill.hidden_loss != "none" else "")
 
 
-def student_dir(teacher: Variant, name: str) -> Path:
-    workspace = teacher.path.parents[2]  # teachers/<name>/<task> -> workspace
-    return workspace / "students" / teacher.meta["name"] / teacher.meta["task"] / name
-
-
 def distill(
     teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig,
     name: str | None = None, progress: bool = True,
@@ -164,7 +159,7 @@ def distill(
     tokenizer = AutoTokenizer.from_pretrained(teacher.path)
     teacher_model = load_classifier(teacher.path)
     name = name or default_name(distill_config)
-    target = student_dir(teacher, name)
+    target = derived_dir(teacher, name)
 
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)

@@ -24,7 +24,7 @@ from compress.export import MODEL, RAW, export
 from compress.machine import device, machine
 from compress.tasks import task_of
 from compress.train import encode, load_classifier, predict_logits, task_metrics
-from compress.variant import Variant, atomic_dir, command_line
+from compress.variant import Variant, atomic_dir, command_line, derived_dir
 
 MODES = ("dynamic", "static", "fp16")
 BACKENDS = ("ort", "torch")
@@ -115,7 +115,7 @@ def quantize(
     dev = encode(task.dev, tokenizer, max_length)
     parent_accuracy = variant.meta["metrics"]["dev"]["accuracy"]
     name = name or f"{variant.meta['name']}-{variant_suffix(mode, backend, per_channel)}"
-    target = variant.path.parent / name
+    target = derived_dir(variant, name)
     if backend == "ort" and not (variant.path / "onnx" / MODEL).is_file():
         print(f"{variant.path} has no ONNX export yet; exporting it first")
         export(variant)

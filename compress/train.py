@@ -50,12 +50,12 @@ class TrainConfig:
         return asdict(self)
 
 
-def check_max_length(max_length: int, tokenizer, config) -> None:
+def check_max_length(max_length: int, tokenizer, config, flag: str = "--max-length") -> None:
     limit = config.max_position_embeddings - OFFSET_POSITIONS.get(config.model_type, 0)
     if tokenizer.model_max_length and tokenizer.model_max_length < 100_000:
         limit = min(limit, tokenizer.model_max_length)
     if not 8 <= max_length <= limit:
-        raise UserError(f"--max-length {max_length} is outside what this model takes (8 to {limit})")
+        raise UserError(f"{flag} {max_length} is outside what this model takes (8 to {limit})")
 
 
 def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:

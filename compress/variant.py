@@ -42,6 +42,21 @@ class Variant:
         write_json(self.path / META_FILE, self.meta)
 
 
+def derived_dir(parent: Variant, name: str) -> Path:
+    """Where a variant made from `parent` goes: students/<teacher>/<task>/<name>/, beside its siblings."""
+    if parent.meta.get("stage") == "teacher":  # teachers/<teacher>/<task> -> the workspace
+        return parent.path.parents[2] / "students" / parent.meta["name"] / parent.meta["task"] / name
+    return parent.path.parent / name
+
+
+def find_variants(workspace: Path, teacher: str | None = None, task: str | None = None) -> list[Variant]:
+    """Every complete variant in the workspace (temporary and partial folders are skipped)."""
+    teacher, task = teacher or "*", task or "*"
+    files = sorted((workspace / "teachers").glob(f"{teacher}/{task}/{META_FILE}"))
+    files += sorted((workspace / "students").glob(f"{teacher}/{task}/*/{META_FILE}"))
+    return [Variant.load(f.parent) for f in files if not f.parent.name.startswith(".")]
+
+
 def write_json(path: Path, data) -> None:
     """Write JSON through a temporary file and an atomic rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -133,7 +133,7 @@ def test_corrupt_and_missing_models_are_clear_errors(teacher_copy, tmp_path):
     model.write_bytes(model.read_bytes()[:5000])
     with pytest.raises(UserError, match="cannot load ONNX model"):
         quantize(teacher_copy)
-    assert not (teacher_copy.path.parent / "tiny-int8-dynamic").exists()
+    assert not (teacher_copy.path.parents[2] / "students").exists()
 
 
 def test_export_and_quantize_commands(run_cli, teacher_copy, tmp_path):

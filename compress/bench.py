@@ -1,0 +1,112 @@
+"""Stage: measure a variant where it will be served: latency per shape and runtime, and accuracy.
+
+Results go into the variant's variant.json under bench[<machine key>], so numbers from different
+machines never mix. Accuracy comes from the deployed artifact: the ONNX file where there is one.
+"""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from compress import ort as runtime
+from compress.errors import UserError
+from compress.latency import ort_latency_ms, torch_latency_ms
+from compress.machine import machine
+from compress.tasks import task_of
+from compress.train import check_max_length, encode, load_classifier, predict_logits, task_metrics
+from compress.variant import Variant
+
+DEFAULT_SHAPES = ((1, 32), (1, 128), (32, 128))
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'1x32,32x128' -> [(1, 32), (32, 128)]."""
+    shapes = []
+    for part in text.split(","):
+        try:
+            batch, sequence = (int(x) for x in part.strip().lower().split("x"))
+        except ValueError:
+            raise UserError(f"--shapes takes BATCHxSEQUENCE pairs like 1x128,32x128, not '{part}'") from None
+        if batch < 1 or not 1 <= sequence <= 4096:
+            raise UserError(f"shape {part} is out of range (batch >= 1, sequence 1 to 4096)")
+        shapes.append((batch, sequence))
+    return shapes
+
+
+def machine_key(info: dict, threads: int, device: str) -> str:
+    gpu = f" + {info['gpu']}" if device == "cuda" and info.get("gpu") else ""
+    return f"{info['cpu']}{gpu} | {threads} threads | {device}"
+
+
+def _onnx_artifact(variant: Variant):
+    if "artifact" in variant.meta:  # a quantized variant: its artifact is what it is
+        return variant.path / variant.meta["artifact"] if variant.meta["artifact"].endswith(".onnx") else None
+    path = variant.path / "onnx" / "model.onnx"
+    return path if path.is_file() else None
+
+
+def _torch_model(variant: Variant):
+    """The variant in eager PyTorch: its checkpoint, or its parent re-quantized with its saved int8 weights."""
+    if variant.meta.get("params", {}).get("backend") == "torch":
+        model = torch.ao.quantization.quantize_dynamic(
+            load_classifier(variant.meta["parent"]).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        model.load_state_dict(torch.load(variant.path / variant.meta["artifact"], weights_only=False))
+        return model
+    if (variant.path / "model.safetensors").is_file():
+        return load_classifier(variant.path).eval()
+    return None
+
+
+def bench(variant: Variant, shapes=DEFAULT_SHAPES, threads: int | None = None, device: str = "cpu",
+          runs: int = 30) -> Variant:
+    """Latency (p50, p90, examples/s) per shape in ORT and eager PyTorch, and the artifact's accuracy."""
+    if runs < 30:
+        raise UserError("--runs must be at least 30 (median and p90 need them)")
+    if device == "cuda" and (not torch.cuda.is_available() or PROVIDERS["cuda"] not in ort.get_available_providers()):
+        raise UserError("--device cuda: no CUDA GPU (or no CUDA build of onnxruntime) on this machine")
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    onnx_path, model = _onnx_artifact(variant), _torch_model(variant)
+    if onnx_path is None and model is None:
+        raise UserError(f"{variant.path} has neither an ONNX export nor a PyTorch checkpoint to measure")
+    config = AutoConfig.from_pretrained(variant.path)
+    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    for _, sequence in shapes:
+        check_max_length(sequence, tokenizer, config, flag="--shapes sequence")
+    vocab = config.vocab_size
+    results, accuracy_source = {}, None
+    task = task_of(variant.meta)
+    dev = encode(task.dev, tokenizer, variant.meta["params"]["max_length"])
+    if onnx_path is not None:
+        sess = runtime.session(onnx_path, threads=threads, provider=PROVIDERS[device])
+        results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes)
+        logits, accuracy_source = runtime.logits(sess, dev, tokenizer), f"onnx ({onnx_path.name}, ORT {device})"
+    if model is not None:
+        model = model.to(device)
+        names = tokenizer.model_input_names
+        results[f"torch-{device}"] = _per_shape(
+            lambda b, s: torch_latency_ms(model, b, s, runs, vocab_size=vocab, input_names=names), shapes)
+        if accuracy_source is None:
+            logits, accuracy_source = predict_logits(model, dev, tokenizer), f"pytorch ({device})"
+    info = machine()
+    key = machine_key(info, threads, device)
+    variant.meta.setdefault("bench", {})[key] = {
+        "machine": {**info, "threads": threads},
+        "runs": runs,
+        "latency_ms": results,
+        "dev": task_metrics(logits.numpy(), torch.tensor(dev["label"]).numpy(), task.metrics),
+        "accuracy_from": accuracy_source,
+    }
+    variant.save_meta()
+    return variant
+
+
+def _per_shape(measure, shapes) -> dict:
+    out = {}
+    for batch, sequence in shapes:
+        timing = measure(batch, sequence)
+        out[f"{batch}x{sequence}"] = {**timing, "examples_per_s": round(1000 * batch / timing["p50"], 1)}
+    return out

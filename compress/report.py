@@ -1,0 +1,148 @@
+"""Stage: one self-contained HTML page comparing every variant of a teacher on a task.
+
+Accuracy against latency per machine, runtime and shape (SVG plots inline, Pareto frontier drawn,
+teacher marked), a table with lineage, size and speed-up over the teacher, the machines and the
+command behind every variant. Nothing is invented: an unmeasured variant says so.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from compress.errors import UserError
+from compress.variant import Variant, find_variants
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (latency, accuracy) points no other point beats on both, fastest first."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+@dataclass
+class Row:
+    variant: Variant
+    lineage: list[str]
+    accuracy: float
+    accuracy_from: str
+    latency: dict = field(default_factory=dict)  # (machine, runtime, shape) -> {"p50", "p90"}
+
+    @property
+    def name(self) -> str:
+        return self.variant.meta["name"]
+
+
+def _lineage(variant: Variant, by_path: dict[str, Variant]) -> list[str]:
+    chain, parent = [variant.meta["name"]], variant.meta.get("parent")
+    while parent:
+        above = by_path.get(str(Path(parent).resolve()))
+        chain.append(above.meta["name"] if above else Path(parent).name)
+        parent = above.meta.get("parent") if above else None
+    return chain[::-1]
+
+
+def _rows(variants: list[Variant]) -> list[Row]:
+    by_path = {str(v.path.resolve()): v for v in variants}
+    rows = []
+    for v in variants:
+        measured = list(v.meta.get("bench", {}).values())
+        dev = measured[-1]["dev"] if measured else v.meta["metrics"]["dev"]
+        source = measured[-1]["accuracy_from"] if measured else "training-time evaluation (PyTorch fp32)"
+        row = Row(v, _lineage(v, by_path), dev["accuracy"], source)
+        for machine, entry in v.meta.get("bench", {}).items():
+            for runtime, shapes in entry["latency_ms"].items():
+                for shape, timing in shapes.items():
+                    row.latency[(machine, runtime, shape)] = timing
+        rows.append(row)
+    return rows
+
+
+def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if key in r.latency]
+    points = [(r.latency[key]["p50"], 100 * r.accuracy) for r in measured]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(6.2, 4.0))
+    ax.scatter([p[0] for p in points], [p[1] for p in points], color="#4c72b0", zorder=3)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="#dd8452", lw=1.5,
+            ls="--", zorder=2, label="Pareto frontier")
+    for r, (x, y) in zip(measured, points):
+        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if r is teacher:
+            ax.scatter([x], [y], marker="*", s=220, color="#c44e52", zorder=4, label="teacher")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, ms (log scale), {key[1]}, batch x seq {key[2]}")
+    ax.set_ylabel("dev accuracy, %")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+def build(workspace: Path, task: str | None = None, teacher: str | None = None) -> dict:
+    """Everything the template shows, gathered from the workspace's variant.json files."""
+    variants = find_variants(workspace, teacher, task)
+    if not variants:
+        raise UserError(f"no variants in {workspace} for teacher {teacher or 'any'}, task {task or 'any'}")
+    tasks = {v.meta["task"] for v in variants}
+    if len(tasks) > 1:
+        raise UserError(f"variants of several tasks ({', '.join(sorted(tasks))}): choose one with --task")
+    rows = _rows(variants)
+    teacher_row = next((r for r in rows if r.variant.meta["stage"] == "teacher"), None)
+    keys = sorted({k for r in rows for k in r.latency})
+    machines = {}
+    for r in rows:
+        for name, entry in r.variant.meta.get("bench", {}).items():
+            machines.setdefault(name, entry["machine"])
+    table = []
+    for r in rows:
+        meta = r.variant.meta
+        cells = []
+        for key in keys:
+            timing, base = r.latency.get(key), teacher_row.latency.get(key) if teacher_row else None
+            cells.append({"timing": timing, "speedup": base["p50"] / timing["p50"] if timing and base else None})
+        table.append({
+            "name": r.name, "lineage": " → ".join(r.lineage), "stage": meta["stage"],
+            "params": ", ".join(f"{k}={v}" for k, v in meta.get("params", {}).items()
+                                if k not in ("base_path", "warmup", "weight_decay") and v is not None),
+            "parameters": meta.get("parameters"), "unique_parameters": meta.get("unique_parameters", meta.get("parameters")),
+            "size_mb": meta.get("onnx", {}).get("size_mb") or meta.get("size_mb"),
+            "accuracy": r.accuracy, "accuracy_from": r.accuracy_from,
+            "delta": 100 * (r.accuracy - teacher_row.accuracy) if teacher_row else None,
+            "cells": cells, "command": meta.get("command", ""),
+        })
+    plots = [{"key": key, "svg": _plot(rows, teacher_row, key)} for key in keys]
+    return {"task": tasks.pop(), "teacher": teacher_row.name if teacher_row else teacher,
+            "keys": keys, "table": table, "plots": plots, "machines": machines}
+
+
+def render(workspace: Path, task: str | None = None, teacher: str | None = None, out: Path | None = None) -> Path:
+    context = build(workspace, task, teacher)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("compress", "templates"), autoescape=jinja2.select_autoescape(["html"]))
+    page = environment.get_template("report.html.j2").render(**context)
+    out = out or workspace / "reports" / f"{context['teacher'] or 'variants'}-{context['task']}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
