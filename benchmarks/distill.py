@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "minilm", "mpnet"], default="all",
                         help="run only the minilm or the mpnet part; 'mpnet' adds to an existing results file")
     parser.add_argument("--mpnet-sst2", action="store_true")
+    parser.add_argument("--mpnet-epochs", type=int, default=2, help="epochs for the mpnet teacher and its students")
     args = parser.parse_args()
     ws = args.workspace
     results = Results("distill", extend=args.part == "mpnet")
@@ -67,7 +68,7 @@ def main() -> None:
     if args.part == "minilm":
         return
     for task in ("mrpc", *(["sst2"] if args.mpnet_sst2 else [])):
-        command, wall = compress(ws, "teacher", "--base", "mpnet-base", "--task", task, "--epochs", 3,
+        command, wall = compress(ws, "teacher", "--base", "mpnet-base", "--task", task, "--epochs", args.mpnet_epochs,
                                  "--lr", 3e-5, "--batch-size", 16)
         meta = read_variant(ws / "teachers" / "mpnet-base" / task)
         results.data[f"mpnet-base_teacher_{task}"] = {
@@ -76,7 +77,7 @@ def main() -> None:
             "train_runtime_s": meta["train"]["train_runtime_s"], "wall_s": wall,
         }
         results.save()
-        pair(results, f"mpnet-base_to_L6_{task}", ws, "mpnet-base", task, layers=6, epochs=3, lr=5e-5)
+        pair(results, f"mpnet-base_to_L6_{task}", ws, "mpnet-base", task, layers=6, epochs=args.mpnet_epochs, lr=5e-5)
 
 
 if __name__ == "__main__":
