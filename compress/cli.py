@@ -96,7 +96,7 @@ def teacher(obj, base, task, data_dir, text_column, label_column, name, force, *
 
     name = name or stage.default_name(base)
     data = load_task(task, data_dir, text_column, label_column)
-    if report_existing(stage.teacher_dir(obj["workspace"], name, data.name)) and not force:
+    if not force and report_existing(stage.teacher_dir(obj["workspace"], name, data.name)):
         return
     variant = stage.fine_tune(base, data, obj["workspace"], train_config(**training), name)
     click.echo(summary("teacher", variant))
@@ -140,7 +140,7 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers
     distill_config = stage.DistillConfig(layers=layers, init=init, temperature=temperature, alpha=alpha,
                                          hidden_loss=hidden_loss, kd=not no_kd)
     name = name or stage.default_name(distill_config)
-    if report_existing(derived_dir(teacher_variant, name)) and not force:
+    if not force and report_existing(derived_dir(teacher_variant, name)):
         return
     variant = stage.distill(teacher_variant, data, distill_config, config, name)
     click.echo(summary("student", variant) + f", retention {variant.meta['metrics']['retention']:.3f}")

@@ -43,23 +43,24 @@ class Row:
         return self.variant.meta["name"]
 
 
-def _lineage(variant: Variant, by_path: dict[str, Variant]) -> list[str]:
+def _lineage(variant: Variant, by_path: dict[str, Variant], workspace: Path) -> list[str]:
+    """Names from the teacher down to `variant`; parents are recorded as given (absolute, or relative to cwd)."""
     chain, parent = [variant.meta["name"]], variant.meta.get("parent")
     while parent:
-        above = by_path.get(str(Path(parent).resolve()))
+        above = by_path.get(str(Path(parent).resolve())) or by_path.get(str((workspace / parent).resolve()))
         chain.append(above.meta["name"] if above else Path(parent).name)
         parent = above.meta.get("parent") if above else None
     return chain[::-1]
 
 
-def _rows(variants: list[Variant]) -> list[Row]:
+def _rows(variants: list[Variant], workspace: Path) -> list[Row]:
     by_path = {str(v.path.resolve()): v for v in variants}
     rows = []
     for v in variants:
         measured = list(v.meta.get("bench", {}).values())
         dev = measured[-1]["dev"] if measured else v.meta["metrics"]["dev"]
         source = measured[-1]["accuracy_from"] if measured else "training-time evaluation (PyTorch fp32)"
-        row = Row(v, _lineage(v, by_path), dev["accuracy"], source)
+        row = Row(v, _lineage(v, by_path, workspace), dev["accuracy"], source)
         for machine, entry in v.meta.get("bench", {}).items():
             for runtime, shapes in entry["latency_ms"].items():
                 for shape, timing in shapes.items():
@@ -106,7 +107,7 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
     tasks = {v.meta["task"] for v in variants}
     if len(tasks) > 1:
         raise UserError(f"variants of several tasks ({', '.join(sorted(tasks))}): choose one with --task")
-    rows = _rows(variants)
+    rows = _rows(variants, workspace)
     teacher_row = next((r for r in rows if r.variant.meta["stage"] == "teacher"), None)
     keys = sorted({k for r in rows for k in r.latency})
     machines = {}
