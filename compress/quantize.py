@@ -75,6 +75,7 @@ def _ort_quantize(source: Path, out: Path, mode: str, per_channel: bool, calibra
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source, out = source.resolve(), out.resolve()  # static mode works from a scratch directory
     if mode == "dynamic":
         quantize_dynamic(source / MODEL, out, weight_type=QuantType.QInt8, per_channel=per_channel,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
