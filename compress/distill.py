@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch

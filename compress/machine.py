@@ -55,8 +55,6 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-
 
 def training_precision(requested: str = "auto") -> str:
     """bf16 autocast where the hardware has it (this CPU: AVX-512 BF16/AMX, about 2x fp32 per step).
