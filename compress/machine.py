@@ -55,9 +55,8 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-
 def training_precision(requested: str = "auto") -> str:
-    """bf16 autocast where the hardware has it (this CPU: AVX-512 BF16/AMX, about 2x fp32 per step).
+    """bf16 autocast where the hardware has it (this CPU: AVX-512 BF16/AMX; 1.25x fp32's training throughput).
 
     See benchmarks/results/teacher.json for the fp32 against bf16 measurement behind the default.
     """
