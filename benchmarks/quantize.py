@@ -18,6 +18,7 @@ from common import Results, compress, read_variant
 
 from compress import ort as runtime
 from compress.latency import ort_latency_ms, torch_latency_ms
+from compress.quantize import torch_int8
 from compress.train import load_classifier
 from compress.variant import Variant, derived_dir
 
@@ -59,7 +60,7 @@ def bench_variant(results: Results, workspace: Path, path: Path, threads: int, r
         quantized_dir = derived_dir(Variant.load(path), f"{parent['name']}-{kind}")
         meta = read_variant(quantized_dir)
         if kind == "torch-int8":
-            quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            quantized = torch_int8(model)
             measure = lambda b, s, r: torch_latency_ms(quantized, b, s, r, vocab_size=vocab, input_names=inputs)  # noqa: E731
         else:
             sess = runtime.session(quantized_dir / meta["artifact"], threads=threads)

@@ -6,6 +6,7 @@ machines never mix. Accuracy comes from the deployed artifact: the ONNX file whe
 
 from __future__ import annotations
 
+import numpy as np
 import onnxruntime as ort
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -14,6 +15,7 @@ from compress import ort as runtime
 from compress.errors import UserError
 from compress.latency import ort_latency_ms, torch_latency_ms
 from compress.machine import machine
+from compress.quantize import torch_int8
 from compress.tasks import task_of
 from compress.train import check_max_length, encode, load_classifier, predict_logits, task_metrics
 from compress.variant import Variant
@@ -51,8 +53,7 @@ def _onnx_artifact(variant: Variant):
 def _torch_model(variant: Variant):
     """The variant in eager PyTorch: its checkpoint, or its parent re-quantized with its saved int8 weights."""
     if variant.meta.get("params", {}).get("backend") == "torch":
-        model = torch.ao.quantization.quantize_dynamic(
-            load_classifier(variant.meta["parent"]).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        model = torch_int8(load_classifier(variant.meta["parent"]))
         model.load_state_dict(torch.load(variant.path / variant.meta["artifact"], weights_only=False))
         return model
     if (variant.path / "model.safetensors").is_file():
@@ -97,7 +98,7 @@ def bench(variant: Variant, shapes=DEFAULT_SHAPES, threads: int | None = None, d
         "machine": {**info, "threads": threads},
         "runs": runs,
         "latency_ms": results,
-        "dev": task_metrics(logits.numpy(), torch.tensor(dev["label"]).numpy(), task.metrics),
+        "dev": task_metrics(logits.numpy(), np.asarray(dev["label"]), task.metrics),
         "accuracy_from": accuracy_source,
     }
     variant.save_meta()
