@@ -1,4 +1,4 @@
-"""Where each supported architecture keeps its layers: the one place stages look module paths up.
+"""Where each supported architecture keeps its parts: the one place stages look module paths up.
 
 Every stage that edits a model's structure (distill, prune, layerdrop, share) goes through this
 map, so supporting a new encoder family means adding one entry here.
@@ -6,23 +6,45 @@ map, so supporting a new encoder family means adding one entry here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
 from compress.errors import UserError
+from compress.structure import SHARING_KEY, STRUCTURE_KEY
 
 
 @dataclass(frozen=True)
 class Layout:
     layers: str  # path from the task model to the ModuleList of transformer layers
+    # Paths inside one layer:
+    attention: str  # the module that owns the heads (query, key, value)
+    query: str
+    key: str
+    value: str
+    out: str  # the attention output projection, whose input columns are the heads
+    ffn_in: str  # FFN up-projection: its output rows are the intermediate neurons
+    ffn_out: str
+    position_bias_arg: int | None = None  # MPNet passes one relative-position bias for all heads
+    attention_block: tuple[str, ...] = ("attention.",)  # parameter prefixes of the attention sublayer
+    returns_tuple: bool = False  # MPNet layers return (hidden states, ...), the others a tensor
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
+BERT_LAYER = dict(attention="attention.self", query="attention.self.query", key="attention.self.key",
+                  value="attention.self.value", out="attention.output.dense",
+                  ffn_in="intermediate.dense", ffn_out="output.dense")
 ARCHITECTURES = {
-    "bert": Layout("bert.encoder.layer"),
-    "roberta": Layout("roberta.encoder.layer"),
-    "distilbert": Layout("distilbert.transformer.layer"),
-    "mpnet": Layout("mpnet.encoder.layer"),
+    "bert": Layout("bert.encoder.layer", **BERT_LAYER),
+    "roberta": Layout("roberta.encoder.layer", **BERT_LAYER),
+    "distilbert": Layout("distilbert.transformer.layer", attention="attention", query="attention.q_lin",
+                         key="attention.k_lin", value="attention.v_lin", out="attention.out_lin",
+                         ffn_in="ffn.lin1", ffn_out="ffn.lin2", attention_block=("attention.", "sa_layer_norm.")),
+    "mpnet": Layout("mpnet.encoder.layer", attention="attention.attn", query="attention.attn.q",
+                    key="attention.attn.k", value="attention.attn.v", out="attention.attn.o",
+                    ffn_in="intermediate.dense", ffn_out="output.dense", position_bias_arg=2, returns_tuple=True),
 }
 
 
@@ -39,8 +61,18 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     return model.get_submodule(layout(model.config).layers)
 
 
-def set_encoder_layers(model: nn.Module, layers: list[nn.Module]) -> None:
-    """Replace the model's layer stack and keep its config's depth in step."""
+def keep_layers(model: nn.Module, layer_ids: list[int]) -> None:
+    """Keep only the layers `layer_ids`, in that order; the config's depth and recorded shapes follow."""
     parent_path, _, name = layout(model.config).layers.rpartition(".")
-    setattr(model.get_submodule(parent_path), name, nn.ModuleList(layers))
-    model.config.num_hidden_layers = len(layers)  # DistilBERT maps this to n_layers
+    layers = encoder_layers(model)
+    setattr(model.get_submodule(parent_path), name, nn.ModuleList([layers[i] for i in layer_ids]))
+    model.config.num_hidden_layers = len(layer_ids)  # DistilBERT maps this to n_layers
+    structure = getattr(model.config, STRUCTURE_KEY, None)
+    if structure:
+        for key in ("heads", "neurons"):
+            structure[key] = [structure[key][i] for i in layer_ids]
+    sharing = getattr(model.config, SHARING_KEY, None)
+    if sharing:
+        position = {old: new for new, old in enumerate(layer_ids)}
+        groups = [[position[i] for i in group if i in position] for group in sharing["groups"]]
+        sharing["groups"] = [g for g in groups if g]

@@ -36,17 +36,26 @@ def task_options(fn):
     return fn
 
 
-def training_options(epochs: float, lr: float):
-    """The flags every training verb shares, with that verb's own defaults for epochs and lr."""
+def training_options(epochs: float, lr: float, recovery: bool = False):
+    """The flags every training verb shares, with that verb's own defaults for epochs and lr.
+
+    Stages that shrink an existing variant (`recovery`) train for --recover-epochs (0: not at all)
+    and keep that variant's max length, so the teacher's cached soft targets still apply.
+    """
 
     def decorate(fn):
+        epochs_option = (
+            click.option("--recover-epochs", "epochs", type=click.FloatRange(min=0), default=epochs,
+                         help="Epochs of KD from the teacher after the change (fractions allowed; 0: none).")
+            if recovery else click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=epochs)
+        )
         for option in reversed([
-            click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=epochs),
+            epochs_option,
             click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr,
                          help="Peak learning rate (linear warm-up over 10%, then decay)."),
             click.option("--batch-size", type=click.IntRange(min=1), default=32),
-            click.option("--max-length", type=click.IntRange(min=1), default=128,
-                         help="Tokens per example; longer ones are truncated."),
+            *([] if recovery else [click.option("--max-length", type=click.IntRange(min=1), default=128,
+                                                help="Tokens per example; longer ones are truncated.")]),
             click.option("--seed", type=int, default=42),
             click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
                          help="auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU)."),
@@ -58,7 +67,7 @@ def training_options(epochs: float, lr: float):
     return decorate
 
 
-def train_config(epochs, lr, batch_size, max_length, seed, precision):
+def train_config(epochs, lr, batch_size, seed, precision, max_length=128):
     from compress.machine import training_precision
     from compress.train import TrainConfig
 
@@ -78,8 +87,12 @@ def report_existing(path: Path) -> bool:
 
 
 def summary(kind: str, variant) -> str:
-    dev = ", ".join(f"{k} {v:.4f}" for k, v in variant.meta["metrics"]["dev"].items())
-    return f"{kind} {variant.path}: dev {dev}, {variant.meta['train']['wall_s']:.0f} s"
+    meta = variant.meta
+    dev = ", ".join(f"{k} {v:.4f}" for k, v in meta["metrics"]["dev"].items())
+    before = meta["metrics"].get("dev_before_training")
+    trained = f", {meta['train']['wall_s']:.0f} s training" if "train" in meta else ""
+    return (f"{kind} {variant.path}: dev {dev}" + (f" (before training: accuracy {before['accuracy']:.4f})" if before else "")
+            + trained + (f", retention {meta['metrics']['retention']:.3f}" if "retention" in meta["metrics"] else ""))
 
 
 @cli.command()
@@ -143,7 +156,7 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers
     if not force and report_existing(derived_dir(teacher_variant, name)):
         return
     variant = stage.distill(teacher_variant, data, distill_config, config, name)
-    click.echo(summary("student", variant) + f", retention {variant.meta['metrics']['retention']:.3f}")
+    click.echo(summary("student", variant))
 
 
 def variant_argument(fn):
@@ -156,6 +169,37 @@ def load_variant(path: Path):
     if not path.is_dir():
         raise UserError(f"no variant folder at {path}")
     return Variant.load(path)
+
+
+@cli.command("prune")
+@variant_argument
+@click.option("--heads", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Fraction of the variant's attention heads to remove.")
+@click.option("--neurons", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Fraction of its FFN neurons to remove.")
+@click.option("--layers", default="", help="Whole layers to remove: a count N (the least important), or ids like 1,3 (one id: 3,).")
+@click.option("--importance", type=click.Choice(["taylor", "magnitude", "random"]), default="taylor",
+              help="taylor: |dL/d mask| over training batches; random: the control.")
+@click.option("--scope", type=click.Choice(["global", "per-layer"]), default="global",
+              help="Rank heads and neurons across layers, or remove the same fraction from each layer.")
+@click.option("--score-examples", type=click.IntRange(min=1), default=1024, help="Training examples to score on.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, help="KD temperature of the recovery.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, help="KD weight of the recovery.")
+@click.option("--name", help="Variant name [default: <variant>-prune-h<%>n<%>-<importance>].")
+@training_options(epochs=1.0, lr=3e-5, recovery=True)
+def prune_command(variant, heads, neurons, layers, importance, scope, score_examples, temperature, alpha, name,
+                  force, **training):
+    """Remove attention heads, FFN neurons or whole layers of VARIANT physically, then recover it with KD."""
+    from compress import prune as stage
+    from compress.variant import derived_dir
+
+    parent = load_variant(variant)
+    config = stage.PruneConfig(heads=heads, neurons=neurons, layers=layers, importance=importance, scope=scope,
+                               score_examples=score_examples, temperature=temperature, alpha=alpha)
+    name = name or stage.default_name(parent, config)
+    if not force and report_existing(derived_dir(parent, name)):
+        return
+    click.echo(summary("pruned", stage.prune(parent, config, train_config(**training), name)))
 
 
 @cli.command("export")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoTokenizer, Trainer, set_seed
 
-from compress.arch import encoder_layers, set_encoder_layers
+from compress.arch import keep_layers
 from compress.errors import UserError
 from compress.tasks import Task
 from compress.teacher import soft_targets
@@ -76,8 +76,7 @@ def select_layers(teacher_depth: int, n: int, init: str) -> list[int]:
 def make_student(teacher: torch.nn.Module, layer_ids: list[int]) -> torch.nn.Module:
     """A copy of the teacher (embeddings, pooler, head) keeping only the chosen layers, in order."""
     student = copy.deepcopy(teacher)
-    layers = encoder_layers(student)
-    set_encoder_layers(student, [layers[i] for i in layer_ids])
+    keep_layers(student, layer_ids)
     return student
 
 
@@ -155,44 +154,64 @@ def distill(
         raise UserError("--alpha must lie in [0, 1] and --temperature be positive")
     depth = AutoConfig.from_pretrained(teacher.path).num_hidden_layers
     layer_ids = select_layers(depth, distill_config.layers, distill_config.init)
-    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
     teacher_model = load_classifier(teacher.path)
+    set_seed(config.seed)
+    student = make_student(teacher_model, layer_ids)
     name = name or default_name(distill_config)
-    target = derived_dir(teacher, name)
+    return train_student(
+        student, teacher, task, distill_config, config, derived_dir(teacher, name),
+        meta={"name": name, "stage": "distill", "parent": str(teacher.path),
+              "params": {**distill_config.as_dict(), "layer_ids": layer_ids, **config.as_dict()}},
+        teacher_model=teacher_model, layer_ids=layer_ids, progress=progress,
+    )
 
+
+def train_student(
+    student, teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig, target,
+    meta: dict, teacher_model=None, layer_ids: list[int] | None = None, progress: bool = True,
+    metrics_before: dict | None = None,
+) -> Variant:
+    """Train `student` on `teacher`'s soft targets (labels alone for the baseline) and save it at `target`.
+
+    Every stage that changes a student (distill, prune, layerdrop, share) ends here, so each
+    variant records the same metrics: dev, the teacher's dev, agreement with it and retention.
+    `config.epochs == 0` saves the student untrained. A stopped run resumes from `target`.partial.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    teacher_model = teacher_model if teacher_model is not None else load_classifier(teacher.path)
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)
-    if distill_config.kd and distill_config.hidden_loss == "none":
+    if distill_config.kd and distill_config.hidden_loss == "none" and config.epochs > 0:
         logits = soft_targets(teacher, task, config.max_length, config.precision, model=teacher_model,
                               tokenizer=tokenizer, encoded=train)
         train = train.add_column("teacher_logits", logits.tolist())
-    set_seed(config.seed)
-    student = make_student(teacher_model, layer_ids)
     live_teacher = teacher_model.eval() if distill_config.hidden_loss != "none" and distill_config.kd else None
 
     partial = target.with_name(target.name + ".partial")
-    run_key = {"teacher": str(teacher.path), "fingerprint": task.fingerprint,
-               **distill_config.as_dict(), **config.as_dict()}
-    trained = train_resumable(
-        student, tokenizer, train, dev, config, partial, run_key, task.metrics, trainer_class=DistillTrainer,
-        progress=progress, distill=distill_config, layer_ids=layer_ids, teacher=live_teacher,
-    )
-    metrics, student_logits = evaluate(trained.model, dev, tokenizer, task.metrics)
+    record = {}
+    if config.epochs > 0:
+        run_key = {"teacher": str(teacher.path), "fingerprint": task.fingerprint, "meta": meta,
+                   **distill_config.as_dict(), **config.as_dict()}
+        trained = train_resumable(
+            student, tokenizer, train, dev, config, partial, run_key, task.metrics, trainer_class=DistillTrainer,
+            progress=progress, distill=distill_config, layer_ids=layer_ids, teacher=live_teacher,
+        )
+        student = trained.model
+        record = {"metrics": {"best_epoch": best_epoch(trained.history), "history": trained.history},
+                  "train": train_record(trained, config)}
+    metrics, student_logits = evaluate(student, dev, tokenizer, task.metrics)
     teacher_metrics, teacher_logits = evaluate(teacher_model, dev, tokenizer, task.metrics)
     metrics["agreement"] = float((student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean())
-    variant = save_variant(target, trained.model, tokenizer, {
-        "name": name,
-        "stage": "distill",
-        "parent": str(teacher.path),
+    variant = save_variant(target, student, tokenizer, {
+        **meta,
         "teacher": teacher.meta["name"],
         "task": task.name,
         "num_labels": task.num_labels,
-        "params": {**distill_config.as_dict(), "layer_ids": layer_ids, **config.as_dict()},
         "data": data_record(task),
-        "metrics": {"dev": metrics, "teacher_dev": teacher_metrics,
-                    "retention": metrics["accuracy"] / teacher_metrics["accuracy"],
-                    "best_epoch": best_epoch(trained.history), "history": trained.history},
-        "train": train_record(trained, config),
+        **record,
+        "metrics": {"dev": metrics, **({"dev_before_training": metrics_before} if metrics_before else {}),
+                    "teacher_dev": teacher_metrics, "retention": metrics["accuracy"] / teacher_metrics["accuracy"],
+                    **record.get("metrics", {})},
     })
-    shutil.rmtree(partial)
+    shutil.rmtree(partial, ignore_errors=True)
     return variant

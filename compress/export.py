@@ -1,8 +1,8 @@
 """Stage: export a variant to ONNX under its onnx/ folder, optimised where that is faster, parity-checked.
 
 The TorchScript exporter (dynamo=False) of an eager-attention model writes one file whose
-attention ORT's transformer optimizer can fuse; num_heads=0 lets it detect the head count per
-layer, which pruned models need. The optimised graph is kept only if it is at least as fast.
+attention ORT's transformer optimizer can fuse. The optimised graph is kept only if it is at
+least as fast.
 The folder follows Optimum's layout: model.onnx beside config.json and the tokenizer.
 """
 
@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 from compress import ort as runtime
 from compress.errors import UserError
 from compress.latency import ort_latency_ms
+from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
 from compress.train import encode, load_classifier, predict_logits
 from compress.variant import Variant, atomic_dir
@@ -42,12 +43,20 @@ def _torch_export(model, tokenizer, path: Path, opset: int) -> list[str]:
 def _optimize(raw: Path, out: Path, config) -> dict:
     """ORT's transformer fusions; returns how many fused nodes of each kind the graph now has.
 
-    Uniform models pass their head count and width (its detection fails on this exporter's graph).
+    The optimizer cannot detect head counts on this exporter's graph, and a wrong count fuses
+    attention wrongly, so it is told them: the config's for uniform models, the kept count and
+    width for pruned models whose layers all kept the same number of heads. Pruned models with
+    uneven layers keep unfused attention (num_heads=0); every other fusion still applies.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
-                               hidden_size=config.hidden_size)
+    num_heads, width = config.num_attention_heads, config.hidden_size
+    structure = getattr(config, STRUCTURE_KEY, None)
+    if structure:
+        counts = {len(heads) for heads in structure["heads"] if heads}
+        num_heads = counts.pop() if len(counts) == 1 else 0
+        width = num_heads * structure["head_size"]
+    optimized = optimize_model(str(raw), model_type="bert", num_heads=num_heads, hidden_size=width)
     optimized.save_model_to_file(str(out))
     ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
     return {op: ops[op] for op in FUSED_OPS if ops[op]}

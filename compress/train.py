@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
@@ -25,6 +26,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from compress import structure
 from compress.errors import UserError
 from compress.machine import autocast, device
 from compress.variant import write_json
@@ -72,9 +74,15 @@ def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Data
 
 
 def load_classifier(path: Path, **kwargs):
-    """Load a sequence classifier, turning a missing or corrupt checkpoint into one clear line."""
+    """Load a sequence classifier, turning a missing or corrupt checkpoint into one clear line.
+
+    Pruned checkpoints (per-layer shapes in their config) load through compress.structure; a
+    shape that does not match is an error, never a silent re-initialisation.
+    """
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        config = AutoConfig.from_pretrained(path)
+        structured = structure.is_structured(config) and structure.CLASSES.get(config.model_type)
+        return (structured or AutoModelForSequenceClassification).from_pretrained(path, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load a model from {path}: {first}") from None

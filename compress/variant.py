@@ -49,6 +49,17 @@ def derived_dir(parent: Variant, name: str) -> Path:
     return parent.path.parent / name
 
 
+def teacher_of(variant: Variant) -> Variant:
+    """The teacher a variant descends from: teachers/<teacher>/<task> of its own workspace."""
+    if variant.meta.get("stage") == "teacher":
+        return variant
+    workspace = variant.path.resolve().parents[3]  # students/<teacher>/<task>/<name>
+    path = workspace / "teachers" / variant.meta["teacher"] / variant.meta["task"]
+    if not (path / META_FILE).is_file():
+        raise UserError(f"{variant.path} descends from teacher {variant.meta['teacher']}, which is not at {path}")
+    return Variant.load(path)
+
+
 def find_variants(workspace: Path, teacher: str | None = None, task: str | None = None) -> list[Variant]:
     """Every complete variant in the workspace (temporary and partial folders are skipped)."""
     teacher, task = teacher or "*", task or "*"
@@ -82,20 +93,34 @@ def atomic_dir(target: Path):
 
 def save_variant(target: Path, model, tokenizer, meta: dict) -> Variant:
     """Write checkpoint, tokenizer and variant.json (plus size, machine and command) atomically."""
+    from compress import structure
     from compress.machine import machine
 
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if structure.is_structured(model.config):  # loadable with trust_remote_code
+            shutil.copyfile(structure.__file__, tmp / structure.MODELING_FILE)
         meta = {
             **meta,
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
+            "unique_parameters": unique_parameters(model),
             "size_mb": round(folder_size_mb(tmp), 2),
             "machine": machine(),
             "command": command_line(),
         }
         Variant(tmp, meta).save_meta()
     return Variant(target, meta)
+
+
+def unique_parameters(model) -> int:
+    """Parameters counted once per storage: tied (shared) tensors count once."""
+    seen, total = set(), 0
+    for _, p in model.named_parameters(remove_duplicate=False):
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    return total
 
 
 def command_line() -> str:

@@ -8,13 +8,30 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    MPNetConfig,
+    RobertaConfig,
+)
 
 from compress.cli import main
 from compress.registry import resolve_base
 from compress.tasks import load_task
 from compress.teacher import fine_tune
 from compress.train import TrainConfig
+
+# Random 6-layer models of every supported architecture, for structure tests.
+TINY = dict(vocab_size=120, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=6,
+            initializer_range=0.3)  # large weights, so that every change shows in the logits
+CONFIGS = {
+    "bert": BertConfig(**TINY),
+    "roberta": RobertaConfig(**TINY),
+    "distilbert": DistilBertConfig(vocab_size=120, dim=32, hidden_dim=64, n_heads=4, n_layers=6, initializer_range=0.3),
+    "mpnet": MPNetConfig(**TINY),
+}
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 

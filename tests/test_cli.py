@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-VERBS = ["teacher", "distill", "export", "quantize"]
+VERBS = ["teacher", "distill", "prune", "export", "quantize", "bench", "report"]
 
 
 def test_help_lists_every_verb_and_their_flags(run_cli):
@@ -62,6 +62,9 @@ def bad_inputs(tmp_path, tiny_base, glue_dir):
         ("non-numeric learning rate", [*base, "--lr", "fast"]),
         ("unknown precision", [*base, "--precision", "int4"]),
         ("unknown verb", ["distil-everything"]),
+        ("prune a folder that is no variant", ["prune", str(tiny_base), "--heads", "0.5"]),
+        ("prune ratio out of range", ["prune", str(tiny_base), "--heads", "1.5"]),
+        ("prune negative recovery", ["prune", str(tiny_base), "--neurons", "0.5", "--recover-epochs", "-1"]),
     ]
 
 

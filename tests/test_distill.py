@@ -6,11 +6,7 @@ import torch.nn.functional as F
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
-    DistilBertConfig,
     ElectraConfig,
-    MPNetConfig,
-    RobertaConfig,
 )
 
 from compress.arch import encoder_layers
@@ -18,13 +14,7 @@ from compress.distill import HIDDEN_LOSSES, DistillConfig, distill, kd_loss, mak
 from compress.errors import UserError
 from compress.train import TrainConfig, encode, load_classifier, predict_logits
 
-TINY = dict(vocab_size=120, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=6)
-CONFIGS = {
-    "bert": BertConfig(**TINY),
-    "roberta": RobertaConfig(**TINY),
-    "distilbert": DistilBertConfig(vocab_size=120, dim=32, hidden_dim=64, n_heads=4, n_layers=6),
-    "mpnet": MPNetConfig(**TINY),
-}
+from conftest import CONFIGS, TINY
 
 
 @pytest.mark.parametrize("arch", CONFIGS)

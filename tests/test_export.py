@@ -19,9 +19,13 @@ from compress import ort as runtime
 from compress.distill import DistillConfig, distill
 from compress.errors import UserError
 from compress.export import export
+from compress.prune import PruneConfig, prune
 from compress.quantize import quantize
 from compress.train import TrainConfig, encode
 from compress.variant import Variant, save_variant
+
+from conftest import CONFIGS
+from test_prune import prune_physically
 
 
 @pytest.fixture
@@ -151,3 +155,29 @@ def test_export_and_quantize_commands(run_cli, teacher_copy, tmp_path):
     ):
         code, _, err = run_cli(*args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (args, err)
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_pruned_models_export_with_parity_and_quantize(arch, tiny_teacher, tmp_path):
+    """Non-uniform heads and widths, a layer without heads and one without FFN neurons."""
+    teacher, _ = tiny_teacher
+    model = AutoModelForSequenceClassification.from_config(
+        CONFIGS[arch].__class__(**{**CONFIGS[arch].to_dict(), "vocab_size": 30522}), attn_implementation="eager")
+    prune_physically(model)
+    meta = {"name": f"pruned-{arch}", "task": "reviews", "num_labels": 2, "data": teacher.meta["data"],
+            "params": {"max_length": 32}, "metrics": {"dev": {"accuracy": 0.5}}}
+    variant = save_variant(tmp_path / arch, model, AutoTokenizer.from_pretrained(teacher.path), meta)
+    record = assert_exported(export(variant, optimize=arch == "bert"))
+    if arch == "bert":  # uneven head counts: attention stays unfused, the rest fuses
+        assert "Attention" not in record["fused_ops"] and record["fused_ops"]["SkipLayerNormalization"]
+    quantized = quantize(variant)
+    assert quantized.meta["size_ratio"] < 0.3
+
+
+def test_pruned_model_with_even_layers_keeps_fused_attention(tiny_teacher, tmp_path):
+    teacher, task = tiny_teacher
+    copy = Variant.load(shutil.copytree(teacher.path, tmp_path / "ws" / "teachers" / "tiny" / task.name))
+    pruned = prune(copy, PruneConfig(heads=0.5, scope="per-layer"), TrainConfig(epochs=0), name="half-heads")
+    assert pruned.meta["structure"]["heads_per_layer"] == [2, 2]
+    record = assert_exported(export(pruned))
+    assert record["fused_ops"]["Attention"] == 2

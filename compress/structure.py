@@ -1,0 +1,230 @@
+"""Encoders whose layers are not all alike: pruned (per-layer shapes) or shared (tied parameters).
+
+transformers builds every layer with the config's head count and FFN width, so a checkpoint whose
+layers kept different heads and neurons does not load by itself (and `ignore_mismatched_sizes`
+would silently re-initialise the pruned layers). The config therefore records the kept heads and
+neurons of every layer under `compress_structure`, and the classes below build the full model,
+then slice it to those shapes before the weights load.
+
+Shared layers (ALBERT-style) are recorded under `compress_sharing`: the classes tie the
+parameters again and register the ties with transformers, so the checkpoint stores each shared
+tensor once and loading restores one tensor used by every layer of its group.
+
+This file needs only torch and transformers: `compress prune` copies it beside the weights as
+`modeling_compress.py`, so `AutoModelForSequenceClassification.from_pretrained(folder,
+trust_remote_code=True)` rebuilds the model without compress installed. compress's own loader
+uses the same classes from the package.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    BertForSequenceClassification,
+    DistilBertForSequenceClassification,
+    MPNetForSequenceClassification,
+    RobertaForSequenceClassification,
+)
+
+STRUCTURE_KEY = "compress_structure"
+SHARING_KEY = "compress_sharing"
+MODELING_FILE = "modeling_compress.py"
+HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads")  # BERT, RoBERTa, MPNet | DistilBERT
+
+
+def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping rows (dim 0: outputs) or columns (dim 1: inputs) `index` of `linear`."""
+    weight = linear.weight.detach().index_select(dim, index.to(linear.weight.device)).clone()
+    bias = linear.bias.detach().clone() if linear.bias is not None else None
+    if dim == 0 and bias is not None:
+        bias = bias.index_select(0, index.to(bias.device))
+    out_features, in_features = weight.shape
+    new = nn.Linear(in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    new.weight.data.copy_(weight)
+    if bias is not None:
+        new.bias.data.copy_(bias)
+    return new
+
+
+class BiasOnly(nn.Module):
+    """What a projection becomes when every head or neuron feeding it is gone: its bias, per token."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*x.shape[:-1], self.bias.shape[0])
+
+
+class Headless(nn.Module):
+    """An attention module with no heads left: the block adds only its output bias, as masking does.
+
+    `projection` is set where the output projection lives inside the attention module (MPNet,
+    DistilBERT); BERT and RoBERTa keep it outside, where it becomes a BiasOnly itself.
+    """
+
+    def __init__(self, projection_name: str | None = None, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.projection_name = projection_name
+        if projection_name:
+            self.add_module(projection_name, BiasOnly(bias))
+
+    def forward(self, hidden_states, *args, **kwargs):
+        out = getattr(self, self.projection_name)(hidden_states) if self.projection_name else hidden_states
+        return out, None
+
+
+def _set(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _relative(path: str, prefix: str) -> str | None:
+    return path[len(prefix) + 1:] if path.startswith(prefix + ".") else None
+
+
+def _slice_position_bias(module, args, kwargs):
+    """MPNet computes one relative-position bias for all original heads: keep this layer's heads.
+
+    The ids are a plain attribute, not a buffer: buffers that are not saved come back
+    uninitialised when from_pretrained builds the model on the meta device.
+    """
+    def keep(bias):
+        return bias.index_select(1, torch.tensor(module.kept_head_ids, device=bias.device))
+
+    if len(args) > 2 and args[2] is not None:
+        args = (*args[:2], keep(args[2]), *args[3:])
+    elif kwargs.get("position_bias") is not None:
+        kwargs = {**kwargs, "position_bias": keep(kwargs["position_bias"])}
+    return args, kwargs
+
+
+def keep_heads(layer: nn.Module, spec: dict, current: list[int], kept: list[int]) -> None:
+    """Slice `layer`'s attention to the heads `kept` (original ids), given those it has (`current`)."""
+    attention = layer.get_submodule(spec["attention"])
+    size = spec["head_size"]
+    out = layer.get_submodule(spec["out"])
+    if not kept:
+        inside = _relative(spec["out"], spec["attention"])
+        _set(layer, spec["attention"], Headless(inside, out.bias) if inside else Headless())
+        if not inside:
+            _set(layer, spec["out"], BiasOnly(out.bias))
+        return
+    positions = torch.tensor([current.index(h) for h in kept])
+    index = (positions[:, None] * size + torch.arange(size)).flatten()
+    for name in ("query", "key", "value"):
+        _set(layer, spec[name], slice_linear(layer.get_submodule(spec[name]), index, dim=0))
+    _set(layer, spec["out"], slice_linear(out, index, dim=1))
+    for attr in HEAD_COUNT_ATTRS:
+        if hasattr(attention, attr):
+            setattr(attention, attr, len(kept))
+    if hasattr(attention, "all_head_size"):  # MPNet reshapes its context with it
+        attention.all_head_size = len(kept) * size
+    if spec.get("position_bias_arg") is not None:
+        attention.kept_head_ids = list(kept)
+        if not getattr(attention, "_slices_position_bias", False):
+            attention.register_forward_pre_hook(_slice_position_bias, with_kwargs=True)
+            attention._slices_position_bias = True
+
+
+def keep_neurons(layer: nn.Module, spec: dict, positions: list[int]) -> None:
+    """Slice `layer`'s FFN to the intermediate neurons at `positions`."""
+    ffn_in, ffn_out = layer.get_submodule(spec["ffn_in"]), layer.get_submodule(spec["ffn_out"])
+    if not positions:
+        _set(layer, spec["ffn_in"], nn.Identity())
+        _set(layer, spec["ffn_out"], BiasOnly(ffn_out.bias))
+        return
+    index = torch.tensor(positions)
+    _set(layer, spec["ffn_in"], slice_linear(ffn_in, index, dim=0))
+    _set(layer, spec["ffn_out"], slice_linear(ffn_out, index, dim=1))
+
+
+def apply_structure(model: nn.Module, structure: dict) -> None:
+    """Slice a freshly built full-size model to the recorded per-layer heads and FFN widths."""
+    layers = model.get_submodule(structure["layers"])
+    heads = structure["full_heads"]
+    for layer, kept, neurons in zip(layers, structure["heads"], structure["neurons"], strict=True):
+        if len(kept) < heads:
+            keep_heads(layer, structure, list(range(heads)), kept)
+        if neurons < structure["full_neurons"]:
+            keep_neurons(layer, structure, list(range(neurons)))
+
+
+def is_shared(name: str, sharing: dict) -> bool:
+    """Whether the layer parameter `name` is tied under `sharing` (what: all | attention | ffn)."""
+    in_attention = name.startswith(tuple(sharing["attention_block"]))
+    return sharing["what"] == "all" or (sharing["what"] == "attention") == in_attention
+
+
+def tie_layers(model: nn.Module, sharing: dict) -> dict[str, str]:
+    """Make every layer of a group use its first layer's parameters; returns {tied name: source name}."""
+    layers = model.get_submodule(sharing["layers"])
+    ties = {}
+    for group in sharing["groups"]:
+        source = layers[group[0]]
+        for j in group[1:]:
+            for name, param in source.named_parameters():
+                if is_shared(name, sharing):
+                    path, _, attr = name.rpartition(".")
+                    setattr(layers[j].get_submodule(path) if path else layers[j], attr, param)
+                    ties[f"{sharing['layers']}.{j}.{name}"] = f"{sharing['layers']}.{group[0]}.{name}"
+    return ties
+
+
+def register_ties(model: nn.Module, ties: dict[str, str]) -> None:
+    """Tell transformers about the ties: save_pretrained then writes each shared tensor once, and
+    from_pretrained re-ties the missing names to their source instead of initialising them."""
+    model._tied_weights_keys = {**(model._tied_weights_keys or {}), **ties}
+    model.all_tied_weights_keys.update(ties)
+
+
+def is_structured(config) -> bool:
+    """Whether a config records pruned shapes or shared layers, which only these classes rebuild."""
+    return bool(getattr(config, STRUCTURE_KEY, None) or getattr(config, SHARING_KEY, None))
+
+
+def record(model: nn.Module, key: str, value: dict) -> None:
+    """Store shapes or ties in the config, and point AutoModel at this file for trust_remote_code loads."""
+    setattr(model.config, key, value)
+    model.config.auto_map = {
+        "AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{CLASSES[model.config.model_type].__name__}"
+    }
+
+
+class _Structured:
+    """Mixin: build the full model, then slice and tie it as its config records, before weights load."""
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        structure = getattr(config, STRUCTURE_KEY, None)
+        if structure:
+            apply_structure(self, structure)
+        sharing = getattr(config, SHARING_KEY, None)
+        if sharing:  # registered ties are saved once and re-tied when from_pretrained loads
+            register_ties(self, tie_layers(self, sharing))
+
+
+class StructuredBertForSequenceClassification(_Structured, BertForSequenceClassification):
+    pass
+
+
+class StructuredRobertaForSequenceClassification(_Structured, RobertaForSequenceClassification):
+    pass
+
+
+class StructuredDistilBertForSequenceClassification(_Structured, DistilBertForSequenceClassification):
+    pass
+
+
+class StructuredMPNetForSequenceClassification(_Structured, MPNetForSequenceClassification):
+    pass
+
+
+CLASSES = {
+    "bert": StructuredBertForSequenceClassification,
+    "roberta": StructuredRobertaForSequenceClassification,
+    "distilbert": StructuredDistilBertForSequenceClassification,
+    "mpnet": StructuredMPNetForSequenceClassification,
+}

@@ -1,0 +1,182 @@
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from compress.errors import UserError
+from compress.prune import PruneConfig, apply_pruning, choose, current_structure, gates, prune, scoring_batches
+from compress.structure import MODELING_FILE, STRUCTURE_KEY, keep_heads, keep_neurons, record
+from compress.train import TrainConfig, encode, load_classifier, predict_logits
+from compress.variant import Variant, save_variant
+
+from conftest import CONFIGS, FAST, TINY
+
+HEADS, WIDTH, HIDDEN = TINY["num_attention_heads"], TINY["intermediate_size"], TINY["hidden_size"]
+HEAD_SIZE = HIDDEN // HEADS
+# Per layer: heads and FFN neurons to remove. Layer 1 loses every head, layer 3 every neuron.
+DROP_HEADS = {0: [1, 3], 1: [0, 1, 2, 3], 2: [2], 3: [], 4: [0], 5: [1, 2, 3]}
+DROP_NEURONS = {0: list(range(10)), 1: [], 2: list(range(0, 64, 2)), 3: list(range(64)), 4: [5], 5: [1, 60]}
+
+
+def tiny(arch: str):
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(CONFIGS[arch], attn_implementation="eager").eval()
+
+
+def inputs():
+    ids = torch.randint(5, 120, (3, 11), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def prune_physically(model) -> dict:
+    structure = current_structure(model)
+    record(model, STRUCTURE_KEY, structure)
+    for i, layer in enumerate(model.get_submodule(structure["layers"])):
+        kept = [h for h in range(HEADS) if h not in DROP_HEADS[i]]
+        keep_heads(layer, structure, list(range(HEADS)), kept)
+        structure["heads"][i] = kept
+        positions = [n for n in range(WIDTH) if n not in DROP_NEURONS[i]]
+        keep_neurons(layer, structure, positions)
+        structure["neurons"][i] = len(positions)
+    return structure
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_removing_heads_and_neurons_equals_masking_them(arch):
+    model = tiny(arch)
+    with torch.no_grad():
+        full = model(**inputs()).logits
+        with gates(model, current_structure(model)) as (head_gates, neuron_gates):
+            for layer, heads in DROP_HEADS.items():
+                head_gates[layer][heads] = 0
+            for layer, neurons in DROP_NEURONS.items():
+                neuron_gates[layer][neurons] = 0
+            masked = model(**inputs()).logits
+        prune_physically(model)
+        pruned = model(**inputs()).logits
+    assert (masked - full).abs().max() > 1e-3  # the masks changed the model
+    torch.testing.assert_close(pruned, masked, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_parameter_count_follows_the_formula(arch):
+    model = tiny(arch)
+    before = sum(p.numel() for p in model.parameters())
+    prune_physically(model)
+    heads_gone = sum(map(len, DROP_HEADS.values()))
+    neurons_gone = sum(map(len, DROP_NEURONS.values()))
+    # a head: its query, key and value rows (weights and biases) and its columns of the output projection;
+    # a neuron: its FFN input row and bias, and its FFN output column
+    per_head = 3 * (HIDDEN * HEAD_SIZE + HEAD_SIZE) + HIDDEN * HEAD_SIZE
+    per_neuron = HIDDEN + 1 + HIDDEN
+    assert sum(p.numel() for p in model.parameters()) == before - heads_gone * per_head - neurons_gone * per_neuron
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_pruned_checkpoint_reloads_both_ways_with_the_same_logits(arch, tmp_path, tiny_base):
+    model = tiny(arch)
+    prune_physically(model)
+    with torch.no_grad():
+        expected = model(**inputs()).logits
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    save_variant(tmp_path / "pruned", model, tokenizer, {"name": "pruned"})
+    assert (tmp_path / "pruned" / MODELING_FILE).is_file()
+    own = load_classifier(tmp_path / "pruned", attn_implementation="eager").eval()
+    remote = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "pruned", trust_remote_code=True, attn_implementation="eager").eval()
+    assert type(remote).__module__.endswith(MODELING_FILE[:-3])  # the copied file built it, not compress
+    with torch.no_grad():
+        torch.testing.assert_close(own(**inputs()).logits, expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(remote(**inputs()).logits, expected, atol=1e-6, rtol=0)
+    meta = json.loads((tmp_path / "pruned" / "variant.json").read_text())
+    assert meta["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_a_mismatched_pruned_checkpoint_is_refused_not_reinitialised(tmp_path, tiny_base):
+    model = tiny("bert")
+    prune_physically(model)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["compress_structure"]["neurons"][0] += 1  # claims a shape the weights do not have
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="cannot load a model"):
+        load_classifier(tmp_path)
+
+
+def test_choose_global_and_per_layer():
+    scores = [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([0.1, 0.2, 0.3, 2.0])]
+    assert choose(scores, 0.5, "per-layer") == [[0, 2], [2, 3]]
+    assert choose(scores, 0.0, "global") == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    # normalised per layer (L2), the second layer's 0.1 and 0.2 are the lowest overall
+    assert choose(scores, 0.25, "global") == [[0, 1, 2, 3], [2, 3]]
+
+
+def kl_to(reference: torch.Tensor, logits: torch.Tensor) -> float:
+    return float(F.kl_div(F.log_softmax(logits, -1), F.log_softmax(reference, -1), log_target=True, reduction="batchmean"))
+
+
+def test_taylor_scores_beat_random_on_a_trained_model(tiny_teacher):
+    teacher, task = tiny_teacher
+    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    dev = encode(task.dev, tokenizer, FAST.max_length)
+    reference = predict_logits(load_classifier(teacher.path), dev, tokenizer)
+    batches = scoring_batches(task, tokenizer, FAST.max_length, 256, seed=0)
+
+    def damage(importance: str, seed: int = 0) -> float:
+        model = load_classifier(teacher.path)
+        apply_pruning(model, current_structure(model), PruneConfig(heads=0.5, neurons=0.5, importance=importance),
+                      batches, seed)
+        return kl_to(reference, predict_logits(model, dev, tokenizer))
+
+    taylor = damage("taylor")
+    randoms = sorted(damage("random", seed) for seed in range(3))
+    assert taylor < randoms[1], (taylor, randoms)  # better than the median random choice
+
+
+def test_prune_stage_removes_recovers_and_records(tiny_teacher, tmp_path):
+    teacher, task = tiny_teacher
+    student = Variant.load(teacher.path)  # prune the teacher itself: a 2-layer BERT
+    config = TrainConfig(**{**FAST.as_dict(), "epochs": 1})
+    pruned = prune(student, PruneConfig(heads=0.5, neurons=0.5, layers="1,", importance="taylor"), config,
+                   name="pruned", progress=False)
+    meta = pruned.meta
+    assert pruned.path.parent.name == task.name and (pruned.path / MODELING_FILE).is_file()
+    assert meta["structure"]["removed"]["layers"] == [1]
+    assert meta["structure"]["heads_per_layer"] == [2] and meta["structure"]["neurons_per_layer"] == [64]
+    assert meta["metrics"]["dev"]["accuracy"] >= meta["metrics"]["dev_before_training"]["accuracy"]
+    assert meta["parameters"] < teacher.meta["parameters"]
+    reloaded = load_classifier(pruned.path)
+    assert reloaded.config.num_hidden_layers == 1
+
+
+@pytest.mark.parametrize("config, message", [
+    (PruneConfig(heads=1.0), "outside \\[0, 1\\)"),
+    (PruneConfig(neurons=-0.1), "outside \\[0, 1\\)"),
+    (PruneConfig(layers="5,"), "name layers from 0 to 1"),
+    (PruneConfig(layers="2"), "remove 1 to 1"),
+    (PruneConfig(layers="x"), "a count N or layer ids"),
+    (PruneConfig(), "nothing to prune"),
+])
+def test_bad_pruning_requests_are_clear_errors(tiny_teacher, config, message):
+    teacher, _ = tiny_teacher
+    with pytest.raises(UserError, match=message):
+        prune(teacher, config, FAST, name="never", progress=False)
+    assert not (teacher.path.parents[2] / "students" / "tiny" / teacher.meta["task"] / "never").exists()
+
+
+def test_prune_command(run_cli, tiny_teacher, tmp_path):
+    teacher, task = tiny_teacher
+    copy = shutil.copytree(teacher.path, tmp_path / "ws" / "teachers" / "tiny" / task.name)
+    code, out, err = run_cli("prune", copy, "--heads", "0.25", "--neurons", "0.5", "--importance", "magnitude",
+                             "--recover-epochs", "0")
+    assert code == 0, err
+    target = tmp_path / "ws" / "students" / "tiny" / task.name / "tiny-prune-h25n50-magnitude"
+    assert f"pruned {target}" in out and "before training" in out
+    assert Variant.load(target).meta["structure"]["removed"] == {"layers": [], "heads": 2, "neurons": 128}
+    code, _, err = run_cli("prune", copy, "--layers", "7,")
+    assert code == 2 and err.strip() == "compress: error: --layers 7,: name layers from 0 to 1, leaving at least one"
