@@ -36,26 +36,27 @@ def task_options(fn):
     return fn
 
 
-def training_options(epochs: float, lr: float, recovery: bool = False):
+def training_options(epochs: float, lr: float, derived: str | None = None):
     """The flags every training verb shares, with that verb's own defaults for epochs and lr.
 
-    Stages that shrink an existing variant (`recovery`) train for --recover-epochs (0: not at all)
-    and keep that variant's max length, so the teacher's cached soft targets still apply.
+    Stages that change an existing variant (`derived` names their epochs flag: --recover-epochs
+    or --epochs) keep that variant's max length, so the teacher's cached soft targets still apply.
     """
 
     def decorate(fn):
-        epochs_option = (
-            click.option("--recover-epochs", "epochs", type=click.FloatRange(min=0), default=epochs,
-                         help="Epochs of KD from the teacher after the change (fractions allowed; 0: none).")
-            if recovery else click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=epochs)
-        )
+        if derived == "--recover-epochs":
+            epochs_option = click.option(derived, "epochs", type=click.FloatRange(min=0), default=epochs,
+                                         help="Epochs of KD from the teacher afterwards (fractions allowed; 0: none).")
+        else:
+            epochs_option = click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=epochs,
+                                         help="Fractions allowed.")
         for option in reversed([
             epochs_option,
             click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr,
                          help="Peak learning rate (linear warm-up over 10%, then decay)."),
             click.option("--batch-size", type=click.IntRange(min=1), default=32),
-            *([] if recovery else [click.option("--max-length", type=click.IntRange(min=1), default=128,
-                                                help="Tokens per example; longer ones are truncated.")]),
+            *([] if derived else [click.option("--max-length", type=click.IntRange(min=1), default=128,
+                                               help="Tokens per example; longer ones are truncated.")]),
             click.option("--seed", type=int, default=42),
             click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
                          help="auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU)."),
@@ -171,6 +172,13 @@ def load_variant(path: Path):
     return Variant.load(path)
 
 
+def kd_options(fn):
+    """The recovery's KD flags, shared by the stages that shrink a variant."""
+    fn = click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, help="KD weight of the soft term.")(fn)
+    return click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0,
+                        help="KD temperature.")(fn)
+
+
 @cli.command("prune")
 @variant_argument
 @click.option("--heads", type=click.FloatRange(0, 1, max_open=True), default=0.0,
@@ -183,10 +191,9 @@ def load_variant(path: Path):
 @click.option("--scope", type=click.Choice(["global", "per-layer"]), default="global",
               help="Rank heads and neurons across layers, or remove the same fraction from each layer.")
 @click.option("--score-examples", type=click.IntRange(min=1), default=1024, help="Training examples to score on.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, help="KD temperature of the recovery.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, help="KD weight of the recovery.")
+@kd_options
 @click.option("--name", help="Variant name [default: <variant>-prune-h<%>n<%>-<importance>].")
-@training_options(epochs=1.0, lr=3e-5, recovery=True)
+@training_options(epochs=1.0, lr=3e-5, derived="--recover-epochs")
 def prune_command(variant, heads, neurons, layers, importance, scope, score_examples, temperature, alpha, name,
                   force, **training):
     """Remove attention heads, FFN neurons or whole layers of VARIANT physically, then recover it with KD."""
@@ -200,6 +207,55 @@ def prune_command(variant, heads, neurons, layers, importance, scope, score_exam
     if not force and report_existing(derived_dir(parent, name)):
         return
     click.echo(summary("pruned", stage.prune(parent, config, train_config(**training), name)))
+
+
+@cli.command("layerdrop")
+@variant_argument
+@click.option("--rate", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+              help="Probability of skipping each layer in a training step.")
+@click.option("--keep", default="every-other",
+              help="Layers to keep afterwards: every-other, a count N (evenly spread) or ids like 0,2,4 (one id: 3,).")
+@click.option("--no-baseline", is_flag=True, help="Skip the baseline: the same cut of VARIANT, recovered by KD.")
+@kd_options
+@click.option("--name", help="Variant name [default: <variant>-ld<rate%>-keep-<keep>].")
+@training_options(epochs=1.0, lr=3e-5, derived="--epochs")
+def layerdrop_command(variant, rate, keep, no_baseline, temperature, alpha, name, force, **training):
+    """Distil VARIANT with LayerDrop, keep a subset of its layers; and the baseline cut without LayerDrop."""
+    from compress import layerdrop as stage
+    from compress.variant import derived_dir
+
+    parent = load_variant(variant)
+    config = stage.LayerDropConfig(rate=rate, keep=keep, temperature=temperature, alpha=alpha)
+    name = name or stage.default_name(parent, config)
+    if not force and report_existing(derived_dir(parent, name)):
+        return
+    for made in stage.layerdrop(parent, config, train_config(**training), name, baseline=not no_baseline):
+        click.echo(summary(made.meta["stage"], made))
+
+
+@cli.command("share")
+@variant_argument
+@click.option("--groups", type=click.IntRange(min=1), required=True,
+              help="Groups of consecutive layers that share parameters (1: all layers, as ALBERT).")
+@click.option("--what", type=click.Choice(["all", "attention", "ffn"]), default="all", help="Which parameters to tie.")
+@click.option("--init", type=click.Choice(["first", "mean"]), default="first",
+              help="Start each shared tensor from the group's first layer or from the group's mean.")
+@kd_options
+@click.option("--name", help="Variant name [default: <variant>-share-g<G>-<what>].")
+@training_options(epochs=1.0, lr=3e-5, derived="--recover-epochs")
+def share_command(variant, groups, what, init, temperature, alpha, name, force, **training):
+    """Tie VARIANT's layers in groups (ALBERT-style), then recover with KD; cuts unique parameters, not FLOPs."""
+    from compress import share as stage
+    from compress.variant import derived_dir
+
+    parent = load_variant(variant)
+    config = stage.ShareConfig(groups=groups, what=what, init=init, temperature=temperature, alpha=alpha)
+    name = name or stage.default_name(parent, config)
+    if not force and report_existing(derived_dir(parent, name)):
+        return
+    shared = stage.share(parent, config, train_config(**training), name)
+    click.echo(summary("shared", shared) + f", {shared.meta['unique_parameters']:,} unique of "
+               f"{shared.meta['parameters']:,} parameters")
 
 
 @cli.command("export")

@@ -8,11 +8,13 @@ The folder follows Optimum's layout: model.onnx beside config.json and the token
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import onnx
+from onnx import numpy_helper
 import torch
 from transformers import AutoTokenizer
 
@@ -62,6 +64,36 @@ def _optimize(raw: Path, out: Path, config) -> dict:
     return {op: ops[op] for op in FUSED_OPS if ops[op]}
 
 
+def dedupe_initializers(path: Path) -> int:
+    """Keep one initializer per distinct tensor and point every use at it; returns how many went.
+
+    Tied (shared) layers export as one tensor each, but ORT's fusions (a concatenated QKV weight
+    per layer) and quantization copy them per layer again. Without this a shared model's file
+    would not shrink with its unique parameters. Equal values compute equally, so it is safe
+    for any graph.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    first, rename, kept = {}, {}, []
+    for tensor in graph.initializer:
+        digest = hashlib.sha1(numpy_helper.to_array(tensor).tobytes()).hexdigest()
+        key = (tensor.data_type, tuple(tensor.dims), digest)
+        if key in first and tensor.name not in inputs:
+            rename[tensor.name] = first[key]
+        else:
+            first.setdefault(key, tensor.name)
+            kept.append(tensor)
+    if rename:
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                node.input[i] = rename.get(name, name)
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        onnx.save(model, str(path))
+    return len(rename)
+
+
 def parity(model, sess, encoded, tokenizer) -> dict:
     """Max |logit difference| and argmax agreement between PyTorch fp32 and ORT on every row."""
     expected = predict_logits(model, encoded, tokenizer)
@@ -85,6 +117,7 @@ def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
         record = {"opset": opset, "inputs": inputs, "optimized": False}
         if optimize:
             fused = _optimize(tmp / RAW, tmp / "optimized.onnx", model.config)
+            dedupe_initializers(tmp / "optimized.onnx")
             raw_ms = ort_latency_ms(runtime.session(tmp / RAW), 1, 128, runs=15)["p50"]
             optimized_ms = ort_latency_ms(runtime.session(tmp / "optimized.onnx"), 1, 128, runs=15)["p50"]
             keep = optimized_ms <= raw_ms

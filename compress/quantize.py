@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from compress import ort as runtime
 from compress.errors import UserError
-from compress.export import MODEL, RAW, export
+from compress.export import MODEL, RAW, dedupe_initializers, export
 from compress.machine import device, machine
 from compress.tasks import task_of
 from compress.train import encode, load_classifier, predict_logits, task_metrics
@@ -99,6 +99,7 @@ def _ort_quantize(source: Path, out: Path, mode: str, per_channel: bool, calibra
 
         model = convert_float_to_float16(onnx.load(str(source / MODEL)), keep_io_types=True)
         onnx.save(model, str(out))
+    dedupe_initializers(out)  # shared layers: one quantized copy of each tied weight
 
 
 def quantize(

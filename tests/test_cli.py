@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-VERBS = ["teacher", "distill", "prune", "export", "quantize", "bench", "report"]
+VERBS = ["teacher", "distill", "prune", "layerdrop", "share", "export", "quantize", "bench", "report"]
 
 
 def test_help_lists_every_verb_and_their_flags(run_cli):
@@ -65,6 +65,11 @@ def bad_inputs(tmp_path, tiny_base, glue_dir):
         ("prune a folder that is no variant", ["prune", str(tiny_base), "--heads", "0.5"]),
         ("prune ratio out of range", ["prune", str(tiny_base), "--heads", "1.5"]),
         ("prune negative recovery", ["prune", str(tiny_base), "--neurons", "0.5", "--recover-epochs", "-1"]),
+        ("layerdrop rate out of range", ["layerdrop", str(tiny_base), "--rate", "1"]),
+        ("layerdrop of no variant", ["layerdrop", str(tmp_path / "nowhere")]),
+        ("share without groups", ["share", str(tiny_base)]),
+        ("share zero groups", ["share", str(tiny_base), "--groups", "0"]),
+        ("share unknown part", ["share", str(tiny_base), "--groups", "1", "--what", "heads"]),
     ]
 
 

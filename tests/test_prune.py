@@ -1,3 +1,4 @@
+import copy
 import json
 import shutil
 
@@ -23,7 +24,7 @@ DROP_NEURONS = {0: list(range(10)), 1: [], 2: list(range(0, 64, 2)), 3: list(ran
 
 def tiny(arch: str):
     torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_config(CONFIGS[arch], attn_implementation="eager").eval()
+    return AutoModelForSequenceClassification.from_config(copy.deepcopy(CONFIGS[arch]), attn_implementation="eager").eval()
 
 
 def inputs():
@@ -141,7 +142,7 @@ def test_taylor_scores_beat_random_on_a_trained_model(tiny_teacher):
 def test_prune_stage_removes_recovers_and_records(tiny_teacher, tmp_path):
     teacher, task = tiny_teacher
     student = Variant.load(teacher.path)  # prune the teacher itself: a 2-layer BERT
-    config = TrainConfig(**{**FAST.as_dict(), "epochs": 1})
+    config = TrainConfig(**{**FAST.as_dict(), "epochs": 0.5})  # recovery may be a fraction of an epoch
     pruned = prune(student, PruneConfig(heads=0.5, neurons=0.5, layers="1,", importance="taylor"), config,
                    name="pruned", progress=False)
     meta = pruned.meta
@@ -149,6 +150,7 @@ def test_prune_stage_removes_recovers_and_records(tiny_teacher, tmp_path):
     assert meta["structure"]["removed"]["layers"] == [1]
     assert meta["structure"]["heads_per_layer"] == [2] and meta["structure"]["neurons_per_layer"] == [64]
     assert meta["metrics"]["dev"]["accuracy"] >= meta["metrics"]["dev_before_training"]["accuracy"]
+    assert [h["epoch"] for h in meta["metrics"]["history"]] == [0.5]
     assert meta["parameters"] < teacher.meta["parameters"]
     reloaded = load_classifier(pruned.path)
     assert reloaded.config.num_hidden_layers == 1

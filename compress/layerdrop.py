@@ -1,0 +1,153 @@
+"""Stage: LayerDrop (Fan et al. 2019): distil with whole layers dropped at random, then keep a subset.
+
+Trained with structured dropout of layers, a model survives losing some of them, so a shallower
+one can be cut out afterwards without retraining ("every other layer" works best in the paper).
+It is applied while distilling from the teacher: fairseq notes that LayerDrop at fine-tuning
+alone helps less. HF encoders have no LayerDrop, so each layer's forward is wrapped; in eval mode
+(and in export) every kept layer runs.
+
+One command makes three variants beside the parent:
+  <name>-full      the parent after KD training with LayerDrop, all layers (reusable for any cut);
+  <name>           that model cut to the kept layers, not trained further;
+  <name>-baseline  the parent cut to the same layers, recovered by KD for the same epochs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import AutoTokenizer
+
+from compress.arch import encoder_layers, keep_layers, layout
+from compress.distill import DistillConfig, select_layers, train_student
+from compress.errors import UserError
+from compress.tasks import task_of
+from compress.train import TrainConfig, encode, evaluate, load_classifier
+from compress.variant import Variant, derived_dir, teacher_of
+
+
+@dataclass(frozen=True)
+class LayerDropConfig:
+    rate: float
+    keep: str = "every-other"  # every-other | N (evenly spread) | layer ids like 0,2,4 (one id: 3,)
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def kept_layers(depth: int, keep: str) -> list[int]:
+    """Layer ids to keep: every other one (0, 2, ...), N evenly spread, or a list."""
+    if keep == "every-other":
+        ids = list(range(0, depth, 2))
+    elif keep.isdigit():
+        ids = select_layers(depth, int(keep), "alternate")
+    else:
+        try:
+            ids = sorted({int(part) for part in keep.split(",") if part.strip()})
+        except ValueError:
+            raise UserError(f"--keep must be every-other, a count N or layer ids like 0,2,4, not '{keep}'") from None
+        if not ids or not all(0 <= i < depth for i in ids):
+            raise UserError(f"--keep {keep}: name layers from 0 to {depth - 1}")
+    if len(ids) == depth:
+        raise UserError(f"--keep {keep} keeps all {depth} layers: nothing would be dropped")
+    return ids
+
+
+class DropSchedule:
+    """Seeded draws of which layers to skip in each training forward pass; `log` keeps them."""
+
+    def __init__(self, depth: int, rate: float, seed: int):
+        self.depth, self.rate = depth, rate
+        self.generator = torch.Generator().manual_seed(seed)
+        self.current: list[bool] = [False] * depth
+        self.log: list[list[int]] = []
+
+    def draw(self, model, args, kwargs) -> None:  # forward pre-hook of the whole model
+        if model.training and self.rate > 0:
+            self.current = (torch.rand(self.depth, generator=self.generator) < self.rate).tolist()
+            self.log.append([i for i, drop in enumerate(self.current) if drop])
+        else:
+            self.current = [False] * self.depth
+
+
+class DroppableForward:
+    """A layer's forward that returns its input unchanged when the schedule drops the layer."""
+
+    def __init__(self, layer, index: int, schedule: DropSchedule, returns_tuple: bool):
+        self.forward, self.layer, self.index = layer.forward, layer, index
+        self.schedule, self.returns_tuple = schedule, returns_tuple
+
+    def __call__(self, hidden_states, *args, **kwargs):
+        if self.layer.training and self.schedule.current[self.index]:
+            return (hidden_states,) if self.returns_tuple else hidden_states
+        return self.forward(hidden_states, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def layer_drop(model, rate: float, seed: int):
+    """Within the block, training forward passes skip each layer with probability `rate`."""
+    layers = encoder_layers(model)
+    schedule = DropSchedule(len(layers), rate, seed)
+    returns_tuple = layout(model.config).returns_tuple
+    for i, layer in enumerate(layers):
+        layer.forward = DroppableForward(layer, i, schedule, returns_tuple)
+    handle = model.register_forward_pre_hook(schedule.draw, with_kwargs=True)
+    try:
+        yield schedule
+    finally:
+        handle.remove()
+        for layer in layers:
+            del layer.forward
+
+
+def check(config: LayerDropConfig) -> None:
+    if not 0 <= config.rate < 1:
+        raise UserError(f"--rate {config.rate} is outside [0, 1): it is the probability of dropping a layer")
+
+
+def default_name(variant: Variant, config: LayerDropConfig) -> str:
+    return f"{variant.meta['name']}-ld{round(100 * config.rate)}-keep-{config.keep.strip(',').replace(',', '_')}"
+
+
+def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConfig, name: str | None = None,
+              baseline: bool = True, progress: bool = True) -> list[Variant]:
+    """Train `variant` with LayerDrop by KD, cut it to the kept layers; and the baseline. Returns the variants."""
+    check(config)
+    depth = load_classifier(variant.path).config.num_hidden_layers
+    keep = kept_layers(depth, config.keep)
+    task, teacher = task_of(variant.meta), teacher_of(variant)
+    max_length = variant.meta["params"]["max_length"]
+    train_config = TrainConfig(**{**train_config.as_dict(), "max_length": max_length})  # reuse cached soft targets
+    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    dev = encode(task.dev, tokenizer, max_length)
+    name = name or default_name(variant, config)
+    params = {**config.as_dict(), "kept_layers": keep, **train_config.as_dict()}
+
+    def kd(layers: int) -> DistillConfig:
+        return DistillConfig(layers=layers, temperature=config.temperature, alpha=config.alpha)
+
+    full_name = f"{variant.meta['name']}-ld{round(100 * config.rate)}-full"
+    model = load_classifier(variant.path)
+    with layer_drop(model, config.rate, train_config.seed):
+        full = train_student(model, teacher, task, kd(depth), train_config, derived_dir(variant, full_name),
+                             meta={"name": full_name, "stage": "layerdrop", "parent": str(variant.path),
+                                   "params": {**config.as_dict(), **train_config.as_dict()}}, progress=progress)
+    cut = load_classifier(full.path)
+    keep_layers(cut, keep)
+    made = [full, train_student(cut, teacher, task, kd(len(keep)), TrainConfig(**{**train_config.as_dict(), "epochs": 0}),
+                                derived_dir(variant, name),
+                                meta={"name": name, "stage": "keep-layers", "parent": str(full.path), "params": params},
+                                progress=progress)]
+    if baseline:
+        plain = load_classifier(variant.path)
+        keep_layers(plain, keep)
+        before, _ = evaluate(plain, dev, tokenizer, task.metrics)
+        made.append(train_student(plain, teacher, task, kd(len(keep)), train_config, derived_dir(variant, f"{name}-baseline"),
+                                  meta={"name": f"{name}-baseline", "stage": "keep-layers", "parent": str(variant.path),
+                                        "params": {**params, "rate": 0.0}},
+                                  metrics_before=before, progress=progress))
+    return made

@@ -1,0 +1,95 @@
+"""Stage: ALBERT-style cross-layer sharing (Lan et al. 2019), then recovery by KD.
+
+Layers are tied within G groups of consecutive layers; G=1 is ALBERT's all-shared. When G does
+not divide the depth, the first (depth mod G) groups get one layer more. `what` picks the tied
+parameters: all of them, the attention sublayer (ALBERT's Table 4: little accuracy lost) or the
+FFN (more lost). The shared tensors start as the group's first layer or the group's mean.
+Sharing cuts unique parameters and file size, not FLOPs: every layer still runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from compress.arch import layout
+from compress.distill import DistillConfig, train_student
+from compress.errors import UserError
+from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
+from compress.tasks import task_of
+from compress.train import TrainConfig, encode, evaluate, load_classifier
+from compress.variant import Variant, derived_dir, teacher_of
+
+WHAT = ("all", "attention", "ffn")
+INITS = ("first", "mean")
+
+
+@dataclass(frozen=True)
+class ShareConfig:
+    groups: int
+    what: str = "all"
+    init: str = "first"
+    temperature: float = 2.0  # of the KD recovery
+    alpha: float = 0.5
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_groups(depth: int, groups: int) -> list[list[int]]:
+    if not 1 <= groups <= depth:
+        raise UserError(f"--groups {groups} is impossible for {depth} layers (choose 1 to {depth})")
+    return [part.tolist() for part in np.array_split(np.arange(depth), groups)]
+
+
+def share_layers(model, config: ShareConfig) -> dict:
+    """Tie the model's layers in place as `config` says; returns the sharing recorded in its config."""
+    if config.what not in WHAT or config.init not in INITS:
+        raise UserError(f"--what must be one of {WHAT} and --init one of {INITS}")
+    if getattr(model.config, SHARING_KEY, None):
+        raise UserError("this variant's layers are already shared; share its parent instead")
+    spec = layout(model.config)
+    sharing = {"layers": spec.layers, "attention_block": list(spec.attention_block), "what": config.what,
+               "groups": layer_groups(model.config.num_hidden_layers, config.groups)}
+    layers = model.get_submodule(spec.layers)
+    for group in sharing["groups"]:
+        names = {j: {n: p.shape for n, p in layers[j].named_parameters() if is_shared(n, sharing)} for j in group}
+        if any(names[j] != names[group[0]] for j in group):
+            raise UserError(f"layers {group} do not have the same shapes (pruned differently): they cannot share")
+        if config.init == "mean":
+            with torch.no_grad():
+                for name in names[group[0]]:
+                    mean = torch.stack([layers[j].get_parameter(name) for j in group]).mean(0)
+                    layers[group[0]].get_parameter(name).copy_(mean)
+    register_ties(model, tie_layers(model, sharing))
+    record(model, SHARING_KEY, sharing)
+    return sharing
+
+
+def default_name(variant: Variant, config: ShareConfig) -> str:
+    return f"{variant.meta['name']}-share-g{config.groups}-{config.what}" + ("-mean" if config.init == "mean" else "")
+
+
+def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name: str | None = None,
+          progress: bool = True) -> Variant:
+    """Tie `variant`'s layers in groups, then recover with KD for `train_config.epochs` (0: none)."""
+    task = task_of(variant.meta)
+    teacher = teacher_of(variant)
+    max_length = variant.meta["params"]["max_length"]
+    train_config = TrainConfig(**{**train_config.as_dict(), "max_length": max_length})  # reuse cached soft targets
+    model = load_classifier(variant.path)
+    sharing = share_layers(model, config)
+    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    metrics_before, _ = evaluate(model, encode(task.dev, tokenizer, max_length), tokenizer, task.metrics)
+    name = name or default_name(variant, config)
+    return train_student(
+        model, teacher, task, DistillConfig(layers=model.config.num_hidden_layers, temperature=config.temperature,
+                                            alpha=config.alpha),
+        train_config, derived_dir(variant, name),
+        meta={"name": name, "stage": "share", "parent": str(variant.path),
+              "params": {**config.as_dict(), **train_config.as_dict()}, "sharing": {"groups": sharing["groups"]}},
+        metrics_before=metrics_before, progress=progress,
+    )
