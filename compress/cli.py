@@ -332,6 +332,99 @@ def report_command(obj, task, teacher, out):
     click.echo(f"report: {render(obj['workspace'], task, teacher, out)}")
 
 
+@cli.command("run")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the plan (what runs, what is skipped) and stop.")
+@click.pass_context
+def run_command(ctx, recipe, dry_run):
+    """Run RECIPE.toml, the whole chain [default: the built-in demo]; unchanged stages are skipped."""
+    from compress import recipe as recipes
+    from compress.variant import Variant
+
+    path = recipe or recipes.demo_recipe()
+    workspace = ctx.obj["workspace"]
+    plan = recipes.plan(path, workspace, cli.commands)
+    click.echo(f"recipe {path}:")
+    for step in plan.steps:
+        click.echo(f"  {step.describe()}")
+    if plan.bench is not None:
+        click.echo("  then export and bench what ran or was never measured" + (", then report" if plan.report is not None else ""))
+    if dry_run:
+        return
+    for step in plan.steps:
+        if step.skip:
+            continue
+        command = cli.commands[step.verb]
+        force = ["--force"] if any("--force" in p.opts for p in command.params) else []
+        click.echo(f"$ compress {step.verb} {' '.join(step.args + force)}")
+        command.main(args=step.args + force, standalone_mode=False, obj=ctx.obj)
+        recipes.stamp(step, path)
+    if plan.bench is not None:
+        variants = [Variant.load(step.output) for step in plan.steps]
+        targets = [v for v, step in zip(variants, plan.steps) if not step.skip or not v.meta.get("bench")]
+        for variant in targets:
+            if "artifact" not in variant.meta and "onnx" not in variant.meta:
+                cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=ctx.obj)
+        if targets:
+            args = recipes.flags(cli.commands["bench"], plan.bench, "bench")
+            cli.commands["bench"].main(args=[*(str(v.path) for v in targets), *args], standalone_mode=False,
+                                       obj=ctx.obj)
+    if plan.report is not None:
+        teacher = plan.steps[0]
+        args = ["--teacher", teacher.name, "--task", teacher.output.name,
+                *recipes.flags(cli.commands["report"], plan.report, "report")]
+        cli.commands["report"].main(args=args, standalone_mode=False, obj=ctx.obj)
+
+
+@cli.command("init")
+@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+def init_command(directory):
+    """Make a workspace in DIRECTORY: teachers/, students/, reports/ and recipe.toml (the demo, to edit)."""
+    from compress.recipe import demo_recipe
+
+    for name in ("teachers", "students", "reports"):
+        (directory / name).mkdir(parents=True, exist_ok=True)
+    recipe = directory / "recipe.toml"
+    if recipe.exists():
+        click.echo(f"{recipe} exists; left as it is")
+    else:
+        recipe.write_text(demo_recipe().read_text())
+    click.echo(f"workspace ready in {directory}: edit {recipe}, then: compress --workspace {directory} run {recipe}")
+
+
+@cli.command("list")
+@click.pass_obj
+def list_command(obj):
+    """Every variant in the workspace with its stage, parent, accuracy, size and latency."""
+    from compress.variant import find_variants
+
+    variants = find_variants(obj["workspace"])
+    if not variants:
+        raise UserError(f"no variants in {obj['workspace']}")
+    rows = [("variant", "stage", "parent", "dev acc.", "params (M)", "unique (M)", "MB", "p50 ms 1x128")]
+    for v in variants:
+        meta = v.meta
+        latency = "-"
+        for entry in meta.get("bench", {}).values():
+            for runtime in ("ort-cpu", "torch-cpu"):
+                if "1x128" in entry["latency_ms"].get(runtime, {}):
+                    latency = f"{entry['latency_ms'][runtime]['1x128']['p50']:.2f} ({runtime.split('-')[0]})"
+                    break
+            break
+        parameters = meta.get("parameters")
+        rows.append((
+            str(v.path.relative_to(obj["workspace"])), meta.get("stage", "?"),
+            Path(meta["parent"]).name if meta.get("parent") else "-",
+            f"{meta['metrics']['dev']['accuracy']:.4f}",
+            f"{parameters / 1e6:.1f}" if parameters else "-",
+            f"{meta['unique_parameters'] / 1e6:.1f}" if meta.get("unique_parameters") else "-",
+            f"{meta.get('size_mb', 0):.1f}", latency,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 def main() -> None:
     """Entry point: bad input ends in one line on stderr and exit code 2, never a traceback."""
     from transformers.utils import logging as hf_logging

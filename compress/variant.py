@@ -7,6 +7,7 @@ never leaves a half-written variant behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -76,6 +77,20 @@ def write_json(path: Path, data) -> None:
 
 
 @contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on `folder` across processes, held only while a variant is swapped in.
+
+    flock on the folder itself: no lock file is left in the workspace.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
 def atomic_dir(target: Path):
     """Yield a temporary sibling of `target`; rename it to `target` only if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,9 +98,10 @@ def atomic_dir(target: Path):
     tmp.mkdir()
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        with _locked(target.parent):  # another process may be replacing the same variant
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-VERBS = ["teacher", "distill", "prune", "layerdrop", "share", "export", "quantize", "bench", "report"]
+VERBS = ["teacher", "distill", "prune", "layerdrop", "share", "export", "quantize", "bench", "report", "run", "init", "list"]
 
 
 def test_help_lists_every_verb_and_their_flags(run_cli):
@@ -42,6 +42,11 @@ def bad_inputs(tmp_path, tiny_base, glue_dir):
         (corrupt / name).write_bytes((tiny_base / name).read_bytes())
     (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
     base = ["teacher", "--base", str(tiny_base)]
+    recipe = f'[teacher]\nbase = "{tiny_base}"\n'
+    (tmp_path / "bad.toml").write_text("[teacher\n")
+    (tmp_path / "stage.toml").write_text(recipe + '[[stages]]\nverb = "sparsify"\n')
+    (tmp_path / "type.toml").write_text(recipe + '[[stages]]\nverb = "distill"\nlayers = "three"\n')
+    (tmp_path / "range.toml").write_text(recipe + '[[stages]]\nverb = "distill"\n[[stages]]\nverb = "prune"\nheads = 1.5\n')
     return [
         ("missing data file", [*base, "--task", str(tmp_path / "nope.csv")]),
         ("unknown task", [*base, "--task", "imdb"]),
@@ -70,6 +75,15 @@ def bad_inputs(tmp_path, tiny_base, glue_dir):
         ("share without groups", ["share", str(tiny_base)]),
         ("share zero groups", ["share", str(tiny_base), "--groups", "0"]),
         ("share unknown part", ["share", str(tiny_base), "--groups", "1", "--what", "heads"]),
+        ("recipe missing", ["run", str(tmp_path / "none.toml")]),
+        ("recipe not TOML", ["run", str(tmp_path / "bad.toml")]),
+        ("recipe unknown stage", ["run", str(tmp_path / "stage.toml")]),
+        ("recipe wrong type", ["run", str(tmp_path / "type.toml")]),
+        ("recipe out-of-range number", ["run", str(tmp_path / "range.toml")]),
+        ("list an empty workspace", ["list"]),
+        ("bench an empty workspace", ["bench"]),
+        ("report an empty workspace", ["report"]),
+        ("quantize a folder that is no variant", ["quantize", str(tiny_base)]),
     ]
 
 

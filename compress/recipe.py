@@ -1,0 +1,174 @@
+"""`compress run RECIPE.toml`: the whole chain from one file, skipping what has not changed.
+
+A recipe names a teacher and a task, then stages in order. Each stage starts from the one
+before it, or from the stage named in its `from` ("teacher" for the teacher). Every key of a
+stage is that verb's command-line flag (`recover-epochs = 1` is `--recover-epochs 1`), so the
+recipe and the CLI share one set of options, defaults and checks.
+
+A stage is skipped when its output exists and was made from the same parent, parameters and data:
+a hash of those is stamped into each output's variant.json. A stage killed mid-training resumes
+when the recipe runs again (its `.partial` folder holds the checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from compress.errors import UserError
+from compress.variant import Variant
+
+STAGE_VERBS = ("distill", "prune", "layerdrop", "share", "quantize")
+TASK_KEYS = ("task", "data-dir", "text-column", "label-column")
+DEMO = "demo.toml"
+
+
+@dataclass
+class Step:
+    verb: str
+    name: str
+    args: list[str]  # the command line after the verb
+    output: Path
+    hash: str
+    skip: bool = False
+    parent: str | None = None  # the step this one starts from
+
+    def describe(self) -> str:
+        state = "unchanged, skipped" if self.skip else "to run"
+        return f"{self.verb:<9} {self.name:<28} -> {self.output}  [{state}]"
+
+
+@dataclass
+class Plan:
+    recipe: Path
+    steps: list[Step] = field(default_factory=list)
+    bench: dict | None = None
+    report: dict | None = None
+
+
+def demo_recipe() -> Path:
+    return Path(str(resources.files("compress") / "recipes" / DEMO))
+
+
+def load(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"no recipe at {path}")
+    try:
+        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"recipe {path} is not valid TOML: {exc}") from None
+    unknown = set(recipe) - {"teacher", "stages", "bench", "report"}
+    if unknown:
+        raise UserError(f"recipe {path}: unknown section(s) {', '.join(sorted(unknown))} "
+                        "(teacher, stages, bench, report)")
+    if not isinstance(recipe.get("teacher"), dict) or "base" not in recipe["teacher"]:
+        raise UserError(f"recipe {path} needs a [teacher] table with a base")
+    if not isinstance(recipe.get("stages", []), list):
+        raise UserError(f"recipe {path}: stages must be an array of tables ([[stages]])")
+    return recipe
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def flags(command: click.Command, params: dict, where: str) -> list[str]:
+    """Turn {key: value} into that command's flags, refusing keys it does not have."""
+    options = {opt: p for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+    args = []
+    for key, value in params.items():
+        flag = f"--{key}"
+        if flag not in options:
+            known = sorted(o[2:] for o in options if o.startswith("--") and o not in ("--help", "--force", "--name"))
+            raise UserError(f"{where}: unknown parameter '{key}' (choose from {', '.join(known)})")
+        if options[flag].is_flag:
+            if not isinstance(value, bool):
+                raise UserError(f"{where}: '{key}' is a switch: give true or false, not {value!r}")
+            args += [flag] if value else []
+        elif isinstance(value, (dict, list)):
+            raise UserError(f"{where}: '{key}' takes one value, not {value!r}")
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _stamped(output: Path) -> str | None:
+    try:
+        return Variant.load(output).meta.get("recipe", {}).get("hash")
+    except UserError:
+        return None
+
+
+def plan(path: Path, workspace: Path, commands: dict[str, click.Command]) -> Plan:
+    """Resolve every stage's command line, output folder and hash, and whether it can be skipped."""
+    from compress.tasks import load_task
+    from compress.teacher import default_name as teacher_default, teacher_dir
+    from compress.variant import derived_dir
+
+    recipe = load(path)
+    result = Plan(recipe=path)
+    teacher = dict(recipe["teacher"])
+    task_params = {k: teacher[k] for k in TASK_KEYS if k in teacher}
+    task = load_task(str(teacher.get("task", "rotten-tomatoes")), teacher.get("data-dir"),
+                     teacher.get("text-column"), teacher.get("label-column", "label"))
+    teacher_name = str(teacher.get("name") or teacher_default(str(teacher["base"])))
+    output = teacher_dir(workspace, teacher_name, task.name)
+    args = flags(commands["teacher"], teacher, f"recipe {path} [teacher]")
+    digest = _digest("teacher", teacher, task.fingerprint)
+    steps = {"teacher": Step("teacher", teacher_name, args, output, digest)}
+    order = [steps["teacher"]]
+    previous = "teacher"
+
+    for i, stage in enumerate(recipe.get("stages", []), start=1):
+        where = f"recipe {path} stage {i}"
+        if not isinstance(stage, dict) or stage.get("verb") not in STAGE_VERBS:
+            raise UserError(f"{where}: verb must be one of {', '.join(STAGE_VERBS)}, not {stage.get('verb')!r}")
+        params = {k: v for k, v in stage.items() if k not in ("verb", "from", "name")}
+        verb, source = stage["verb"], str(stage.get("from", previous))
+        if source not in steps:
+            raise UserError(f"{where}: from = '{source}' names no earlier stage (teacher, {', '.join(list(steps)[1:])})")
+        name = str(stage.get("name") or f"{steps[source].name}-{verb}")
+        if name in steps:
+            raise UserError(f"{where}: the name '{name}' is already used by an earlier stage")
+        parent = steps[source]
+        if verb == "distill":
+            if source != "teacher":
+                raise UserError(f"{where}: distill starts from the teacher, not from '{source}'")
+            args = ["--teacher", teacher_name, *flags(commands[verb], {**task_params, **params}, where)]
+            output = workspace / "students" / teacher_name / task.name / name
+        else:
+            args = [str(parent.output), *flags(commands[verb], params, where)]
+            parent_variant = Variant(parent.output, {"stage": "teacher" if source == "teacher" else verb,
+                                                     "name": teacher_name, "task": task.name})
+            output = derived_dir(parent_variant, name)
+        steps[name] = Step(verb, name, [*args, "--name", name], output, _digest(verb, params, parent.hash),
+                           parent=source)
+        order.append(steps[name])
+        previous = name
+
+    for step in order:  # parse every command line now: a bad value fails before anything runs
+        with commands[step.verb].make_context(step.verb, list(step.args)):
+            pass
+    # A step is skipped only if it and everything it builds on are unchanged.
+    for step in order:
+        step.skip = _stamped(step.output) == step.hash and (step.parent is None or steps[step.parent].skip)
+    result.steps = order
+    result.bench = recipe.get("bench")
+    result.report = recipe.get("report")
+    if result.bench is not None:
+        flags(commands["bench"], result.bench, f"recipe {path} [bench]")
+    if result.report is not None:
+        flags(commands["report"], result.report, f"recipe {path} [report]")
+    return result
+
+
+def stamp(step: Step, recipe: Path) -> None:
+    variant = Variant.load(step.output)
+    variant.meta["recipe"] = {"hash": step.hash, "file": str(recipe), "stage": step.verb}
+    variant.save_meta()

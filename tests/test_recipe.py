@@ -1,0 +1,110 @@
+"""compress run: a recipe runs the whole chain, skips what is unchanged, re-runs what changed."""
+
+import json
+
+import pytest
+
+from compress.variant import Variant
+
+
+def write_recipe(path, tiny_base, csv, heads=0.5):
+    path.write_text(f"""
+[teacher]
+base = "{tiny_base}"
+name = "tiny"
+task = "{csv}"
+text-column = "sentence"
+epochs = 1
+lr = 0.001
+batch-size = 16
+max-length = 32
+precision = "fp32"
+
+[[stages]]
+verb = "distill"
+name = "L1"
+layers = 1
+epochs = 1
+lr = 0.001
+batch-size = 16
+precision = "fp32"
+
+[[stages]]
+verb = "prune"
+name = "L1-pruned"
+heads = {heads}
+recover-epochs = 0
+
+[[stages]]
+verb = "quantize"
+name = "L1-pruned-int8"
+
+[bench]
+shapes = "1x16"
+
+[report]
+""")
+    return path
+
+
+@pytest.fixture
+def recipe_run(run_cli, tmp_path, tiny_base, learnable_csv):
+    workspace = tmp_path / "ws"
+    code, out, err = run_cli("init", workspace)
+    assert code == 0, err
+    recipe = write_recipe(workspace / "recipe.toml", tiny_base, learnable_csv)
+    code, out, err = run_cli("--workspace", workspace, "run", recipe)
+    assert code == 0, err
+    return workspace, recipe, out
+
+
+def test_a_recipe_runs_the_chain_then_skips_it_and_reruns_only_what_changed(run_cli, recipe_run, tiny_base,
+                                                                            learnable_csv):
+    workspace, recipe, out = recipe_run
+    students = workspace / "students" / "tiny" / "reviews"
+    chain = [workspace / "teachers" / "tiny" / "reviews", students / "L1", students / "L1-pruned",
+             students / "L1-pruned-int8"]
+    metas = [Variant.load(path).meta for path in chain]
+    assert [m["stage"] for m in metas] == ["teacher", "distill", "prune", "quantize"]
+    assert all(m["recipe"]["hash"] and m.get("bench") for m in metas)  # stamped and measured
+    assert "onnx" in metas[0] and (workspace / "reports" / "tiny-reviews.html").is_file()
+    assert "report: " in out
+
+    code, out, err = run_cli("--workspace", workspace, "run", recipe)
+    assert code == 0, err
+    assert out.count("unchanged, skipped") == 4 and "$ compress" not in out
+    assert [json.loads((p / "variant.json").read_text())["recipe"] for p in chain] == [m["recipe"] for m in metas]
+
+    write_recipe(recipe, tiny_base, learnable_csv, heads=0.25)
+    code, out, err = run_cli("--workspace", workspace, "run", recipe, "--dry-run")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if "->" in line]
+    assert ["skipped" in line for line in lines] == [True, True, False, False]  # prune and what follows it
+    code, out, err = run_cli("--workspace", workspace, "run", recipe)
+    assert code == 0, err
+    assert Variant.load(students / "L1-pruned").meta["structure"]["removed"]["heads"] == 1  # 25% of 4 heads
+    assert Variant.load(chain[1]).meta["recipe"] == metas[1]["recipe"]  # the student was not redone
+
+    code, out, err = run_cli("--workspace", workspace, "list")
+    assert code == 0, err
+    assert "students/tiny/reviews/L1-pruned-int8" in out and "quantize" in out
+
+
+def test_bad_recipes_are_clear_errors(run_cli, tmp_path, tiny_base, learnable_csv):
+    good = write_recipe(tmp_path / "good.toml", tiny_base, learnable_csv).read_text()
+    cases = {
+        "not toml": ("[teacher\n", "is not valid TOML"),
+        "unknown section": (good + "\n[deploy]\n", "unknown section(s) deploy"),
+        "no teacher": ("[[stages]]\nverb = \"distill\"\n", "needs a [teacher] table with a base"),
+        "unknown verb": (good.replace('verb = "prune"', 'verb = "sparsify"'), "verb must be one of"),
+        "unknown parameter": (good.replace("heads = 0.5", "headz = 0.5"), "unknown parameter 'headz'"),
+        "from nowhere": (good.replace('verb = "quantize"', 'verb = "quantize"\nfrom = "L9"'), "from = 'L9' names no"),
+        "list value": (good.replace("heads = 0.5", "heads = [0.5]"), "'heads' takes one value"),
+    }
+    workspace = tmp_path / "ws"
+    for name, (text, message) in cases.items():
+        recipe = tmp_path / f"{name.replace(' ', '-')}.toml"
+        recipe.write_text(text)
+        code, out, err = run_cli("--workspace", workspace, "run", recipe)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (name, err)
+        assert not workspace.exists(), name
