@@ -12,4 +12,4 @@ def test_ci_runs_the_readme_test_command():
     assert ci_command.endswith("pytest -q")
     assert ci_command in readme_commands
     setup = ci_command.removesuffix("pytest -q")
-    assert setup + "compress teacher" in readme_commands  # the main job shares the same set-up
+    assert setup + "compress run" in readme_commands  # the demo shares the same set-up
