@@ -335,15 +335,17 @@ def report_command(obj, task, teacher, out):
 @cli.command("run")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the plan (what runs, what is skipped) and stop.")
+@click.option("--adopt", is_flag=True,
+              help="Take outputs that exist without a recipe stamp (made by hand) as this recipe's, not remake them.")
 @click.pass_context
-def run_command(ctx, recipe, dry_run):
+def run_command(ctx, recipe, dry_run, adopt):
     """Run RECIPE.toml, the whole chain [default: the built-in demo]; unchanged stages are skipped."""
     from compress import recipe as recipes
     from compress.variant import Variant
 
     path = recipe or recipes.demo_recipe()
     workspace = ctx.obj["workspace"]
-    plan = recipes.plan(path, workspace, cli.commands)
+    plan = recipes.plan(path, workspace, cli.commands, adopt)
     click.echo(f"recipe {path}:")
     for step in plan.steps:
         click.echo(f"  {step.describe()}")
@@ -353,6 +355,7 @@ def run_command(ctx, recipe, dry_run):
         return
     for step in plan.steps:
         if step.skip:
+            recipes.stamp(step, path)  # adopted outputs get the stamp; stamped ones keep theirs
             continue
         command = cli.commands[step.verb]
         force = ["--force"] if any("--force" in p.opts for p in command.params) else []

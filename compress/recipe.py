@@ -105,8 +105,12 @@ def _stamped(output: Path) -> str | None:
         return None
 
 
-def plan(path: Path, workspace: Path, commands: dict[str, click.Command]) -> Plan:
-    """Resolve every stage's command line, output folder and hash, and whether it can be skipped."""
+def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt: bool = False) -> Plan:
+    """Resolve every stage's command line, output folder and hash, and whether it can be skipped.
+
+    With `adopt`, an output that exists but carries no recipe stamp (made by hand with the same
+    commands) counts as this stage's result instead of being made again.
+    """
     from compress.tasks import load_task
     from compress.teacher import default_name as teacher_default, teacher_dir
     from compress.variant import derived_dir
@@ -157,7 +161,9 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command]) -> Pla
             pass
     # A step is skipped only if it and everything it builds on are unchanged.
     for step in order:
-        step.skip = _stamped(step.output) == step.hash and (step.parent is None or steps[step.parent].skip)
+        stamp = _stamped(step.output)
+        unchanged = stamp == step.hash or (adopt and stamp is None and (step.output / "variant.json").is_file())
+        step.skip = unchanged and (step.parent is None or steps[step.parent].skip)
     result.steps = order
     result.bench = recipe.get("bench")
     result.report = recipe.get("report")
@@ -170,5 +176,6 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command]) -> Pla
 
 def stamp(step: Step, recipe: Path) -> None:
     variant = Variant.load(step.output)
-    variant.meta["recipe"] = {"hash": step.hash, "file": str(recipe), "stage": step.verb}
-    variant.save_meta()
+    if variant.meta.get("recipe", {}).get("hash") != step.hash:
+        variant.meta["recipe"] = {"hash": step.hash, "file": str(recipe), "stage": step.verb}
+        variant.save_meta()

@@ -85,6 +85,15 @@ def test_a_recipe_runs_the_chain_then_skips_it_and_reruns_only_what_changed(run_
     assert Variant.load(students / "L1-pruned").meta["structure"]["removed"]["heads"] == 1  # 25% of 4 heads
     assert Variant.load(chain[1]).meta["recipe"] == metas[1]["recipe"]  # the student was not redone
 
+    # a variant made by hand (no stamp) is remade, unless --adopt takes it as the recipe's own
+    meta = json.loads((chain[0] / "variant.json").read_text())
+    del meta["recipe"]
+    (chain[0] / "variant.json").write_text(json.dumps(meta))
+    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--dry-run")
+    assert out.count("to run") == 4
+    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--dry-run", "--adopt")
+    assert out.count("unchanged, skipped") == 4
+
     code, out, err = run_cli("--workspace", workspace, "list")
     assert code == 0, err
     assert "students/tiny/reviews/L1-pruned-int8" in out and "quantize" in out

@@ -1,0 +1,87 @@
+"""The headline run: benchmarks/headline-sst2.toml through `compress run`; results/headline-sst2.json.
+
+Runs the recipe (adopting variants the other benchmarks already made with the same commands), then
+gathers every variant's measured numbers on this machine into one JSON, checks the design's
+targets against them, and copies the HTML report (and a PNG of it) into benchmarks/results/.
+
+    COMPRESS_DATA=../shared/data/glue python benchmarks/headline.py [--workspace .]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+from common import RESULTS_DIR, Results, compress
+
+from compress.bench import machine_key
+from compress.machine import machine
+from compress.variant import Variant
+
+RECIPE = Path(__file__).parent / "headline-sst2.toml"
+CHAIN = "L6-kd-prune-50-taylor-int8-dynamic"  # 6 layers, pruned heads and FFN, int8, in ORT
+
+
+def screenshot(html: Path, png: Path) -> None:
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--hide-scrollbars", "--window-size=1400,2600", f"--screenshot={png.resolve()}",
+                    html.resolve().as_uri()], check=True, capture_output=True, timeout=300)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workspace", type=Path, default=Path("."))
+    args = parser.parse_args()
+    command, wall = compress(args.workspace, "run", RECIPE, "--adopt")
+    recipe = tomllib.loads(RECIPE.read_text())
+    threads = recipe["bench"]["threads"]
+    key = machine_key(machine(), threads, "cpu")
+    teacher_dir = args.workspace / "teachers" / recipe["teacher"]["base"] / recipe["teacher"]["task"]
+    paths = {"teacher": teacher_dir} | {s["name"]: teacher_dir.parents[2] / "students" / recipe["teacher"]["base"]
+                                        / recipe["teacher"]["task"] / s["name"] for s in recipe["stages"]}
+    results = Results("headline-sst2")
+    results.data.update(command=command, recipe=f"benchmarks/{RECIPE.name}", wall_s=wall,
+                        bench_key=key)
+    variants = results.data["variants"] = {}
+    for name, path in paths.items():
+        meta = Variant.load(path).meta
+        bench = meta.get("bench", {}).get(key)
+        variants[name] = {
+            "stage": meta["stage"], "path": str(path),
+            "accuracy": bench["dev"]["accuracy"] if bench else meta["metrics"]["dev"]["accuracy"],
+            "accuracy_from": bench["accuracy_from"] if bench else "training-time evaluation",
+            "parameters": meta.get("parameters"), "unique_parameters": meta.get("unique_parameters"),
+            "size_mb": meta.get("onnx", {}).get("size_mb") or meta.get("size_mb"),
+            **({"drop_points": meta["metrics"]["drop_points"]} if "drop_points" in meta["metrics"] else {}),
+            "latency_ms": bench["latency_ms"] if bench else {},
+        }
+    teacher = variants["teacher"]
+    base = teacher["latency_ms"]["ort-cpu"]
+    for row in variants.values():
+        row["retention"] = round(row["accuracy"] / teacher["accuracy"], 4)
+        row["speedup"] = {f"{runtime} {shape}": round(base[shape]["p50"] / timing["p50"], 2)
+                          for runtime, shapes in row["latency_ms"].items() for shape, timing in shapes.items()
+                          if shape in base}
+        row["speedup_baseline"] = "the teacher in ORT fp32, p50, same machine, threads and run"
+    chain = variants[CHAIN]
+    int8_drops = {n: r["drop_points"] for n, r in variants.items() if "drop_points" in r}
+    results.data["targets"] = {
+        "student_retention": {"value": variants["L6-kd"]["retention"], "target": 0.97, "aim": 0.99,
+                              "met": variants["L6-kd"]["retention"] >= 0.97},
+        "full_chain_speedup_1x128": {"variant": CHAIN, "value": chain["speedup"]["ort-cpu 1x128"], "target": 10,
+                                     "retention": chain["retention"],
+                                     "met": chain["speedup"]["ort-cpu 1x128"] >= 10 and chain["retention"] >= 0.97},
+        "int8_drop_points": {"values": int8_drops, "target": 0.5,
+                             "met": all(d <= 0.5 for d in int8_drops.values())},
+    }
+    results.save()
+    report = args.workspace / "reports" / f"{recipe['teacher']['base']}-{recipe['teacher']['task']}.html"
+    shutil.copyfile(report, RESULTS_DIR / "report-sst2.html")
+    screenshot(RESULTS_DIR / "report-sst2.html", RESULTS_DIR / "report-sst2.png")
+
+
+if __name__ == "__main__":
+    main()
