@@ -19,10 +19,12 @@ from pathlib import Path
 from common import Results, compress, read_variant
 
 
-def student_run(workspace: Path, teacher: str, task: str, layers: int, epochs: int, kd: bool, lr: float) -> dict:
+def student_run(workspace: Path, teacher: str, task: str, layers: int, epochs: int, kd: bool, lr: float,
+                reuse: bool = False) -> dict:
     name = f"L{layers}-{'kd' if kd else 'nokd'}"
     command, wall = compress(workspace, "distill", "--teacher", teacher, "--task", task, "--layers", layers,
-                             "--epochs", epochs, "--lr", lr, "--name", name, "--force", *([] if kd else ["--no-kd"]))
+                             "--epochs", epochs, "--lr", lr, "--name", name, *([] if reuse else ["--force"]),
+                             *([] if kd else ["--no-kd"]))
     meta = read_variant(workspace / "students" / teacher / task / name)
     return {
         "command": command,
@@ -41,12 +43,17 @@ def student_run(workspace: Path, teacher: str, task: str, layers: int, epochs: i
     }
 
 
-def pair(results: Results, key: str, workspace: Path, teacher: str, task: str, layers: int, epochs: int, lr: float):
-    """KD, then no-KD, of the same student; then the gain and the epoch-time ratio."""
+def pair(results: Results, key: str, workspace: Path, teacher: str, task: str, layers: int, epochs: int, lr: float,
+         reuse: bool = False):
+    """KD, then no-KD, of the same student; then the gain and the epoch-time ratio.
+
+    With `reuse`, students already in the workspace (made by these same commands) are read, not
+    trained again; their epoch times then come from different moments of a shared machine.
+    """
     entry = results.data.setdefault(key, {})
-    entry["kd"] = student_run(workspace, teacher, task, layers, epochs, kd=True, lr=lr)
+    entry["kd"] = student_run(workspace, teacher, task, layers, epochs, kd=True, lr=lr, reuse=reuse)
     results.save()
-    entry["nokd"] = student_run(workspace, teacher, task, layers, epochs, kd=False, lr=lr)
+    entry["nokd"] = student_run(workspace, teacher, task, layers, epochs, kd=False, lr=lr, reuse=reuse)
     entry["kd_gain_points"] = round(100 * (entry["kd"]["accuracy"] - entry["nokd"]["accuracy"]), 2)
     entry["epoch_time_ratio"] = round(entry["kd"]["train_runtime_s"] / entry["nokd"]["train_runtime_s"], 3)
     results.save()
@@ -59,6 +66,7 @@ def main() -> None:
                         help="run only the minilm or the mpnet part; 'mpnet' adds to an existing results file")
     parser.add_argument("--mpnet-tasks", default="mrpc", help="comma-separated tasks for the mpnet part")
     parser.add_argument("--mpnet-epochs", type=int, default=2, help="epochs for the mpnet teacher and its students")
+    parser.add_argument("--reuse", action="store_true", help="read students already made, do not train them again")
     args = parser.parse_args()
     ws = args.workspace
     results = Results("distill", extend=args.part == "mpnet")
@@ -78,7 +86,8 @@ def main() -> None:
             "train_runtime_s": meta["train"]["train_runtime_s"], "wall_s": wall,
         }
         results.save()
-        pair(results, f"mpnet-base_to_L6_{task}", ws, "mpnet-base", task, layers=6, epochs=args.mpnet_epochs, lr=5e-5)
+        pair(results, f"mpnet-base_to_L6_{task}", ws, "mpnet-base", task, layers=6, epochs=args.mpnet_epochs, lr=5e-5,
+             reuse=args.reuse)
 
 
 if __name__ == "__main__":

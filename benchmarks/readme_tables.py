@@ -22,6 +22,14 @@ def _pct(x) -> str:
     return f"{100 * x:.2f}%" if x is not None else "—"
 
 
+def _millions(n) -> str:
+    return f"{n / 1e6:.1f}" if n else "—"
+
+
+def _ms(timing) -> str:
+    return f"{timing['p50']:.2f}" if timing else "—"
+
+
 def teacher_section(data: dict) -> list[str]:
     lines = ["### Teachers on SST-2 (`benchmarks/results/teacher.json`)", "",
              "| run | epochs | precision | dev accuracy | train examples/s | wall s |", "|---|---|---|---|---|---|"]
@@ -68,9 +76,76 @@ def quantize_section(data: dict) -> list[str]:
     return lines
 
 
+def headline_section(data: dict) -> list[str]:
+    lines = ["### Headline: mpnet-base (12 layers) compressed on SST-2 (`benchmarks/results/headline-sst2.json`, "
+             f"report: `benchmarks/results/report-sst2.html`; {data['bench_key']})", "",
+             "| variant | stage | accuracy (artifact) | retention | params (M) | unique (M) | MB | ORT p50 ms 1x128 "
+             "| speed-up 1x128 | ORT p50 ms 32x128 | speed-up 32x128 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in data["variants"].items():
+        ort = row["latency_ms"].get("ort-cpu", {})
+        lines.append(
+            f"| {name} | {row['stage']} | {_pct(row['accuracy'])} | {row['retention']:.3f} | "
+            f"{_millions(row['parameters'])} | {_millions(row['unique_parameters'])} | {row['size_mb']:.1f} | "
+            f"{_ms(ort.get('1x128'))} | {row['speedup'].get('ort-cpu 1x128', '—')} | {_ms(ort.get('32x128'))} | "
+            f"{row['speedup'].get('ort-cpu 32x128', '—')} |")
+    targets = data["targets"]
+    retention, chain, int8 = targets["student_retention"], targets["full_chain_speedup_1x128"], targets["int8_drop_points"]
+    worst = max(int8["values"].items(), key=lambda kv: kv[1])
+    lines += ["", "Targets, from this JSON:",
+              f"- 6-layer KD student retention {retention['value']:.3f} (target 0.97, aim 0.99): "
+              f"{'met' if retention['met'] else 'not met'}.",
+              f"- Full chain ({chain['variant']}) {chain['value']}x the teacher's ORT fp32 speed at 1x128, "
+              f"retention {chain['retention']:.3f} (target 10x at 0.97): {'met' if chain['met'] else 'not met'}.",
+              f"- int8 drop at most 0.5 points: {'met' if int8['met'] else 'not met'} "
+              f"(worst {worst[0]}, {worst[1]:+.2f} points)."]
+    return lines
+
+
+def prune_section(data: dict) -> list[str]:
+    lines = [f"### Pruning the 6-layer student (`benchmarks/results/prune.json`; heads and FFN neurons removed together, "
+             f"KD recovery {data['recover_epochs']} epoch, PyTorch fp32 latency ratios to the unpruned student, "
+             f"{data['threads']} threads)", "",
+             "| removed | importance | acc. before recovery | acc. after | params (M) | speed-up 1x128 | speed-up 32x128 |",
+             "|---|---|---|---|---|---|---|"]
+    for key, run in data["runs"].items():
+        lines.append(f"| {key} | {run.get('importance', '—')} | {_pct(run.get('accuracy_before_recovery'))} | "
+                     f"{_pct(run['accuracy'])} | {_millions(run['parameters'])} | "
+                     f"{run.get('speedup', {}).get('1x128', '—')} | {run.get('speedup', {}).get('32x128', '—')} |")
+    if "taylor_vs_random_50_points" in data:
+        lines += ["", f"Taylor against random at 50%: {data['taylor_vs_random_50_points_before_recovery']:+.2f} points "
+                      f"before recovery, {data['taylor_vs_random_50_points']:+.2f} after."]
+    return lines
+
+
+def layerdrop_share_section(data: dict) -> list[str]:
+    lines = ["### LayerDrop and sharing on the 6-layer student (`benchmarks/results/layerdrop_share.json`)", ""]
+    drop = data.get("layerdrop")
+    if drop:
+        lines += [f"Keeping layers {drop['kept_layers']} of 6 after {drop['epochs']} epoch of KD: with LayerDrop "
+                  f"(rate {drop['rate']}, cut without retraining) {_pct(drop['kept_with_layerdrop']['accuracy'])}; "
+                  f"without (the same cut, KD-recovered for the same epochs) "
+                  f"{_pct(drop['kept_without_layerdrop_recovered']['accuracy'])} ({drop['gain_points']:+.2f} points). "
+                  f"The LayerDrop-trained model with all 6 layers: "
+                  f"{_pct(drop['full_depth_after_layerdrop']['accuracy'])}.", ""]
+    shares = data.get("share")
+    if shares:
+        lines += ["| sharing | acc. before recovery | acc. after | params (M) | unique (M) | checkpoint MB |",
+                  "|---|---|---|---|---|---|",
+                  f"| none (the student) | — | {_pct(data['student']['accuracy'])} | "
+                  f"{_millions(data['student']['parameters'])} | {_millions(data['student']['unique_parameters'])} | "
+                  f"{data['student']['size_mb']:.1f} |"]
+        for key, row in shares.items():
+            lines.append(f"| {key} | {_pct(row.get('accuracy_before_recovery'))} | {_pct(row['accuracy'])} | "
+                         f"{_millions(row['parameters'])} | {_millions(row['unique_parameters'])} | {row['size_mb']:.1f} |")
+    return lines
+
+
 def main() -> None:
     parts = []
-    for name, section in (("teacher", teacher_section), ("distill", distill_section), ("quantize", quantize_section)):
+    for name, section in (("headline-sst2", headline_section), ("teacher", teacher_section),
+                          ("distill", distill_section), ("prune", prune_section),
+                          ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section)):
         data = _load(name)
         if data:
             machine = data["machine"]

@@ -432,9 +432,14 @@ def main() -> None:
     """Entry point: bad input ends in one line on stderr and exit code 2, never a traceback."""
     from transformers.utils import logging as hf_logging
 
+    from compress import distributed
+
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # weight loading and saving bars; training keeps its own
+    if not distributed.is_main():  # under torchrun, rank 0 alone speaks (errors still reach stderr)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     try:
+        distributed.init()
         cli.main(standalone_mode=False)
     except (UserError, click.ClickException) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoTokenizer, Trainer, set_seed
 
+from compress import distributed
 from compress.arch import keep_layers
 from compress.errors import UserError
 from compress.tasks import Task
@@ -213,5 +214,6 @@ def train_student(
                     "teacher_dev": teacher_metrics, "retention": metrics["accuracy"] / teacher_metrics["accuracy"],
                     **record.get("metrics", {})},
     })
-    shutil.rmtree(partial, ignore_errors=True)
+    if distributed.is_main():
+        shutil.rmtree(partial, ignore_errors=True)
     return variant

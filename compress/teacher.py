@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer, set_seed
 
+from compress import distributed
 from compress.errors import UserError
 from compress.machine import device
 from compress.registry import BASES, resolve_base
@@ -80,7 +81,8 @@ def fine_tune(
         "train": train_record(trained, config),
     })
     soft_targets(variant, task, config.max_length, config.precision, model=trained.model, tokenizer=tokenizer, encoded=train)
-    shutil.rmtree(partial)
+    if distributed.is_main():
+        shutil.rmtree(partial)
     return variant
 
 
@@ -105,11 +107,16 @@ def soft_targets(
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher.path)
     model = model or load_classifier(teacher.path).to(device())
     encoded = encoded if encoded is not None else encode(task.train, tokenizer, max_length)
-    logits = predict_logits(model, encoded, tokenizer, precision, batch_size=128, desc="soft targets")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"logits": logits.contiguous()}, str(tmp), metadata={
-        "fingerprint": task.fingerprint, "max_length": str(max_length), "precision": precision,
-    })
-    tmp.replace(path)
+    mine = encoded.select(distributed.shard(len(encoded)))  # under torchrun, each process a shard
+    logits = distributed.gather_rows(
+        predict_logits(model, mine, tokenizer, precision, batch_size=128,
+                       desc="soft targets" if distributed.is_main() else None), len(encoded))
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({"logits": logits.contiguous()}, str(tmp), metadata={
+            "fingerprint": task.fingerprint, "max_length": str(max_length), "precision": precision,
+        })
+        tmp.replace(path)
+    distributed.barrier()
     return logits

@@ -26,7 +26,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from compress import structure
+from compress import distributed, structure
 from compress.errors import UserError
 from compress.machine import autocast, device
 from compress.variant import write_json
@@ -167,6 +167,7 @@ def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = T
         remove_unused_columns=False,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        ddp_backend=("nccl" if device() == "cuda" else "gloo") if distributed.world_size() > 1 else None,
     )
 
 
@@ -177,6 +178,7 @@ class Trained:
     wall_s: float
     train_runtime_s: float
     examples_per_s: float
+    processes: int = 1  # data-parallel processes (torchrun), as the Trainer saw them
 
 
 def train_resumable(
@@ -187,11 +189,13 @@ def train_resumable(
 
     Returns the best epoch's model. A run with other settings in `work_dir` is discarded.
     """
-    if (work_dir / "run.json").is_file() and json.loads((work_dir / "run.json").read_text()) != run_key:
-        print(f"{work_dir} holds a run with other settings; starting afresh")
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    write_json(work_dir / "run.json", run_key)
+    if distributed.is_main():
+        if (work_dir / "run.json").is_file() and json.loads((work_dir / "run.json").read_text()) != run_key:
+            print(f"{work_dir} holds a run with other settings; starting afresh")
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_json(work_dir / "run.json", run_key)
+    distributed.barrier()
     checkpoints = work_dir / "checkpoints"
     trainer = trainer_class(
         model=model,
@@ -219,6 +223,7 @@ def train_resumable(
         wall_s=round(time.perf_counter() - started, 1),
         train_runtime_s=result.metrics.get("train_runtime"),
         examples_per_s=result.metrics.get("train_samples_per_second"),
+        processes=trainer.args.world_size,
     )
 
 
@@ -233,6 +238,7 @@ def data_record(task) -> dict:
 
 def train_record(trained: Trained, config: TrainConfig) -> dict:
     return {"wall_s": trained.wall_s, "device": device(), "precision": config.precision,
+            "processes": trained.processes, "effective_batch_size": config.batch_size * trained.processes,
             "train_runtime_s": trained.train_runtime_s, "examples_per_s": trained.examples_per_s}
 
 

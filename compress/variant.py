@@ -109,9 +109,12 @@ def atomic_dir(target: Path):
 
 def save_variant(target: Path, model, tokenizer, meta: dict) -> Variant:
     """Write checkpoint, tokenizer and variant.json (plus size, machine and command) atomically."""
-    from compress import structure
+    from compress import distributed, structure
     from compress.machine import machine
 
+    if not distributed.is_main():  # under torchrun only rank 0 writes; the others read its result
+        distributed.barrier()
+        return Variant.load(target)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -126,6 +129,7 @@ def save_variant(target: Path, model, tokenizer, meta: dict) -> Variant:
             "command": command_line(),
         }
         Variant(tmp, meta).save_meta()
+    distributed.barrier()
     return Variant(target, meta)
 
 

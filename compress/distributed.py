@@ -1,0 +1,54 @@
+"""Running under torchrun: which process this is, and the few places processes must agree.
+
+The transformers Trainer does the DistributedDataParallel training itself (it reads torchrun's
+environment). compress adds only: one process group set up before any stage runs (gloo on CPU,
+NCCL on GPUs), rank 0 as the only writer of variants, soft targets and logs, and soft targets
+computed shard-wise and gathered. A single process is world size 1 and skips all of it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init() -> None:
+    """Join torchrun's process group once, before any stage runs (the Trainer reuses it)."""
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shard(rows: int) -> list[int]:
+    """The row ids this process handles: every world_size-th, starting at its rank."""
+    return list(range(rank(), rows, world_size()))
+
+
+def gather_rows(part: torch.Tensor, rows: int) -> torch.Tensor:
+    """Put each process's shard (from `shard`) back in row order; every process gets the whole."""
+    if world_size() == 1:
+        return part
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, part.cpu())
+    whole = torch.empty(rows, *part.shape[1:], dtype=part.dtype)
+    for r, piece in enumerate(parts):
+        whole[r::world_size()] = piece
+    return whole
