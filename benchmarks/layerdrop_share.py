@@ -6,7 +6,7 @@
     --recover-epochs: accuracy, parameters, unique parameters and checkpoint size.
 
     python benchmarks/layerdrop_share.py [--workspace .] [--student students/mpnet-base/sst2/L6-kd]
-        [--rate 0.5] [--epochs 0.25] [--recover-epochs 0.1] [--part all|layerdrop|share]
+        [--rate 0.5] [--epochs 0.25] [--recover-epochs 0.05] [--part all|layerdrop|share] [--reuse]
 """
 
 from __future__ import annotations
@@ -34,18 +34,21 @@ def main() -> None:
     parser.add_argument("--student", type=Path, default=Path("students/mpnet-base/sst2/L6-kd"))
     parser.add_argument("--rate", type=float, default=0.5)
     parser.add_argument("--epochs", type=float, default=0.25)
-    parser.add_argument("--recover-epochs", type=float, default=0.1)
+    parser.add_argument("--recover-epochs", type=float, default=0.05)
     parser.add_argument("--part", choices=["all", "layerdrop", "share"], default="all")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read variants already made by these commands (e.g. by the headline recipe)")
     args = parser.parse_args()
     student = args.workspace / args.student
     base = read_variant(student)
     results = Results("layerdrop_share", extend=args.part != "all")
     results.data["student"] = {"path": str(args.student), **summary(base)}
+    force = [] if args.reuse else ["--force"]
 
     if args.part in ("all", "layerdrop"):
         name = f"{base['name']}-ld{round(100 * args.rate)}-keep-every-other"
         command, wall = compress(args.workspace, "layerdrop", student, "--rate", args.rate, "--keep", "every-other",
-                                 "--epochs", args.epochs, "--name", name, "--force")
+                                 "--epochs", args.epochs, "--name", name, *force)
         full = read_variant(student.parent / f"{base['name']}-ld{round(100 * args.rate)}-full")
         cut, baseline = read_variant(student.parent / name), read_variant(student.parent / f"{name}-baseline")
         results.data["layerdrop"] = {
@@ -63,7 +66,7 @@ def main() -> None:
             for groups in (3, 2, 1):
                 name = f"{base['name']}-share-g{groups}-{what}"
                 command, wall = compress(args.workspace, "share", student, "--groups", groups, "--what", what,
-                                         "--recover-epochs", args.recover_epochs, "--name", name, "--force")
+                                         "--recover-epochs", args.recover_epochs, "--name", name, *force)
                 shares[f"G{groups}-{what}"] = {"command": command, "groups": groups, "what": what,
                                                **summary(read_variant(student.parent / name)), "wall_s": wall}
                 results.save()

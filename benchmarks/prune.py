@@ -7,7 +7,7 @@ parameters, and eager PyTorch fp32 latency at batch 1 and 32, sequence 128, meas
 process at a fixed thread count, as ratios to the unpruned student measured in the same run.
 
     python benchmarks/prune.py [--workspace .] [--student students/mpnet-base/sst2/L6-kd]
-                               [--recover-epochs 0.1] [--threads 2]
+                               [--recover-epochs 0.05] [--threads 2]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path("."))
     parser.add_argument("--student", type=Path, default=Path("students/mpnet-base/sst2/L6-kd"))
-    parser.add_argument("--recover-epochs", type=float, default=0.1)
+    parser.add_argument("--recover-epochs", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
