@@ -51,9 +51,12 @@ def distill_section(data: dict) -> list[str]:
     for name, entry in data.items():
         if not isinstance(entry, dict) or "kd" not in entry:
             continue
-        kd, nokd = entry["kd"], entry["nokd"]
-        lines.append(f"| {name} | {_pct(kd['teacher_accuracy'])} | {_pct(nokd['accuracy'])} | {_pct(kd['accuracy'])} | "
-                     f"{kd['retention']:.3f} | {entry['kd_gain_points']:+.2f} | {entry['epoch_time_ratio']:.3f} |")
+        kd, nokd = entry["kd"], entry.get("nokd")  # the no-KD twin may still be to come
+        lines.append(f"| {name} | {_pct(kd['teacher_accuracy'])} | {_pct(nokd['accuracy']) if nokd else 'not run yet'} | "
+                     f"{_pct(kd['accuracy'])} | {kd['retention']:.3f} | "
+                     f"{entry['kd_gain_points']:+.2f} | {entry['epoch_time_ratio']:.3f} |" if nokd else
+                     f"| {name} | {_pct(kd['teacher_accuracy'])} | not run yet | {_pct(kd['accuracy'])} | "
+                     f"{kd['retention']:.3f} | — | — |")
     for name, entry in data.items():
         if name.startswith("mpnet-base_teacher"):
             lines.append(f"\n{name}: dev accuracy {_pct(entry['accuracy'])}"
