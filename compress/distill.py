@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoTokenizer, Trainer, set_seed
 from compress import distributed
 from compress.arch import keep_layers
 from compress.errors import UserError
-from compress.tasks import Task
+from compress.tasks import Task, task_of
 from compress.teacher import soft_targets
 from compress.train import (
     TrainConfig,
@@ -35,7 +35,7 @@ from compress.train import (
     train_record,
     train_resumable,
 )
-from compress.variant import Variant, derived_dir, save_variant
+from compress.variant import Variant, derived_dir, save_variant, teacher_of
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,13 @@ def distill(
               "params": {**distill_config.as_dict(), "layer_ids": layer_ids, **config.as_dict()}},
         teacher_model=teacher_model, layer_ids=layer_ids, progress=progress,
     )
+
+
+def recovery_setup(variant: Variant, config: TrainConfig) -> tuple[Task, Variant, TrainConfig]:
+    """What a stage that shrinks `variant` recovers with: its task, its teacher, and `config` at the
+    variant's own max length, so the teacher's cached soft targets still apply."""
+    config = TrainConfig(**{**config.as_dict(), "max_length": variant.meta["params"]["max_length"]})
+    return task_of(variant.meta), teacher_of(variant), config
 
 
 def train_student(

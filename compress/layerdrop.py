@@ -18,14 +18,13 @@ import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from compress.arch import encoder_layers, keep_layers, layout
-from compress.distill import DistillConfig, select_layers, train_student
+from compress.distill import DistillConfig, recovery_setup, select_layers, train_student
 from compress.errors import UserError
-from compress.tasks import task_of
 from compress.train import TrainConfig, encode, evaluate, load_classifier
-from compress.variant import Variant, derived_dir, teacher_of
+from compress.variant import Variant, derived_dir
 
 
 @dataclass(frozen=True)
@@ -117,11 +116,10 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
               baseline: bool = True, progress: bool = True) -> list[Variant]:
     """Train `variant` with LayerDrop by KD, cut it to the kept layers; and the baseline. Returns the variants."""
     check(config)
-    depth = load_classifier(variant.path).config.num_hidden_layers
+    depth = AutoConfig.from_pretrained(variant.path).num_hidden_layers
     keep = kept_layers(depth, config.keep)
-    task, teacher = task_of(variant.meta), teacher_of(variant)
-    max_length = variant.meta["params"]["max_length"]
-    train_config = TrainConfig(**{**train_config.as_dict(), "max_length": max_length})  # reuse cached soft targets
+    task, teacher, train_config = recovery_setup(variant, train_config)
+    max_length = train_config.max_length
     tokenizer = AutoTokenizer.from_pretrained(variant.path)
     dev = encode(task.dev, tokenizer, max_length)
     name = name or default_name(variant, config)

@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 from compress.arch import keep_layers, layout
-from compress.distill import DistillConfig, train_student
+from compress.distill import DistillConfig, recovery_setup, train_student
 from compress.errors import UserError
 from compress.structure import STRUCTURE_KEY, keep_heads, keep_neurons, record
-from compress.tasks import task_of
 from compress.train import TrainConfig, encode, evaluate, length_batches, load_classifier
-from compress.variant import Variant, derived_dir, teacher_of
+from compress.variant import Variant, derived_dir
 
 IMPORTANCE = ("taylor", "magnitude", "random")
 SCOPES = ("global", "per-layer")
@@ -250,15 +249,13 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
           progress: bool = True) -> Variant:
     """Prune `variant` physically, then recover it with KD for `train_config.epochs` (0: no recovery)."""
     check(config)
-    task = task_of(variant.meta)
-    teacher = teacher_of(variant)
-    max_length = variant.meta["params"]["max_length"]
-    train_config = TrainConfig(**{**train_config.as_dict(), "max_length": max_length})  # reuse cached soft targets
+    task, teacher, train_config = recovery_setup(variant, train_config)
+    max_length = train_config.max_length
     tokenizer = AutoTokenizer.from_pretrained(variant.path)
     model = load_classifier(variant.path)
     before = current_structure(model)
     batches = scoring_batches(task, tokenizer, max_length, config.score_examples, train_config.seed)
-    removed = apply_pruning(model, current_structure(model), config, batches, train_config.seed)
+    removed = apply_pruning(model, copy.deepcopy(before), config, batches, train_config.seed)
     after = getattr(model.config, STRUCTURE_KEY)
     metrics_before, _ = evaluate(model, encode(task.dev, tokenizer, max_length), tokenizer, task.metrics)
     name = name or default_name(variant, config)

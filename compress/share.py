@@ -16,12 +16,11 @@ import torch
 from transformers import AutoTokenizer
 
 from compress.arch import layout
-from compress.distill import DistillConfig, train_student
+from compress.distill import DistillConfig, recovery_setup, train_student
 from compress.errors import UserError
 from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
-from compress.tasks import task_of
 from compress.train import TrainConfig, encode, evaluate, load_classifier
-from compress.variant import Variant, derived_dir, teacher_of
+from compress.variant import Variant, derived_dir
 
 WHAT = ("all", "attention", "ffn")
 INITS = ("first", "mean")
@@ -76,10 +75,8 @@ def default_name(variant: Variant, config: ShareConfig) -> str:
 def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name: str | None = None,
           progress: bool = True) -> Variant:
     """Tie `variant`'s layers in groups, then recover with KD for `train_config.epochs` (0: none)."""
-    task = task_of(variant.meta)
-    teacher = teacher_of(variant)
-    max_length = variant.meta["params"]["max_length"]
-    train_config = TrainConfig(**{**train_config.as_dict(), "max_length": max_length})  # reuse cached soft targets
+    task, teacher, train_config = recovery_setup(variant, train_config)
+    max_length = train_config.max_length
     model = load_classifier(variant.path)
     sharing = share_layers(model, config)
     tokenizer = AutoTokenizer.from_pretrained(variant.path)
