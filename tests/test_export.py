@@ -1,5 +1,6 @@
 """Export to ONNX (parity with PyTorch) and quantization (accuracy measured on the artifact)."""
 
+import json
 import shutil
 
 import onnx
@@ -109,8 +110,17 @@ def test_dynamic_int8_runs_in_a_fresh_session_with_its_accuracy_recorded(teacher
 def test_static_int8_and_the_torch_baseline(teacher_copy, tiny_teacher):
     _, task = tiny_teacher
     static = quantize(teacher_copy, mode="static", calibration=32)
-    ops = [n.op_type for n in onnx.load(str(static.path / "onnx" / "model.onnx")).graph.node]
-    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    graph = onnx.load(str(static.path / "onnx" / "model.onnx")).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    dequantized = {t for t, node in producers.items() if node.op_type == "DequantizeLinear"}
+    weights = {init.name for init in graph.initializer} | dequantized
+    int8 = {n.name: n.input[0] in dequantized for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights}
+    fp32 = sorted(name for name, quantized in int8.items() if not quantized)
+    # every weight MatMul in int8 but the FFN output projections, which read the GELU's outliers
+    layers = json.loads((teacher_copy.path / "config.json").read_text())["num_hidden_layers"]
+    assert len(fp32) == layers and all("/output/dense/" in n and "attention" not in n for n in fp32), fp32
+    assert sum(int8.values()) == 5 * layers  # q, k, v, attention output and FFN input of each layer
+    assert any("word_embeddings" in n.name for n in graph.node if n.op_type == "Gather" and n.input[0] in dequantized)
     assert static.meta["metrics"]["dev"]["accuracy"] == pytest.approx(dev_accuracy_in_fresh_session(static, task))
     baseline = quantize(teacher_copy, backend="torch")
     assert baseline.path.name == "tiny-torch-int8" and (baseline.path / "model_int8.pt").is_file()
