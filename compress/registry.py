@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+import socket
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 from compress.errors import UserError
 
@@ -87,15 +89,36 @@ BASES = {
 }
 
 
+def offline_unless_hub_reachable() -> str | None:
+    """Why the hub cannot be reached (then the hub clients are put offline: cache only), or None.
+
+    Checked once in 3 seconds, because the clients would otherwise retry for half a minute and print
+    every try. Behind a proxy the direct check means nothing, so it is skipped.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+        return None
+    except OSError as exc:
+        import datasets.config
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+        return f"cannot connect to {endpoint.hostname}: {exc.strerror or exc}"
+
+
 def _from_hub(hub_id: str, asked: str) -> Path:
     from huggingface_hub import snapshot_download
 
+    unreachable = offline_unless_hub_reachable()
     try:
         folder = snapshot_download(
             hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]
         )
     except Exception as exc:  # every hub failure means the same to the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = unreachable or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise UserError(f"cannot load '{asked}' from the hub ({hub_id}): {reason}; {OFFLINE_CHOICES}") from None
     return Path(folder)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 
 from compress.errors import UserError
-from compress.registry import _package_file
+from compress.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
 
@@ -137,10 +137,11 @@ def _glue_dir(data_dir: str | None, folder: str) -> Path | None:
 
 
 def _glue_from_hub(name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    unreachable = offline_unless_hub_reachable()
     try:
         raw = datasets.load_dataset("nyu-mll/glue", name)
     except Exception as exc:  # every hub failure means the same to the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = unreachable or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise UserError(
             f"{name}: no --data-dir or COMPRESS_DATA given and the hub is unreachable ({reason}); "
             "point --data-dir at a GLUE folder, or use --task rotten-tomatoes (offline)"

@@ -3,7 +3,12 @@ import json
 import pytest
 
 from compress.errors import UserError
-from compress.registry import BASES, OFFLINE_CHOICES, resolve_base
+from compress.registry import (
+    BASES,
+    OFFLINE_CHOICES,
+    offline_unless_hub_reachable,
+    resolve_base,
+)
 
 
 def test_local_folder_resolves_to_itself(tiny_base):
@@ -45,3 +50,16 @@ def test_unknown_name_and_non_model_folder_are_clear_errors(tmp_path):
         resolve_base("bert-bas")
     with pytest.raises(UserError, match="no config.json"):
         resolve_base(str(tmp_path))
+
+
+def test_an_unreachable_hub_is_found_at_once_and_the_clients_go_offline(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    assert "cannot connect to 127.0.0.1" in offline_unless_hub_reachable()
+    assert huggingface_hub.constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE  # cache only, no retries
