@@ -20,7 +20,6 @@ from compress.tasks import task_of
 from compress.train import check_max_length, encode, load_classifier, predict_logits, task_metrics
 from compress.variant import Variant
 
-DEFAULT_SHAPES = ((1, 32), (1, 128), (32, 128))
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -43,6 +42,14 @@ def machine_key(info: dict, threads: int, device: str) -> str:
     return f"{info['cpu']}{gpu} | {threads} threads | {device}"
 
 
+def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = None,
+             device: str = "cpu") -> bool:
+    """Whether `variant` already holds a measurement of every shape on this machine, threads and device."""
+    key = machine_key(machine(), threads or torch.get_num_threads(), device)
+    done = variant.meta.get("bench", {}).get(key, {}).get("latency_ms", {})
+    return bool(done) and all(f"{b}x{s}" in by_shape for by_shape in done.values() for b, s in shapes)
+
+
 def _onnx_artifact(variant: Variant):
     if "artifact" in variant.meta:  # a quantized variant: its artifact is what it is
         return variant.path / variant.meta["artifact"] if variant.meta["artifact"].endswith(".onnx") else None
@@ -61,7 +68,7 @@ def _torch_model(variant: Variant):
     return None
 
 
-def bench(variant: Variant, shapes=DEFAULT_SHAPES, threads: int | None = None, device: str = "cpu",
+def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = None, device: str = "cpu",
           runs: int = 30) -> Variant:
     """Latency (p50, p90, examples/s) per shape in ORT and eager PyTorch, and the artifact's accuracy."""
     if runs < 30:

@@ -10,6 +10,8 @@ import click
 
 from compress.errors import UserError
 
+BENCH_SHAPES = "1x32,1x128,32x128"  # batch 1 short and long, and a served batch
+
 DEFAULT_BASE, DEFAULT_TASK = "minilm-l6", "rotten-tomatoes"
 
 
@@ -298,7 +300,7 @@ def quantize_command(variant, mode, per_channel, calibration, backend, max_drop,
 
 @cli.command("bench")
 @click.argument("variants", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--shapes", default="1x32,1x128,32x128", help="BATCHxSEQUENCE shapes, comma-separated.")
+@click.option("--shapes", default=BENCH_SHAPES, help="BATCHxSEQUENCE shapes, comma-separated.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: torch's count here].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--runs", type=click.IntRange(min=30), default=30, help="Timed runs per shape, after a warm-up.")
@@ -350,7 +352,7 @@ def run_command(ctx, recipe, dry_run, adopt):
     for step in plan.steps:
         click.echo(f"  {step.describe()}")
     if plan.bench is not None:
-        click.echo("  then export and bench what ran or was never measured" + (", then report" if plan.report is not None else ""))
+        click.echo("  then export and bench what ran or lacks a measured shape" + (", then report" if plan.report is not None else ""))
     if dry_run:
         return
     for step in plan.steps:
@@ -363,8 +365,12 @@ def run_command(ctx, recipe, dry_run, adopt):
         command.main(args=step.args + force, standalone_mode=False, obj=ctx.obj)
         recipes.stamp(step, path)
     if plan.bench is not None:
+        from compress.bench import measured, parse_shapes
+
         variants = [Variant.load(step.output) for step in plan.steps]
-        targets = [v for v, step in zip(variants, plan.steps) if not step.skip or not v.meta.get("bench")]
+        shapes = parse_shapes(str(plan.bench.get("shapes", BENCH_SHAPES)))
+        targets = [v for v, step in zip(variants, plan.steps)
+                   if not step.skip or not measured(v, shapes, plan.bench.get("threads"), plan.bench.get("device", "cpu"))]
         for variant in targets:
             if "artifact" not in variant.meta and "onnx" not in variant.meta:
                 cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=ctx.obj)

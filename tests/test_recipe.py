@@ -7,7 +7,7 @@ import pytest
 from compress.variant import Variant
 
 
-def write_recipe(path, tiny_base, csv, heads=0.5):
+def write_recipe(path, tiny_base, csv, heads=0.5, shapes="1x16"):
     path.write_text(f"""
 [teacher]
 base = "{tiny_base}"
@@ -40,7 +40,7 @@ verb = "quantize"
 name = "L1-pruned-int8"
 
 [bench]
-shapes = "1x16"
+shapes = "{shapes}"
 
 [report]
 """)
@@ -74,6 +74,16 @@ def test_a_recipe_runs_the_chain_then_skips_it_and_reruns_only_what_changed(run_
     assert code == 0, err
     assert out.count("unchanged, skipped") == 4 and "$ compress" not in out
     assert [json.loads((p / "variant.json").read_text())["recipe"] for p in chain] == [m["recipe"] for m in metas]
+
+    # a shape added to [bench] measures the skipped stages again, and only that
+    write_recipe(recipe, tiny_base, learnable_csv, shapes="1x16,2x8")
+    code, out, err = run_cli("--workspace", workspace, "run", recipe)
+    assert code == 0, err
+    assert out.count("unchanged, skipped") == 4 and out.count("accuracy") == 4
+    for path in chain:
+        (timings,) = json.loads((path / "variant.json").read_text())["bench"].values()
+        assert all(set(by_shape) == {"1x16", "2x8"} for by_shape in timings["latency_ms"].values())
+    write_recipe(recipe, tiny_base, learnable_csv)
 
     write_recipe(recipe, tiny_base, learnable_csv, heads=0.25)
     code, out, err = run_cli("--workspace", workspace, "run", recipe, "--dry-run")
