@@ -1,10 +1,10 @@
-"""The headline run: benchmarks/headline-sst2.toml through `compress run`; results/headline-sst2.json.
+"""The headline run: a recipe (headline-sst2.toml, headline-mrpc.toml) through `compress run`; results/<recipe>.json.
 
 Runs the recipe (adopting variants the other benchmarks already made with the same commands), then
 gathers every variant's measured numbers on this machine into one JSON, checks the design's
 targets against them, and copies the HTML report (and a PNG of it) into benchmarks/results/.
 
-    COMPRESS_DATA=../shared/data/glue python benchmarks/headline.py [--workspace .]
+    COMPRESS_DATA=../shared/data/glue python benchmarks/headline.py [--recipe benchmarks/headline-mrpc.toml]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from compress.bench import machine_key
 from compress.machine import machine
 from compress.variant import Variant
 
-RECIPE = Path(__file__).parent / "headline-sst2.toml"
 CHAIN = "L6-kd-prune-50-taylor-int8-dynamic"  # 6 layers, pruned heads and FFN, int8, in ORT
 
 
@@ -34,16 +33,19 @@ def screenshot(html: Path, png: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path("."))
+    parser.add_argument("--recipe", type=Path, default=Path(__file__).parent / "headline-sst2.toml")
     args = parser.parse_args()
-    command, wall = compress(args.workspace, "run", RECIPE, "--adopt")
-    recipe = tomllib.loads(RECIPE.read_text())
+    command, wall = compress(args.workspace, "run", args.recipe, "--adopt")
+    recipe = tomllib.loads(args.recipe.read_text())
+    task = recipe["teacher"]["task"]
     threads = recipe["bench"]["threads"]
     key = machine_key(machine(), threads, "cpu")
-    teacher_dir = args.workspace / "teachers" / recipe["teacher"]["base"] / recipe["teacher"]["task"]
-    paths = {"teacher": teacher_dir} | {s["name"]: teacher_dir.parents[2] / "students" / recipe["teacher"]["base"]
-                                        / recipe["teacher"]["task"] / s["name"] for s in recipe["stages"]}
-    results = Results("headline-sst2")
-    results.data.update(command=command, recipe=f"benchmarks/{RECIPE.name}", wall_s=wall,
+    base = recipe["teacher"]["base"]
+    teacher_dir = args.workspace / "teachers" / base / task
+    paths = {"teacher": teacher_dir} | {s["name"]: args.workspace / "students" / base / task / s["name"]
+                                        for s in recipe["stages"]}
+    results = Results(args.recipe.stem)
+    results.data.update(command=command, recipe=f"benchmarks/{args.recipe.name}", wall_s=wall,
                         bench_key=key)
     variants = results.data["variants"] = {}
     for name, path in paths.items():
@@ -78,9 +80,9 @@ def main() -> None:
                              "met": all(d <= 0.5 for d in int8_drops.values())},
     }
     results.save()
-    report = args.workspace / "reports" / f"{recipe['teacher']['base']}-{recipe['teacher']['task']}.html"
-    shutil.copyfile(report, RESULTS_DIR / "report-sst2.html")
-    screenshot(RESULTS_DIR / "report-sst2.html", RESULTS_DIR / "report-sst2.png")
+    report = args.workspace / "reports" / f"{base}-{task}.html"
+    shutil.copyfile(report, RESULTS_DIR / f"report-{task}.html")
+    screenshot(RESULTS_DIR / f"report-{task}.html", RESULTS_DIR / f"report-{task}.png")
 
 
 if __name__ == "__main__":

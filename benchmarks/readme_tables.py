@@ -79,9 +79,13 @@ def quantize_section(data: dict) -> list[str]:
     return lines
 
 
-def headline_section(data: dict) -> list[str]:
-    lines = ["### Headline: mpnet-base (12 layers) compressed on SST-2 (`benchmarks/results/headline-sst2.json`, "
-             f"report: `benchmarks/results/report-sst2.html`; {data['bench_key']})", "",
+TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC"}
+
+
+def headline_section(data: dict, task: str) -> list[str]:
+    lines = [f"### Headline: mpnet-base (12 layers) compressed on {TASK_NAMES[task]} "
+             f"(`benchmarks/results/headline-{task}.json`, report: `benchmarks/results/report-{task}.html`; "
+             f"{data['bench_key']})", "",
              "| variant | stage | accuracy (artifact) | retention | params (M) | unique (M) | MB | ORT p50 ms 1x128 "
              "| speed-up 1x128 | ORT p50 ms 32x128 | speed-up 32x128 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -146,7 +150,8 @@ def layerdrop_share_section(data: dict) -> list[str]:
 
 def main() -> None:
     parts = []
-    for name, section in (("headline-sst2", headline_section), ("teacher", teacher_section),
+    for name, section in (("headline-sst2", lambda d: headline_section(d, "sst2")),
+                          ("headline-mrpc", lambda d: headline_section(d, "mrpc")), ("teacher", teacher_section),
                           ("distill", distill_section), ("prune", prune_section),
                           ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section)):
         data = _load(name)
