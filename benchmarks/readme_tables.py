@@ -58,6 +58,8 @@ def distill_section(data: dict) -> list[str]:
                      f"| {name} | {_pct(kd['teacher_accuracy'])} | not run yet | {_pct(kd['accuracy'])} | "
                      f"{kd['retention']:.3f} | — | — |")
     for name, entry in data.items():
+        if isinstance(entry, dict) and "epoch_time_ratio_note" in entry:
+            lines.append(f"\n{name}, epoch time ratio: {entry['epoch_time_ratio_note']}.")
         if name.startswith("mpnet-base_teacher"):
             lines.append(f"\n{name}: dev accuracy {_pct(entry['accuracy'])}"
                          + (f", F1 {entry['f1']:.4f}" if "f1" in entry else ""))
