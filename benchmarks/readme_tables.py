@@ -150,7 +150,8 @@ def layerdrop_share_section(data: dict) -> list[str]:
     return lines
 
 
-def main() -> None:
+def tables() -> str:
+    """The README's results block, from the JSON files alone."""
     parts = []
     for name, section in (("headline-sst2", lambda d: headline_section(d, "sst2")),
                           ("headline-mrpc", lambda d: headline_section(d, "mrpc")), ("teacher", teacher_section),
@@ -162,10 +163,18 @@ def main() -> None:
             parts += section(data) + ["", f"Machine: {machine['cpu']}, {machine['cores']} cores, "
                                           f"flags {', '.join(machine['flags'])}; torch {machine['versions'].get('torch')}, "
                                           f"onnxruntime {machine['versions'].get('onnxruntime')}.", ""]
+    return "\n".join(parts)
+
+
+def readme_block(readme: str) -> str:
+    return readme.split(START)[1].split(END)[0].strip("\n")
+
+
+def main() -> None:
     readme = (ROOT / "README.md").read_text()
     head, rest = readme.split(START)
     _, tail = rest.split(END)
-    (ROOT / "README.md").write_text(head + START + "\n" + "\n".join(parts) + "\n" + END + tail)
+    (ROOT / "README.md").write_text(head + START + "\n" + tables() + "\n" + END + tail)
 
 
 if __name__ == "__main__":
