@@ -1,6 +1,8 @@
 """compress run: a recipe runs the whole chain, skips what is unchanged, re-runs what changed."""
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +129,14 @@ def test_bad_recipes_are_clear_errors(run_cli, tmp_path, tiny_base, learnable_cs
         code, out, err = run_cli("--workspace", workspace, "run", recipe)
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (name, err)
         assert not workspace.exists(), name
+
+
+@pytest.mark.parametrize("recipe", ["compress/recipes/demo.toml", "benchmarks/headline-sst2.toml",
+                                    "benchmarks/headline-mrpc.toml"])
+def test_committed_recipes_plan_cleanly(run_cli, tmp_path, glue_dir, monkeypatch, recipe):
+    monkeypatch.setenv("COMPRESS_DATA", str(glue_dir))
+    path = Path(__file__).resolve().parents[1] / recipe
+    code, out, err = run_cli("--workspace", tmp_path / "ws", "run", path, "--dry-run")
+    assert code == 0, err
+    stages = tomllib.loads(path.read_text())["stages"]
+    assert out.count("[to run]") == 1 + len(stages)
