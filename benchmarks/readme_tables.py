@@ -81,6 +81,17 @@ def quantize_section(data: dict) -> list[str]:
     return lines
 
 
+def distributed_section(data: dict) -> list[str]:
+    runs = data["runs"]
+    lines = ["### One process against two (`benchmarks/results/distributed.json`; torchrun, gloo, same effective batch)", "",
+             "| processes | threads each | examples/s | dev accuracy |", "|---|---|---|---|"]
+    lines += [f"| {r['processes']} | {r['threads_per_process']} | {r['examples_per_s']:.1f} | {_pct(r['accuracy'])} |"
+              for r in runs.values()]
+    return lines + ["", f"Speed-up of 2 processes: {data['speedup']}x ({data['speedup_baseline']}); accuracy "
+                        f"{data['accuracy_delta_points']:+.2f} points. Two processes on two cores share what one "
+                        "process had: this shows the scaling path works, not a speed-up."]
+
+
 TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC"}
 
 
@@ -156,7 +167,8 @@ def tables() -> str:
     for name, section in (("headline-sst2", lambda d: headline_section(d, "sst2")),
                           ("headline-mrpc", lambda d: headline_section(d, "mrpc")), ("teacher", teacher_section),
                           ("distill", distill_section), ("prune", prune_section),
-                          ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section)):
+                          ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section),
+                          ("distributed", distributed_section)):
         data = _load(name)
         if data:
             machine = data["machine"]
