@@ -40,9 +40,9 @@ def main() -> None:
     task = recipe["teacher"]["task"]
     threads = recipe["bench"]["threads"]
     key = machine_key(machine(), threads, "cpu")
-    base = recipe["teacher"]["base"]
-    teacher_dir = args.workspace / "teachers" / base / task
-    paths = {"teacher": teacher_dir} | {s["name"]: args.workspace / "students" / base / task / s["name"]
+    model = recipe["teacher"]["base"]
+    teacher_dir = args.workspace / "teachers" / model / task
+    paths = {"teacher": teacher_dir} | {s["name"]: args.workspace / "students" / model / task / s["name"]
                                         for s in recipe["stages"]}
     results = Results(args.recipe.stem)
     results.data.update(command=command, recipe=f"benchmarks/{args.recipe.name}", wall_s=wall,
@@ -80,7 +80,7 @@ def main() -> None:
                              "met": all(d <= 0.5 for d in int8_drops.values())},
     }
     results.save()
-    report = args.workspace / "reports" / f"{base}-{task}.html"
+    report = args.workspace / "reports" / f"{model}-{task}.html"
     shutil.copyfile(report, RESULTS_DIR / f"report-{task}.html")
     screenshot(RESULTS_DIR / f"report-{task}.html", RESULTS_DIR / f"report-{task}.png")
 
