@@ -41,7 +41,8 @@ def variant_suffix(mode: str, backend: str, per_channel: bool) -> str:
     return ("fp16" if mode == "fp16" else f"int8-{mode}") + ("-pc" if per_channel else "")
 
 
-GELU_OPS = {"Erf", "Gelu", "FastGelu", "BiasGelu", "Tanh"}  # Tanh: the approximate GELU
+# Tanh: the approximate GELU. The pooler's tanh matches too: its classifier staying fp32 costs nothing.
+GELU_OPS = {"Erf", "Gelu", "FastGelu", "BiasGelu", "Tanh"}
 ELEMENTWISE_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Cast", "Sqrt"}
 
 
