@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.train import length_batches
 
 
@@ -27,8 +27,7 @@ def session(path: Path, threads: int | None = None, provider: str = "CPUExecutio
     try:
         return ort.InferenceSession(str(path), options, providers=[provider])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/etc. types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load ONNX model {path}: {first[:300]}") from None
+        raise UserError(f"cannot load ONNX model {path}: {first_line(exc)[:300]}") from None
 
 
 def feed(sess: ort.InferenceSession, batch: dict) -> dict:

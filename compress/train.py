@@ -27,7 +27,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from compress import distributed, structure
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.machine import autocast, device
 from compress.variant import write_json
 
@@ -84,8 +84,7 @@ def load_classifier(path: Path, **kwargs):
         structured = structure.is_structured(config) and structure.CLASSES.get(config.model_type)
         return (structured or AutoModelForSequenceClassification).from_pretrained(path, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load a model from {path}: {first}") from None
+        raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None
 
 
 def task_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
