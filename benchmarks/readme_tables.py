@@ -52,11 +52,10 @@ def distill_section(data: dict) -> list[str]:
         if not isinstance(entry, dict) or "kd" not in entry:
             continue
         kd, nokd = entry["kd"], entry.get("nokd")  # the no-KD twin may still be to come
-        lines.append(f"| {name} | {_pct(kd['teacher_accuracy'])} | {_pct(nokd['accuracy']) if nokd else 'not run yet'} | "
-                     f"{_pct(kd['accuracy'])} | {kd['retention']:.3f} | "
-                     f"{entry['kd_gain_points']:+.2f} | {entry['epoch_time_ratio']:.3f} |" if nokd else
-                     f"| {name} | {_pct(kd['teacher_accuracy'])} | not run yet | {_pct(kd['accuracy'])} | "
-                     f"{kd['retention']:.3f} | — | — |")
+        nokd_accuracy, gain, ratio = ((_pct(nokd["accuracy"]), f"{entry['kd_gain_points']:+.2f}",
+                                       f"{entry['epoch_time_ratio']:.3f}") if nokd else ("not run yet", "—", "—"))
+        lines.append(f"| {name} | {_pct(kd['teacher_accuracy'])} | {nokd_accuracy} | {_pct(kd['accuracy'])} | "
+                     f"{kd['retention']:.3f} | {gain} | {ratio} |")
     for name, entry in data.items():
         if isinstance(entry, dict) and "epoch_time_ratio_note" in entry:
             lines.append(f"\n{name}, epoch time ratio: {entry['epoch_time_ratio_note']}.")
