@@ -19,12 +19,16 @@ os.environ.setdefault("COMPRESS_DATA", str(ROOT.parent / "shared" / "data" / "gl
 
 
 def compress(workspace: Path, *args: str) -> tuple[str, float]:
-    """Run one compress command to completion; return it as text and its wall time."""
-    command = ["compress", "--workspace", str(workspace), *map(str, args)]
-    print("$", shlex.join(command), flush=True)
+    """Run one compress command to completion; return it as text and its wall time.
+
+    It runs as `python -m compress` under this interpreter, so a script started with a venv's
+    python needs no activated venv; the text says `compress`, the command a user would type.
+    """
+    command = ["--workspace", str(workspace), *map(str, args)]
+    print("$ compress", shlex.join(command), flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True)
-    return shlex.join(command), round(time.perf_counter() - started, 1)
+    subprocess.run([sys.executable, "-m", "compress", *command], check=True)
+    return shlex.join(["compress", *command]), round(time.perf_counter() - started, 1)
 
 
 def read_variant(path: Path) -> dict:
