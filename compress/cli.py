@@ -283,16 +283,19 @@ def export_command(variant, opset, no_optimize):
               help="dynamic: int8 weights, activations quantized on the fly (the default for transformers); "
                    "static: int8 QDQ calibrated on training examples; fp16: for GPUs.")
 @click.option("--per-channel", is_flag=True, help="One int8 scale per output channel instead of per tensor.")
+@click.option("--fp32-ffn-output", is_flag=True,
+              help="Dynamic int8: keep the FFN output projections in fp32 (static always does): "
+                   "they read the GELU's outliers; most of the accuracy back for some of the speed.")
 @click.option("--calibration", type=click.IntRange(min=1), default=256, help="Training examples to calibrate static int8 on.")
 @click.option("--backend", type=click.Choice(["ort", "torch"]), default="ort",
               help="ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.")
 @click.option("--max-drop", type=click.FloatRange(min=0), help="Refuse (and write nothing) if dev accuracy falls by more than this many points.")
-@click.option("--name", help="Variant name [default: <variant>-int8-<mode>, -fp16 or -torch-int8].")
-def quantize_command(variant, mode, per_channel, calibration, backend, max_drop, name):
+@click.option("--name", help="Variant name [default: <variant>-int8-<mode>[-ffn-fp32][-pc], -fp16 or -torch-int8].")
+def quantize_command(variant, mode, per_channel, fp32_ffn_output, calibration, backend, max_drop, name):
     """Quantize VARIANT into a new variant beside it; accuracy is measured on the quantized artifact."""
     from compress.quantize import quantize
 
-    result = quantize(load_variant(variant), mode, per_channel, calibration, backend, max_drop, name)
+    result = quantize(load_variant(variant), mode, per_channel, calibration, backend, max_drop, name, fp32_ffn_output)
     meta = result.meta
     click.echo(f"quantized {result.path}: dev accuracy {meta['metrics']['dev']['accuracy']:.4f} "
                f"({-meta['metrics']['drop_points']:+.2f} points), {meta['size_mb']} MB")

@@ -35,10 +35,11 @@ def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
     return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def variant_suffix(mode: str, backend: str, per_channel: bool) -> str:
+def variant_suffix(mode: str, backend: str, per_channel: bool, fp32_ffn_output: bool = False) -> str:
     if backend == "torch":
         return "torch-int8"
-    return ("fp16" if mode == "fp16" else f"int8-{mode}") + ("-pc" if per_channel else "")
+    ffn = "-ffn-fp32" if fp32_ffn_output and mode == "dynamic" else ""  # static always keeps them fp32
+    return ("fp16" if mode == "fp16" else f"int8-{mode}") + ffn + ("-pc" if per_channel else "")
 
 
 # Tanh: the approximate GELU. The pooler's tanh matches too: its classifier staying fp32 costs nothing.
@@ -56,19 +57,31 @@ def _fed_by_gelu(tensor: str, producers: dict) -> bool:
     return node.op_type in ELEMENTWISE_OPS and any(_fed_by_gelu(t, producers) for t in node.input)
 
 
-def _static_nodes(model: onnx.ModelProto) -> list[str]:
-    """What static QDQ should quantize: the embedding tables, and the MatMuls with a weight except the FFN outputs.
+def ffn_outputs(model: onnx.ModelProto) -> set[str]:
+    """The FFN output projections: the MatMuls with a weight that read a GELU's output.
 
-    The FFN output projection reads the GELU's output, whose few large values stretch a min-max
-    calibrated uint8 range until the rest round to zero: quantized, it cost a 6-layer MPNet student
-    13 points on SST-2 (92.09% -> 78.90%); left in fp32, 0.46 points. (Symmetric int8 activations
-    were worse, 66.9%.) Embedding lookups (Gather on a table) cost nothing in accuracy there.
+    The GELU's few large values stretch a per-tensor uint8 range until the rest round to zero.
+    Static QDQ's calibrated range suffers most: quantized, these cost a 6-layer MPNet student
+    13 points on SST-2 (92.09% -> 78.90%; symmetric int8 activations were worse, 66.9%), so
+    static always leaves them in fp32 (0.46 points). Dynamic int8 takes each call's own range
+    and loses less (1.72 points); --fp32-ffn-output trades some of its speed for most of that.
     """
     weights = {init.name for init in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
+    return {n.name for n in model.graph.node
+            if n.op_type == "MatMul" and n.input[1] in weights and _fed_by_gelu(n.input[0], producers)}
+
+
+def _static_nodes(model: onnx.ModelProto) -> list[str]:
+    """What static QDQ should quantize: the embedding tables, and the MatMuls with a weight but the FFN outputs.
+
+    Embedding lookups (Gather on a table) cost nothing in accuracy on the MPNet student.
+    """
+    weights = {init.name for init in model.graph.initializer}
+    keep_fp32 = ffn_outputs(model)
     return [n.name for n in model.graph.node
             if (n.op_type == "Gather" and n.input[0] in weights)
-            or (n.op_type == "MatMul" and n.input[1] in weights and not _fed_by_gelu(n.input[0], producers))]
+            or (n.op_type == "MatMul" and n.input[1] in weights and n.name not in keep_fp32)]
 
 
 class _Calibration:
@@ -100,14 +113,15 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-def _ort_quantize(source: Path, out: Path, mode: str, per_channel: bool, calibration) -> None:
+def _ort_quantize(source: Path, out: Path, mode: str, per_channel: bool, calibration, fp32_ffn_output: bool) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source, out = source.resolve(), out.resolve()  # static mode works from a scratch directory
     if mode == "dynamic":
+        exclude = sorted(ffn_outputs(onnx.load(str(source / MODEL)))) if fp32_ffn_output else []
         quantize_dynamic(source / MODEL, out, weight_type=QuantType.QInt8, per_channel=per_channel,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         nodes_to_exclude=exclude, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     elif mode == "static":
         with tempfile.TemporaryDirectory(prefix="compress-static-") as scratch:
             prepared = Path(scratch) / "prepared.onnx"
@@ -128,7 +142,7 @@ def _ort_quantize(source: Path, out: Path, mode: str, per_channel: bool, calibra
 
 def quantize(
     variant: Variant, mode: str = "dynamic", per_channel: bool = False, calibration: int = 256,
-    backend: str = "ort", max_drop: float | None = None, name: str | None = None,
+    backend: str = "ort", max_drop: float | None = None, name: str | None = None, fp32_ffn_output: bool = False,
 ) -> Variant:
     """Quantize `variant` into a new variant and measure its dev accuracy on the artifact itself."""
     if mode not in MODES or backend not in BACKENDS:
@@ -138,6 +152,8 @@ def quantize(
     if mode != "fp16" and device() == "cuda" and backend == "ort":
         print("note: int8 runs on ORT's CPU kernels even under the CUDA provider (onnxruntime issue 10267); "
               "use --mode fp16 for the GPU")
+    if fp32_ffn_output and (backend == "torch" or mode == "fp16"):
+        raise UserError("--fp32-ffn-output applies to ORT int8 only")
     if calibration < 1:
         raise UserError("--calibration must be at least 1")
     tokenizer = AutoTokenizer.from_pretrained(variant.path)
@@ -145,7 +161,7 @@ def quantize(
     max_length = variant.meta["params"]["max_length"]
     dev = encode(task.dev, tokenizer, max_length)
     parent_accuracy = variant.meta["metrics"]["dev"]["accuracy"]
-    name = name or f"{variant.meta['name']}-{variant_suffix(mode, backend, per_channel)}"
+    name = name or f"{variant.meta['name']}-{variant_suffix(mode, backend, per_channel, fp32_ffn_output)}"
     target = derived_dir(variant, name)
     if backend == "ort" and not (variant.path / "onnx" / MODEL).is_file():
         print(f"{variant.path} has no ONNX export yet; exporting it first")
@@ -167,7 +183,7 @@ def quantize(
                 names = onnx_inputs(variant.path / "onnx" / RAW)
                 rows = task.train.select(range(min(calibration, len(task.train))))
                 reader = _Calibration(encode(rows, tokenizer, max_length), tokenizer, names, calibration)
-            _ort_quantize(variant.path / "onnx", artifact, mode, per_channel, reader)
+            _ort_quantize(variant.path / "onnx", artifact, mode, per_channel, reader, fp32_ffn_output)
             for extra in variant.path.joinpath("onnx").iterdir():  # config and tokenizer: Optimum's layout
                 if extra.suffix != ".onnx":
                     shutil.copy(extra, tmp / "onnx" / extra.name)
@@ -190,6 +206,7 @@ def quantize(
             "task": variant.meta["task"],
             "num_labels": variant.meta["num_labels"],
             "params": {"mode": mode, "backend": backend, "per_channel": per_channel,
+                       "fp32_ffn_output": backend == "ort" and (mode == "static" or fp32_ffn_output),
                        "calibration": calibration if mode == "static" else None, "max_length": max_length},
             "data": variant.meta["data"],
             "metrics": {"dev": metrics, "parent_dev": variant.meta["metrics"]["dev"],

@@ -107,6 +107,23 @@ def test_dynamic_int8_runs_in_a_fresh_session_with_its_accuracy_recorded(teacher
     assert ops & {"QAttention", "MatMulInteger", "DynamicQuantizeMatMul"}
 
 
+def fp32_weight_matmuls(variant: Variant) -> list[str]:
+    graph = onnx.load(str(variant.path / "onnx" / "model.onnx")).graph
+    weights = {init.name for init in graph.initializer}
+    return sorted(n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights)
+
+
+def test_dynamic_int8_can_keep_the_ffn_outputs_in_fp32(teacher_copy, tiny_teacher):
+    _, task = tiny_teacher
+    assert fp32_weight_matmuls(quantize(teacher_copy)) == []
+    kept = quantize(teacher_copy, fp32_ffn_output=True)
+    assert kept.path.name == "tiny-int8-dynamic-ffn-fp32" and kept.meta["params"]["fp32_ffn_output"]
+    fp32 = fp32_weight_matmuls(kept)
+    layers = json.loads((teacher_copy.path / "config.json").read_text())["num_hidden_layers"]
+    assert len(fp32) == layers and all("/output/dense/" in n and "attention" not in n for n in fp32), fp32
+    assert kept.meta["metrics"]["dev"]["accuracy"] == pytest.approx(dev_accuracy_in_fresh_session(kept, task))
+
+
 def test_static_int8_and_the_torch_baseline(teacher_copy, tiny_teacher):
     _, task = tiny_teacher
     static = quantize(teacher_copy, mode="static", calibration=32)
@@ -161,6 +178,7 @@ def test_export_and_quantize_commands(run_cli, teacher_copy, tmp_path):
         (("export", tmp_path / "nowhere"), "no variant folder"),
         (("quantize", teacher_copy.path, "--mode", "int4"), "Invalid value for '--mode'"),
         (("quantize", teacher_copy.path, "--backend", "torch", "--mode", "static"), "dynamic int8 only"),
+        (("quantize", teacher_copy.path, "--mode", "fp16", "--fp32-ffn-output"), "ORT int8 only"),
         (("export", teacher_copy.path, "--opset", "9"), "--opset"),
     ):
         code, _, err = run_cli(*args)
