@@ -4,7 +4,11 @@ Runs the recipe (adopting variants the other benchmarks already made with the sa
 gathers every variant's measured numbers on this machine into one JSON, checks the design's
 targets against them, and copies the HTML report (and a PNG of it) into benchmarks/results/.
 
-    COMPRESS_DATA=../shared/data/glue python benchmarks/headline.py [--recipe benchmarks/headline-mrpc.toml]
+    COMPRESS_DATA=../shared/data/glue python benchmarks/headline.py [--recipe benchmarks/headline-mrpc.toml] [--rebench]
+
+`compress run` benches only what it ran or what lacks a shape; --rebench then measures every variant
+again in one `compress bench` pass, so that every speed-up compares timings of one sitting (a slow
+spell on shared cores during the run can make one variant's timings worthless).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path("."))
     parser.add_argument("--recipe", type=Path, default=Path(__file__).parent / "headline-sst2.toml")
+    parser.add_argument("--rebench", action="store_true", help="Bench every variant again, in one pass, after the run.")
     args = parser.parse_args()
     command, wall = compress(args.workspace, "run", args.recipe, "--adopt")
     recipe = tomllib.loads(args.recipe.read_text())
@@ -47,6 +52,11 @@ def main() -> None:
     results = Results(args.recipe.stem)
     results.data.update(command=command, recipe=f"benchmarks/{args.recipe.name}", wall_s=wall,
                         bench_key=key)
+    if args.rebench:
+        bench_command, bench_wall = compress(args.workspace, "bench", *paths.values(), "--shapes",
+                                             recipe["bench"]["shapes"], "--threads", threads)
+        compress(args.workspace, "report", "--task", task, "--teacher", model)
+        results.data.update(bench_command=bench_command, bench_wall_s=bench_wall)
     variants = results.data["variants"] = {}
     for name, path in paths.items():
         meta = Variant.load(path).meta
