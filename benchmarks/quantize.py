@@ -42,7 +42,8 @@ def latencies(measure, runs: int) -> dict:
 def bench_variant(results: Results, workspace: Path, path: Path, threads: int, runs: int) -> None:
     command, _ = compress(workspace, "export", path)
     parent = read_variant(path)
-    entry = results.data.setdefault("variants", {}).setdefault(parent["name"], {})
+    lineage = [parent.get("teacher", parent["name"]), parent["task"]] + ([parent["name"]] if "teacher" in parent else [])
+    entry = results.data.setdefault("variants", {}).setdefault("/".join(lineage), {})  # mpnet-base/sst2/L6-kd
     vocab = load_classifier(path).config.vocab_size
     fp32 = runtime.session(path / "onnx" / "model.onnx", threads=threads)
     entry["ort-fp32"] = {
