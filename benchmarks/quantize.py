@@ -7,8 +7,8 @@ artifact, as ratios to the same model's ORT fp32 measured in this run. results/q
 
     python benchmarks/quantize.py [--workspace .] [--threads 2] [VARIANT ...]
 
-The committed results add the 6-layer MPNet students of the SST-2 headline (KD, and pruned 50%),
-copied into a scratch workspace so the headline's own artifacts stay as they were measured.
+The committed results add the 6-layer MPNet students of the headline (SST-2: KD, and pruned 50%;
+MRPC: KD), copied into a scratch workspace so the headline's own artifacts stay as they were measured.
 """
 
 from __future__ import annotations
