@@ -25,7 +25,12 @@ from compress.bench import machine_key
 from compress.machine import machine
 from compress.variant import Variant
 
-CHAIN = "L6-kd-prune-50-taylor-int8-dynamic"  # 6 layers, pruned heads and FFN, int8, in ORT
+
+def full_chains(recipe: dict) -> list[str]:
+    """The recipe's full chains: int8 stages over a pruned 6-layer student (quantize from prune)."""
+    verbs = {s["name"]: s["verb"] for s in recipe["stages"]}
+    return [s["name"] for s in recipe["stages"] if s["verb"] == "quantize" and s.get("mode") != "fp16"
+            and verbs.get(s.get("from")) == "prune"]
 
 
 def screenshot(html: Path, png: Path) -> None:
@@ -78,14 +83,16 @@ def main() -> None:
                           for runtime, shapes in row["latency_ms"].items() for shape, timing in shapes.items()
                           if shape in base}
         row["speedup_baseline"] = "the teacher in ORT fp32, p50, same machine, threads and run"
-    chain = variants[CHAIN]
+    chains = {name: {"value": variants[name]["speedup"]["ort-cpu 1x128"], "retention": variants[name]["retention"]}
+              for name in full_chains(recipe)}
+    for chain in chains.values():
+        chain["met"] = chain["value"] >= 10 and chain["retention"] >= 0.97
     int8_drops = {n: r["drop_points"] for n, r in variants.items() if "drop_points" in r}
     results.data["targets"] = {
         "student_retention": {"value": variants["L6-kd"]["retention"], "target": 0.97, "aim": 0.99,
                               "met": variants["L6-kd"]["retention"] >= 0.97},
-        "full_chain_speedup_1x128": {"variant": CHAIN, "value": chain["speedup"]["ort-cpu 1x128"], "target": 10,
-                                     "retention": chain["retention"],
-                                     "met": chain["speedup"]["ort-cpu 1x128"] >= 10 and chain["retention"] >= 0.97},
+        "full_chain_speedup_1x128": {"variants": chains, "target": 10, "retention_target": 0.97,
+                                     "met": any(chain["met"] for chain in chains.values())},
         "int8_drop_points": {"values": int8_drops, "target": 0.5,
                              "met": all(d <= 0.5 for d in int8_drops.values())},
     }
