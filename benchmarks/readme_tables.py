@@ -112,12 +112,13 @@ def headline_section(data: dict, task: str) -> list[str]:
     retention, chains, int8 = targets["student_retention"], targets["full_chain_speedup_1x128"], targets["int8_drop_points"]
     worst = max(int8["values"].items(), key=lambda kv: kv[1])
     lines += ["", "Targets, from this JSON:",
-              f"- 6-layer KD student retention {retention['value']:.3f} (target 0.97, aim 0.99): "
-              f"{'met' if retention['met'] else 'not met'}.",
+              f"- 6-layer KD student retention {retention['value']:.3f} (target {retention['target']}, "
+              f"aim {retention['aim']}): {'met' if retention['met'] else 'not met'}.",
               *(f"- Full chain ({name}) {row['value']}x the teacher's ORT fp32 speed at 1x128, retention "
-                f"{row['retention']:.3f} (target 10x at 0.97): {'met' if row['met'] else 'not met'}."
+                f"{row['retention']:.3f} (target {chains['target']}x at {chains['retention_target']}): "
+                f"{'met' if row['met'] else 'not met'}."
                 for name, row in chains["variants"].items()),
-              f"- int8 drop at most 0.5 points: {'met' if int8['met'] else 'not met'} "
+              f"- int8 drop at most {int8['target']} points: {'met' if int8['met'] else 'not met'} "
               f"(worst {worst[0]}, {worst[1]:+.2f} points)."]
     return lines
 
