@@ -19,7 +19,7 @@ import torch
 from common import Results, compress, read_variant
 
 from compress.latency import torch_latency_ms
-from compress.train import load_classifier
+from compress.checkpoint import load_classifier
 
 SHAPES = ((1, 128), (32, 128))
 

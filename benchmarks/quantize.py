@@ -22,7 +22,7 @@ from common import Results, compress, read_variant
 from compress import ort as runtime
 from compress.latency import ort_latency_ms, torch_latency_ms
 from compress.quantize import torch_int8
-from compress.train import load_classifier
+from compress.checkpoint import load_classifier
 from compress.variant import Variant, derived_dir
 
 SHAPES = ((1, 128), (32, 128))

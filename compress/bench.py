@@ -9,16 +9,16 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import torch
-from transformers import AutoConfig, AutoTokenizer
 
 from compress import ort as runtime
-from compress.errors import UserError
+from compress.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.errors import UserError, first_line
 from compress.latency import ort_latency_ms, torch_latency_ms
 from compress.machine import machine
 from compress.quantize import torch_int8
 from compress.tasks import task_of
-from compress.train import check_max_length, encode, load_classifier, predict_logits, task_metrics
-from compress.variant import Variant
+from compress.train import check_max_length, encode, predict_logits, task_metrics
+from compress.variant import Variant, parent_path
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -60,8 +60,12 @@ def _onnx_artifact(variant: Variant):
 def _torch_model(variant: Variant):
     """The variant in eager PyTorch: its checkpoint, or its parent re-quantized with its saved int8 weights."""
     if variant.meta.get("params", {}).get("backend") == "torch":
-        model = torch_int8(load_classifier(variant.meta["parent"]))
-        model.load_state_dict(torch.load(variant.path / variant.meta["artifact"], weights_only=False))
+        model = torch_int8(load_classifier(parent_path(variant)))
+        artifact = variant.path / variant.meta["artifact"]
+        try:
+            model.load_state_dict(torch.load(artifact, weights_only=False))
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in pickle, zip or torch
+            raise UserError(f"cannot load the int8 weights {artifact}: {first_line(exc)}") from None
         return model
     if (variant.path / "model.safetensors").is_file():
         return load_classifier(variant.path).eval()
@@ -80,8 +84,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     onnx_path, model = _onnx_artifact(variant), _torch_model(variant)
     if onnx_path is None and model is None:
         raise UserError(f"{variant.path} has neither an ONNX export nor a PyTorch checkpoint to measure")
-    config = AutoConfig.from_pretrained(variant.path)
-    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    config, tokenizer = load_config(variant.path), load_tokenizer(variant.path)
     for _, sequence in shapes:
         check_max_length(sequence, tokenizer, config, flag="--shapes sequence")
     vocab = config.vocab_size
@@ -101,15 +104,14 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
             logits, accuracy_source = predict_logits(model, dev, tokenizer), f"pytorch ({device})"
     info = machine()
     key = machine_key(info, threads, device)
-    variant.meta.setdefault("bench", {})[key] = {
+    entry = {
         "machine": {**info, "threads": threads},
         "runs": runs,
         "latency_ms": results,
         "dev": task_metrics(logits.numpy(), np.asarray(dev["label"]), task.metrics),
         "accuracy_from": accuracy_source,
     }
-    variant.save_meta()
-    return variant
+    return variant.update(lambda meta: meta.setdefault("bench", {}).__setitem__(key, entry))
 
 
 def _per_shape(measure, shapes) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 BENCH_SHAPES = "1x32,1x128,32x128"  # batch 1 short and long, and a served batch
 
@@ -33,9 +33,15 @@ def task_options(fn):
         click.option("--data-dir", envvar="COMPRESS_DATA", help="GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA)."),
         click.option("--text-column", help="For your own files: the text column, or two as a,b for pairs."),
         click.option("--label-column", default="label", help="For your own files: the integer label column."),
+        click.option("--num-labels", type=click.IntRange(2, 100_000),
+                     help="Classes the task has, when training lacks some [default: the labels seen, 0..K-1]."),
     ]):
         fn = option(fn)
     return fn
+
+
+force_option = click.option("--force", is_flag=True,
+                            help="Replace the output if it exists (only a folder compress made); training starts afresh.")
 
 
 def training_options(epochs: float, lr: float, derived: str | None = None):
@@ -62,7 +68,7 @@ def training_options(epochs: float, lr: float, derived: str | None = None):
             click.option("--seed", type=int, default=42),
             click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
                          help="auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU)."),
-            click.option("--force", is_flag=True, help="Train again even if the output exists."),
+            force_option,
         ]):
             fn = option(fn)
         return fn
@@ -84,8 +90,10 @@ def report_existing(path: Path) -> bool:
 
     if not path.exists():
         return False
+    if not (path / "variant.json").is_file():
+        raise UserError(f"{path} exists and is not a variant compress made: choose another --name")
     variant = Variant.load(path)
-    click.echo(f"{path} exists (dev {variant.meta['metrics']['dev']}); --force trains it again")
+    click.echo(f"{path} exists (dev {variant.meta['metrics']['dev']}); --force makes it again")
     return True
 
 
@@ -105,16 +113,17 @@ def summary(kind: str, variant) -> str:
 @click.option("--name", help="Teacher name in the workspace [default: the base's name].")
 @training_options(epochs=3.0, lr=5e-5)
 @click.pass_obj
-def teacher(obj, base, task, data_dir, text_column, label_column, name, force, **training):
+def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, name, force, **training):
     """Fine-tune a teacher and cache its soft targets in teachers/<name>/<task>/."""
     from compress import teacher as stage
     from compress.tasks import load_task
+    from compress.workspace import check_name
 
-    name = name or stage.default_name(base)
-    data = load_task(task, data_dir, text_column, label_column)
+    name = check_name(name or stage.default_name(base), "--name" if name else "the teacher's name (from --base; give --name)")
+    data = load_task(task, data_dir, text_column, label_column, num_labels)
     if not force and report_existing(stage.teacher_dir(obj["workspace"], name, data.name)):
         return
-    variant = stage.fine_tune(base, data, obj["workspace"], train_config(**training), name)
+    variant = stage.fine_tune(base, data, obj["workspace"], train_config(**training), name, replace=force)
     click.echo(summary("teacher", variant))
 
 
@@ -130,18 +139,24 @@ def teacher(obj, base, task, data_dir, text_column, label_column, name, force, *
 @click.option("--hidden-loss", type=click.Choice(["none", "cosine", "mse"]), default="none",
               help="Also match each student layer to the teacher layer it came from (runs the teacher live).")
 @click.option("--no-kd", is_flag=True, help="Train the same student on labels alone: the baseline.")
+@click.option("--reuse-teacher", is_flag=True,
+              help="Use the workspace's teacher even if it was fine-tuned on other data under this task's name.")
 @click.option("--name", help="Variant name [default: L<N>-kd, L<N>-nokd or L<N>-kd-<hidden loss>].")
 @training_options(epochs=3.0, lr=5e-5)
 @click.pass_obj
-def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers, init, temperature, alpha,
-            hidden_loss, no_kd, name, force, **training):
+def distill(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, layers, init, temperature,
+            alpha, hidden_loss, no_kd, reuse_teacher, name, force, **training):
     """Distil a teacher into an N-layer student in students/<teacher>/<task>/<name>/."""
     from compress import distill as stage
     from compress import teacher as teachers
     from compress.tasks import load_task
     from compress.variant import Variant, derived_dir
+    from compress.workspace import check_name
 
-    data = load_task(task, data_dir, text_column, label_column)
+    check_name(teacher_name, "--teacher")
+    if name is not None:
+        check_name(name)
+    data = load_task(task, data_dir, text_column, label_column, num_labels)
     config = train_config(**training)
     found = teachers.teacher_dir(obj["workspace"], teacher_name, data.name)
     if found.exists():
@@ -158,7 +173,8 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, layers
     name = name or stage.default_name(distill_config)
     if not force and report_existing(derived_dir(teacher_variant, name)):
         return
-    variant = stage.distill(teacher_variant, data, distill_config, config, name)
+    variant = stage.distill(teacher_variant, data, distill_config, config, name, replace=force,
+                            reuse_teacher=reuse_teacher)
     click.echo(summary("student", variant))
 
 
@@ -208,7 +224,7 @@ def prune_command(variant, heads, neurons, layers, importance, scope, score_exam
     name = name or stage.default_name(parent, config)
     if not force and report_existing(derived_dir(parent, name)):
         return
-    click.echo(summary("pruned", stage.prune(parent, config, train_config(**training), name)))
+    click.echo(summary("pruned", stage.prune(parent, config, train_config(**training), name, replace=force)))
 
 
 @cli.command("layerdrop")
@@ -231,7 +247,8 @@ def layerdrop_command(variant, rate, keep, no_baseline, temperature, alpha, name
     name = name or stage.default_name(parent, config)
     if not force and report_existing(derived_dir(parent, name)):
         return
-    for made in stage.layerdrop(parent, config, train_config(**training), name, baseline=not no_baseline):
+    for made in stage.layerdrop(parent, config, train_config(**training), name, baseline=not no_baseline,
+                                replace=force):
         click.echo(summary(made.meta["stage"], made))
 
 
@@ -255,7 +272,7 @@ def share_command(variant, groups, what, init, temperature, alpha, name, force, 
     name = name or stage.default_name(parent, config)
     if not force and report_existing(derived_dir(parent, name)):
         return
-    shared = stage.share(parent, config, train_config(**training), name)
+    shared = stage.share(parent, config, train_config(**training), name, replace=force)
     click.echo(summary("shared", shared) + f", {shared.meta['unique_parameters']:,} unique of "
                f"{shared.meta['parameters']:,} parameters")
 
@@ -291,11 +308,17 @@ def export_command(variant, opset, no_optimize):
               help="ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.")
 @click.option("--max-drop", type=click.FloatRange(min=0), help="Refuse (and write nothing) if dev accuracy falls by more than this many points.")
 @click.option("--name", help="Variant name [default: <variant>-int8-<mode>[-ffn-fp32][-pc], -fp16 or -torch-int8].")
-def quantize_command(variant, mode, per_channel, fp32_ffn_output, calibration, backend, max_drop, name):
+@force_option
+def quantize_command(variant, mode, per_channel, fp32_ffn_output, calibration, backend, max_drop, name, force):
     """Quantize VARIANT into a new variant beside it; accuracy is measured on the quantized artifact."""
-    from compress.quantize import quantize
+    from compress.quantize import default_name, quantize
+    from compress.variant import derived_dir
 
-    result = quantize(load_variant(variant), mode, per_channel, calibration, backend, max_drop, name, fp32_ffn_output)
+    parent = load_variant(variant)
+    name = name or default_name(parent, mode, backend, per_channel, fp32_ffn_output)
+    if not force and report_existing(derived_dir(parent, name)):
+        return
+    result = quantize(parent, mode, per_channel, calibration, backend, max_drop, name, fp32_ffn_output, replace=force)
     meta = result.meta
     click.echo(f"quantized {result.path}: dev accuracy {meta['metrics']['dev']['accuracy']:.4f} "
                f"({-meta['metrics']['drop_points']:+.2f} points), {meta['size_mb']} MB")
@@ -363,7 +386,7 @@ def run_command(ctx, recipe, dry_run, adopt):
             recipes.stamp(step, path)  # adopted outputs get the stamp; stamped ones keep theirs
             continue
         command = cli.commands[step.verb]
-        force = ["--force"] if any("--force" in p.opts for p in command.params) else []
+        force = ["--force"] if step.output.exists() else []  # a changed stage replaces its old output
         click.echo(f"$ compress {step.verb} {' '.join(step.args + force)}")
         command.main(args=step.args + force, standalone_mode=False, obj=ctx.obj)
         recipes.stamp(step, path)
@@ -408,10 +431,10 @@ def init_command(directory):
 @click.pass_obj
 def list_command(obj):
     """Every variant in the workspace with its stage, parent, accuracy, size and latency."""
-    from compress.variant import find_variants
+    from compress.variant import parent_path, scan
 
-    variants = find_variants(obj["workspace"])
-    if not variants:
+    variants, broken = scan(obj["workspace"])
+    if not variants and not broken:
         raise UserError(f"no variants in {obj['workspace']}")
     rows = [("variant", "stage", "parent", "dev acc.", "params (M)", "unique (M)", "MB", "p50 ms 1x128")]
     for v in variants:
@@ -426,7 +449,7 @@ def list_command(obj):
         parameters = meta.get("parameters")
         rows.append((
             str(v.path.relative_to(obj["workspace"])), meta.get("stage", "?"),
-            Path(meta["parent"]).name if meta.get("parent") else "-",
+            parent_path(v).name if meta.get("parent") else "-",
             f"{meta['metrics']['dev']['accuracy']:.4f}",
             f"{parameters / 1e6:.1f}" if parameters else "-",
             f"{meta['unique_parameters'] / 1e6:.1f}" if meta.get("unique_parameters") else "-",
@@ -435,6 +458,8 @@ def list_command(obj):
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for path, reason in broken:
+        click.echo(f"{path.relative_to(obj['workspace'])}  BROKEN: {reason}")
 
 
 def main() -> None:
@@ -453,6 +478,10 @@ def main() -> None:
     except (UserError, click.ClickException) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
         click.echo(f"compress: error: {message}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # read-only workspace, full disk, permissions: the library's words, one line
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"compress: error: {exc.strerror or first_line(exc)}{where}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, click.Abort):
         click.echo("compress: interrupted; run the same command again to resume", err=True)

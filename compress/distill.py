@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoTokenizer, Trainer, set_seed
+from transformers import Trainer, set_seed
 
 from compress import distributed
 from compress.arch import keep_layers
+from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.errors import UserError
 from compress.tasks import Task, task_of
 from compress.teacher import soft_targets
@@ -31,11 +32,11 @@ from compress.train import (
     data_record,
     encode,
     evaluate,
-    load_classifier,
     train_record,
     train_resumable,
 )
-from compress.variant import Variant, derived_dir, save_variant, teacher_of
+from compress.variant import Variant, derived_dir, relative_to_workspace, save_variant, teacher_of
+from compress.workspace import check_target, partial_dir
 
 
 @dataclass(frozen=True)
@@ -144,48 +145,63 @@ def default_name(distill: DistillConfig) -> str:
 
 def distill(
     teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig,
-    name: str | None = None, progress: bool = True,
+    name: str | None = None, progress: bool = True, replace: bool = False, reuse_teacher: bool = False,
 ) -> Variant:
-    """Initialise a student from `teacher`'s layers and train it on the teacher's soft targets."""
+    """Initialise a student from `teacher`'s layers and train it on the teacher's soft targets.
+
+    A teacher fine-tuned on other data under the same task name is refused unless `reuse_teacher`.
+    """
     if task.num_labels != teacher.meta["num_labels"]:
         raise UserError(f"the teacher has {teacher.meta['num_labels']} labels but {task.name} has {task.num_labels}")
+    trained_on = teacher.meta.get("data", {}).get("fingerprint")
+    if trained_on != task.fingerprint and not reuse_teacher:
+        raise UserError(
+            f"teacher {teacher.meta['name']} was fine-tuned on other {task.name} data "
+            f"({teacher.meta.get('data', {}).get('source', 'unknown source')}) than {task.source or 'this task'}: "
+            "fine-tune it again (compress teacher --force), or pass --reuse-teacher")
     if distill_config.hidden_loss not in ("none", *HIDDEN_LOSSES):
         raise UserError(f"unknown hidden loss '{distill_config.hidden_loss}' (none, {', '.join(HIDDEN_LOSSES)})")
     if not 0 <= distill_config.alpha <= 1 or distill_config.temperature <= 0:
         raise UserError("--alpha must lie in [0, 1] and --temperature be positive")
-    depth = AutoConfig.from_pretrained(teacher.path).num_hidden_layers
+    depth = load_config(teacher.path).num_hidden_layers
     layer_ids = select_layers(depth, distill_config.layers, distill_config.init)
     teacher_model = load_classifier(teacher.path)
     set_seed(config.seed)
     student = make_student(teacher_model, layer_ids)
     name = name or default_name(distill_config)
     return train_student(
-        student, teacher, task, distill_config, config, derived_dir(teacher, name),
-        meta={"name": name, "stage": "distill", "parent": str(teacher.path),
+        student, teacher, task, distill_config, config, teacher, derived_dir(teacher, name),
+        meta={"name": name, "stage": "distill",
               "params": {**distill_config.as_dict(), "layer_ids": layer_ids, **config.as_dict()}},
-        teacher_model=teacher_model, layer_ids=layer_ids, progress=progress,
+        teacher_model=teacher_model, layer_ids=layer_ids, progress=progress, replace=replace,
     )
 
 
 def recovery_setup(variant: Variant, config: TrainConfig) -> tuple[Task, Variant, TrainConfig]:
     """What a stage that shrinks `variant` recovers with: its task, its teacher, and `config` at the
     variant's own max length, so the teacher's cached soft targets still apply."""
+    if variant.is_quantized:
+        raise UserError(f"{variant.path} is a quantized artifact, not a trainable model: "
+                        "shrink its parent, then quantize the result")
     config = TrainConfig(**{**config.as_dict(), "max_length": variant.meta["params"]["max_length"]})
     return task_of(variant.meta), teacher_of(variant), config
 
 
 def train_student(
-    student, teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig, target,
-    meta: dict, teacher_model=None, layer_ids: list[int] | None = None, progress: bool = True,
-    metrics_before: dict | None = None,
+    student, teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig, parent: Variant,
+    target, meta: dict, teacher_model=None, layer_ids: list[int] | None = None, progress: bool = True,
+    metrics_before: dict | None = None, replace: bool = False,
 ) -> Variant:
-    """Train `student` on `teacher`'s soft targets (labels alone for the baseline) and save it at `target`.
+    """Train `student`, made from `parent`, on `teacher`'s soft targets (labels alone for the baseline)
+    and save it at `target`.
 
     Every stage that changes a student (distill, prune, layerdrop, share) ends here, so each
     variant records the same metrics: dev, the teacher's dev, agreement with it and retention.
-    `config.epochs == 0` saves the student untrained. A stopped run resumes from `target`.partial.
+    `config.epochs == 0` saves the student untrained. A stopped run resumes from its partial
+    folder; `replace` (--force) starts afresh and replaces an existing `target`.
     """
-    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    check_target(target, replace, (parent.path,))
+    tokenizer = load_tokenizer(teacher.path)
     teacher_model = teacher_model if teacher_model is not None else load_classifier(teacher.path)
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)
@@ -195,14 +211,14 @@ def train_student(
         train = train.add_column("teacher_logits", logits.tolist())
     live_teacher = teacher_model.eval() if distill_config.hidden_loss != "none" and distill_config.kd else None
 
-    partial = target.with_name(target.name + ".partial")
+    partial = partial_dir(target)
     record = {}
     if config.epochs > 0:
-        run_key = {"teacher": str(teacher.path), "fingerprint": task.fingerprint, "meta": meta,
+        run_key = {"teacher": str(teacher.path), "parent": str(parent.path), "fingerprint": task.fingerprint, "meta": meta,
                    **distill_config.as_dict(), **config.as_dict()}
         trained = train_resumable(
             student, tokenizer, train, dev, config, partial, run_key, task.metrics, trainer_class=DistillTrainer,
-            progress=progress, distill=distill_config, layer_ids=layer_ids, teacher=live_teacher,
+            progress=progress, fresh=replace, distill=distill_config, layer_ids=layer_ids, teacher=live_teacher,
         )
         student = trained.model
         record = {"metrics": {"best_epoch": best_epoch(trained.history), "history": trained.history},
@@ -212,6 +228,7 @@ def train_student(
     metrics["agreement"] = float((student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean())
     variant = save_variant(target, student, tokenizer, {
         **meta,
+        "parent": relative_to_workspace(parent.path),
         "teacher": teacher.meta["name"],
         "task": task.name,
         "num_labels": task.num_labels,
@@ -220,7 +237,7 @@ def train_student(
         "metrics": {"dev": metrics, **({"dev_before_training": metrics_before} if metrics_before else {}),
                     "teacher_dev": teacher_metrics, "retention": metrics["accuracy"] / teacher_metrics["accuracy"],
                     **record.get("metrics", {})},
-    })
+    }, replace=replace, reads=(parent.path,))
     if distributed.is_main():
         shutil.rmtree(partial, ignore_errors=True)
     return variant

@@ -17,15 +17,16 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 import torch
-from transformers import AutoTokenizer
 
 from compress import ort as runtime
+from compress.checkpoint import load_classifier, load_tokenizer
 from compress.errors import UserError
 from compress.latency import ort_latency_ms
 from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
-from compress.train import encode, load_classifier, predict_logits
-from compress.variant import Variant, atomic_dir
+from compress.train import encode, predict_logits
+from compress.variant import Variant
+from compress.workspace import ONNX_DIR, atomic_dir
 
 PARITY_ATOL = 1e-4
 FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
@@ -123,12 +124,15 @@ def parity(model, sess, encoded, tokenizer) -> dict:
 
 
 def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
-    """Write variant/onnx/ and record the export, its fusion, timings and parity in variant.json."""
-    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    """Write variant/onnx/ (replacing an earlier export) and record the export, its fusion, timings and
+    parity in variant.json."""
+    if variant.is_quantized:
+        raise UserError(f"{variant.path} is quantized: its ONNX file is its artifact; export the variant it was made from")
+    tokenizer = load_tokenizer(variant.path)
     model = load_classifier(variant.path, attn_implementation="eager").eval()
     task = task_of(variant.meta)
     dev = encode(task.dev, tokenizer, variant.meta["params"]["max_length"])
-    with atomic_dir(variant.path / "onnx") as tmp:
+    with atomic_dir(variant.path / ONNX_DIR, replace=True) as tmp:
         inputs = _torch_export(model, tokenizer, tmp / RAW, opset)
         record = {"opset": opset, "inputs": inputs, "optimized": False}
         if optimize:
@@ -152,6 +156,4 @@ def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         record.update(parity=check, size_mb=round((tmp / MODEL).stat().st_size / 1e6, 2))
-    variant.meta["onnx"] = record
-    variant.save_meta()
-    return variant
+    return variant.update(lambda meta: meta.update(onnx=record))

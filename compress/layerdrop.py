@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer
-
 from compress.arch import encoder_layers, keep_layers, layout
+from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.distill import DistillConfig, recovery_setup, select_layers, train_student
 from compress.errors import UserError
-from compress.train import TrainConfig, encode, evaluate, load_classifier
+from compress.train import TrainConfig, encode, evaluate
 from compress.variant import Variant, derived_dir
+from compress.workspace import check_target
 
 
 @dataclass(frozen=True)
@@ -113,39 +114,60 @@ def default_name(variant: Variant, config: LayerDropConfig) -> str:
 
 
 def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConfig, name: str | None = None,
-              baseline: bool = True, progress: bool = True) -> list[Variant]:
-    """Train `variant` with LayerDrop by KD, cut it to the kept layers; and the baseline. Returns the variants."""
+              baseline: bool = True, progress: bool = True, replace: bool = False) -> list[Variant]:
+    """Train `variant` with LayerDrop by KD, cut it to the kept layers; and the baseline. Returns the variants.
+
+    The LayerDrop-trained model does not depend on the cut: one trained with the same settings is
+    reused for another --keep, unless `replace` (--force) asks to train it again.
+    """
     check(config)
-    depth = AutoConfig.from_pretrained(variant.path).num_hidden_layers
+    depth = load_config(variant.path).num_hidden_layers
     keep = kept_layers(depth, config.keep)
     task, teacher, train_config = recovery_setup(variant, train_config)
-    max_length = train_config.max_length
-    tokenizer = AutoTokenizer.from_pretrained(variant.path)
-    dev = encode(task.dev, tokenizer, max_length)
     name = name or default_name(variant, config)
+    full_name = f"{variant.meta['name']}-ld{round(100 * config.rate)}-full"
+    targets = {"full": derived_dir(variant, full_name), "cut": derived_dir(variant, name)}
+    if baseline:
+        targets["baseline"] = derived_dir(variant, f"{name}-baseline")
+    full_params = {**{k: v for k, v in config.as_dict().items() if k != "keep"}, **train_config.as_dict()}
+    reuse_full = not replace and _trained_with(targets["full"], full_params)
+    for key, target in targets.items():
+        if not (key == "full" and reuse_full):
+            check_target(target, replace, (variant.path,))
+    tokenizer = load_tokenizer(variant.path)
     params = {**config.as_dict(), "kept_layers": keep, **train_config.as_dict()}
 
     def kd(layers: int) -> DistillConfig:
         return DistillConfig(layers=layers, temperature=config.temperature, alpha=config.alpha)
 
-    full_name = f"{variant.meta['name']}-ld{round(100 * config.rate)}-full"
-    model = load_classifier(variant.path)
-    with layer_drop(model, config.rate, train_config.seed):
-        full = train_student(model, teacher, task, kd(depth), train_config, derived_dir(variant, full_name),
-                             meta={"name": full_name, "stage": "layerdrop", "parent": str(variant.path),
-                                   "params": {**config.as_dict(), **train_config.as_dict()}}, progress=progress)
+    if reuse_full:
+        print(f"reusing {targets['full']}: trained with LayerDrop at the same settings")
+        full = Variant.load(targets["full"])
+    else:
+        model = load_classifier(variant.path)
+        with layer_drop(model, config.rate, train_config.seed):
+            full = train_student(model, teacher, task, kd(depth), train_config, variant, targets["full"],
+                                 meta={"name": full_name, "stage": "layerdrop", "params": full_params},
+                                 progress=progress, replace=replace)
     cut = load_classifier(full.path)
     keep_layers(cut, keep)
     made = [full, train_student(cut, teacher, task, kd(len(keep)), TrainConfig(**{**train_config.as_dict(), "epochs": 0}),
-                                derived_dir(variant, name),
-                                meta={"name": name, "stage": "keep-layers", "parent": str(full.path), "params": params},
-                                progress=progress)]
+                                full, targets["cut"], meta={"name": name, "stage": "keep-layers", "params": params},
+                                progress=progress, replace=replace)]
     if baseline:
         plain = load_classifier(variant.path)
         keep_layers(plain, keep)
-        before, _ = evaluate(plain, dev, tokenizer, task.metrics)
-        made.append(train_student(plain, teacher, task, kd(len(keep)), train_config, derived_dir(variant, f"{name}-baseline"),
-                                  meta={"name": f"{name}-baseline", "stage": "keep-layers", "parent": str(variant.path),
+        before, _ = evaluate(plain, encode(task.dev, tokenizer, train_config.max_length), tokenizer, task.metrics)
+        made.append(train_student(plain, teacher, task, kd(len(keep)), train_config, variant, targets["baseline"],
+                                  meta={"name": f"{name}-baseline", "stage": "keep-layers",
                                         "params": {**params, "rate": 0.0}},
-                                  metrics_before=before, progress=progress))
+                                  metrics_before=before, progress=progress, replace=replace))
     return made
+
+
+def _trained_with(folder: Path, params: dict) -> bool:
+    """Whether `folder` holds a variant trained with exactly `params`."""
+    try:
+        return Variant.load(folder).meta.get("params") == params
+    except UserError:
+        return False

@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer
-
 from compress.arch import keep_layers, layout
+from compress.checkpoint import load_classifier, load_tokenizer
 from compress.distill import DistillConfig, recovery_setup, train_student
 from compress.errors import UserError
 from compress.structure import STRUCTURE_KEY, keep_heads, keep_neurons, record
-from compress.train import TrainConfig, encode, evaluate, length_batches, load_classifier
+from compress.train import TrainConfig, encode, evaluate, length_batches
 from compress.variant import Variant, derived_dir
 
 IMPORTANCE = ("taylor", "magnitude", "random")
@@ -212,8 +211,16 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
         return removed
     head_scores, neuron_scores = scores(model, structure, config.importance, batches, seed)
     layers = model.get_submodule(structure["layers"])
+    head_choice = choose(head_scores, config.heads, config.scope) if config.heads else None
+    neuron_choice = choose(neuron_scores, config.neurons, config.scope) if config.neurons else None
+    for flag, fraction, choice, layer_scores, what in (
+            ("--heads", config.heads, head_choice, head_scores, "attention heads"),
+            ("--neurons", config.neurons, neuron_choice, neuron_scores, "FFN neurons")):
+        if choice is not None and not any(choice):
+            raise UserError(f"{flag} {fraction} would remove all {sum(map(len, layer_scores))} {what} of the model: "
+                            "choose a smaller fraction")
     if config.heads:
-        for i, (layer, positions) in enumerate(zip(layers, choose(head_scores, config.heads, config.scope))):
+        for i, (layer, positions) in enumerate(zip(layers, head_choice)):
             current = structure["heads"][i]
             kept = [current[p] for p in positions]
             if kept != current:
@@ -221,7 +228,7 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
                 removed["heads"] += len(current) - len(kept)
                 structure["heads"][i] = kept
     if config.neurons:
-        for i, (layer, positions) in enumerate(zip(layers, choose(neuron_scores, config.neurons, config.scope))):
+        for i, (layer, positions) in enumerate(zip(layers, neuron_choice)):
             if len(positions) != structure["neurons"][i]:
                 keep_neurons(layer, structure, positions)
                 removed["neurons"] += structure["neurons"][i] - len(positions)
@@ -246,12 +253,12 @@ def default_name(variant: Variant, config: PruneConfig) -> str:
 
 
 def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name: str | None = None,
-          progress: bool = True) -> Variant:
+          progress: bool = True, replace: bool = False) -> Variant:
     """Prune `variant` physically, then recover it with KD for `train_config.epochs` (0: no recovery)."""
     check(config)
     task, teacher, train_config = recovery_setup(variant, train_config)
     max_length = train_config.max_length
-    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    tokenizer = load_tokenizer(variant.path)
     model = load_classifier(variant.path)
     before = current_structure(model)
     batches = scoring_batches(task, tokenizer, max_length, config.score_examples, train_config.seed)
@@ -262,13 +269,13 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
     distill_config = DistillConfig(layers=model.config.num_hidden_layers, temperature=config.temperature,
                                    alpha=config.alpha)
     return train_student(
-        model, teacher, task, distill_config, train_config, derived_dir(variant, name),
-        meta={"name": name, "stage": "prune", "parent": str(variant.path),
+        model, teacher, task, distill_config, train_config, variant, derived_dir(variant, name),
+        meta={"name": name, "stage": "prune",
               "params": {**config.as_dict(), **train_config.as_dict()},
               "structure": {"removed": removed,
                             "heads_per_layer": [len(h) for h in after["heads"]],
                             "neurons_per_layer": after["neurons"],
                             "heads_before": sum(len(h) for h in before["heads"]),
                             "neurons_before": sum(before["neurons"])}},
-        metrics_before=metrics_before, progress=progress,
+        metrics_before=metrics_before, progress=progress, replace=replace,
     )

@@ -8,23 +8,24 @@ more than that many points, and nothing is written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from transformers import AutoTokenizer
 
 from compress import ort as runtime
-from compress.errors import UserError
+from compress.checkpoint import load_classifier, load_tokenizer
+from compress.errors import UserError, first_line
 from compress.export import MODEL, RAW, dedupe_initializers, export
-from compress.machine import device, machine
+from compress.machine import device
 from compress.tasks import task_of
-from compress.train import encode, load_classifier, predict_logits, task_metrics
-from compress.variant import Variant, atomic_dir, command_line, derived_dir
+from compress.train import encode, predict_logits, task_metrics
+from compress.variant import Variant, derived_dir, relative_to_workspace, write_record
+from compress.workspace import ONNX_DIR, atomic_dir
 
 MODES = ("dynamic", "static", "fp16")
 BACKENDS = ("ort", "torch")
@@ -35,11 +36,11 @@ def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
     return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def variant_suffix(mode: str, backend: str, per_channel: bool, fp32_ffn_output: bool = False) -> str:
+def default_name(variant: Variant, mode: str, backend: str, per_channel: bool, fp32_ffn_output: bool = False) -> str:
     if backend == "torch":
-        return "torch-int8"
+        return f"{variant.meta['name']}-torch-int8"
     ffn = "-ffn-fp32" if fp32_ffn_output and mode == "dynamic" else ""  # static always keeps them fp32
-    return ("fp16" if mode == "fp16" else f"int8-{mode}") + ffn + ("-pc" if per_channel else "")
+    return f"{variant.meta['name']}-" + ("fp16" if mode == "fp16" else f"int8-{mode}") + ffn + ("-pc" if per_channel else "")
 
 
 # Tanh: the approximate GELU. The pooler's tanh matches too: its classifier staying fp32 costs nothing.
@@ -114,38 +115,70 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-def _ort_quantize(source: Path, out: Path, mode: str, per_channel: bool, calibration, fp32_ffn_output: bool) -> None:
+class _NoPreprocessingAdvice(logging.Filter):
+    """ORT advises pre-processing on every run whose graph lacks its metadata; ours is already
+    optimised by ORT's transformer optimizer (static mode pre-processes), so the advice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "consider to run pre-processing" not in record.getMessage()
+
+
+def _ort_quantize(source: Path, out: Path, scratch: Path, mode: str, per_channel: bool, calibration,
+                  fp32_ffn_output: bool) -> None:
+    """Quantize the export in `source` into `out`; ORT's scratch files go to `scratch`, never beside the input.
+
+    ORT writes `<model>-inferred.onnx` next to the file it is given, and the static calibrator
+    writes into the working directory: both are pointed at `scratch`, the stage's own folder.
+    """
+    source, out, scratch = source.resolve(), out.resolve(), scratch.resolve()
+    quiet = _NoPreprocessingAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        _run_quantizer(source, out, scratch, mode, per_channel, calibration, fp32_ffn_output)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    dedupe_initializers(out)  # shared layers: one quantized copy of each tied weight
+
+
+def _run_quantizer(source: Path, out: Path, scratch: Path, mode: str, per_channel: bool, calibration,
+                   fp32_ffn_output: bool) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source, out = source.resolve(), out.resolve()  # static mode works from a scratch directory
     if mode == "dynamic":
-        exclude = sorted(ffn_outputs(onnx.load(str(source / MODEL)))) if fp32_ffn_output else []
-        quantize_dynamic(source / MODEL, out, weight_type=QuantType.QInt8, per_channel=per_channel,
+        model = scratch / MODEL
+        model.symlink_to(source / MODEL)
+        exclude = sorted(ffn_outputs(onnx.load(str(model)))) if fp32_ffn_output else []
+        quantize_dynamic(model, out, weight_type=QuantType.QInt8, per_channel=per_channel,
                          nodes_to_exclude=exclude, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     elif mode == "static":
-        with tempfile.TemporaryDirectory(prefix="compress-static-") as scratch:
-            prepared = Path(scratch) / "prepared.onnx"
-            quant_pre_process(str(source / RAW), str(prepared), skip_symbolic_shape=True)
-            nodes = _static_nodes(onnx.load(str(prepared)))
-            with _working_directory(Path(scratch)):
-                quantize_static(str(prepared), str(out), calibration, quant_format=QuantFormat.QDQ,
-                                per_channel=per_channel, activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                                op_types_to_quantize=["MatMul", "Gather"])
+        prepared = scratch / "prepared.onnx"
+        quant_pre_process(str(source / RAW), str(prepared), skip_symbolic_shape=True)
+        nodes = _static_nodes(onnx.load(str(prepared)))
+        with _working_directory(scratch):
+            quantize_static(str(prepared), str(out), calibration, quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                            op_types_to_quantize=["MatMul", "Gather"])
     else:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = convert_float_to_float16(onnx.load(str(source / MODEL)), keep_io_types=True)
         onnx.save(model, str(out))
-    dedupe_initializers(out)  # shared layers: one quantized copy of each tied weight
 
 
 def quantize(
     variant: Variant, mode: str = "dynamic", per_channel: bool = False, calibration: int = 256,
     backend: str = "ort", max_drop: float | None = None, name: str | None = None, fp32_ffn_output: bool = False,
+    replace: bool = False,
 ) -> Variant:
-    """Quantize `variant` into a new variant and measure its dev accuracy on the artifact itself."""
+    """Quantize `variant` into a new variant and measure its dev accuracy on the artifact itself.
+
+    An existing variant of that name is replaced only with `replace` (--force).
+    """
+    if variant.is_quantized:
+        raise UserError(f"{variant.path} is already quantized ({variant.meta.get('params', {}).get('mode')}): "
+                        "quantize the variant it was made from instead")
     if mode not in MODES or backend not in BACKENDS:
         raise UserError(f"--mode must be one of {', '.join(MODES)} and --backend one of {', '.join(BACKENDS)}")
     if backend == "torch" and mode != "dynamic":
@@ -157,20 +190,20 @@ def quantize(
         raise UserError("--fp32-ffn-output applies to ORT int8 only")
     if calibration < 1:
         raise UserError("--calibration must be at least 1")
-    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    name = name or default_name(variant, mode, backend, per_channel, fp32_ffn_output)
+    target = derived_dir(variant, name)
+    tokenizer = load_tokenizer(variant.path)
     task = task_of(variant.meta)
     max_length = variant.meta["params"]["max_length"]
     dev = encode(task.dev, tokenizer, max_length)
     parent_accuracy = variant.meta["metrics"]["dev"]["accuracy"]
-    name = name or f"{variant.meta['name']}-{variant_suffix(mode, backend, per_channel, fp32_ffn_output)}"
-    target = derived_dir(variant, name)
-    if backend == "ort" and not (variant.path / "onnx" / MODEL).is_file():
+    if backend == "ort" and not (variant.path / ONNX_DIR / MODEL).is_file():
         print(f"{variant.path} has no ONNX export yet; exporting it first")
         export(variant)
     if backend == "ort":
         runtime.session(variant.path / "onnx" / MODEL)  # a corrupt export fails here, in one line
 
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, replace, reads=(variant.path,)) as tmp:
         if backend == "torch":
             model = torch_int8(load_classifier(variant.path))
             artifact = tmp / "model_int8.pt"
@@ -184,9 +217,20 @@ def quantize(
                 names = onnx_inputs(variant.path / "onnx" / RAW)
                 rows = task.train.select(range(min(calibration, len(task.train))))
                 reader = _Calibration(encode(rows, tokenizer, max_length), tokenizer, names, calibration)
-            _ort_quantize(variant.path / "onnx", artifact, mode, per_channel, reader, fp32_ffn_output)
-            for extra in variant.path.joinpath("onnx").iterdir():  # config and tokenizer: Optimum's layout
-                if extra.suffix != ".onnx":
+            scratch = tmp / ".scratch"
+            scratch.mkdir()
+            try:
+                _ort_quantize(variant.path / ONNX_DIR, artifact, scratch, mode, per_channel, reader, fp32_ffn_output)
+            except (UserError, OSError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - ORT and onnx raise their own types
+                cut_off = type(exc).__name__ == "DecodeError"  # onnx's C++ writer does not report a full disk
+                raise UserError(f"ONNX Runtime could not quantize {variant.path / ONNX_DIR / MODEL}: "
+                                f"{first_line(exc)[:200]}" + ("; a file was cut off: is the disk full?" if cut_off else "")
+                                ) from None
+            shutil.rmtree(scratch)
+            for extra in variant.path.joinpath(ONNX_DIR).iterdir():  # config and tokenizer: Optimum's layout
+                if extra.is_file() and extra.suffix != ".onnx":
                     shutil.copy(extra, tmp / "onnx" / extra.name)
             logits = runtime.logits(runtime.session(artifact), dev, tokenizer)
         tokenizer.save_pretrained(tmp)
@@ -199,10 +243,10 @@ def quantize(
                             f"{variant.meta['name']}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
         parent_size = variant.meta.get("onnx", {}).get("size_mb") if backend == "ort" else variant.meta["size_mb"]
         size = round(artifact.stat().st_size / 1e6, 2)
-        meta = {
+        write_record(tmp, {
             "name": name,
             "stage": "quantize",
-            "parent": str(variant.path),
+            "parent": relative_to_workspace(variant.path),
             "teacher": variant.meta.get("teacher", variant.meta["name"]),
             "task": variant.meta["task"],
             "num_labels": variant.meta["num_labels"],
@@ -216,10 +260,7 @@ def quantize(
             "parameters": variant.meta["parameters"],
             "size_mb": size,
             "size_ratio": round(size / parent_size, 4) if parent_size else None,
-            "machine": machine(),
-            "command": command_line(),
-        }
-        Variant(tmp, meta).save_meta()
+        })
     return Variant.load(target)
 
 

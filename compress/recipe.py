@@ -23,9 +23,10 @@ import click
 
 from compress.errors import UserError
 from compress.variant import Variant
+from compress.workspace import check_name
 
 STAGE_VERBS = ("distill", "prune", "layerdrop", "share", "quantize")
-TASK_KEYS = ("task", "data-dir", "text-column", "label-column")
+TASK_KEYS = ("task", "data-dir", "text-column", "label-column", "num-labels")
 DEMO = "demo.toml"
 
 
@@ -119,9 +120,12 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     result = Plan(recipe=path)
     teacher = dict(recipe["teacher"])
     task_params = {k: teacher[k] for k in TASK_KEYS if k in teacher}
-    task = load_task(str(teacher.get("task", "rotten-tomatoes")), teacher.get("data-dir"),
-                     teacher.get("text-column"), teacher.get("label-column", "label"))
-    teacher_name = str(teacher.get("name") or teacher_default(str(teacher["base"])))
+    with commands["teacher"].make_context("teacher", flags(commands["teacher"], teacher, f"recipe {path} [teacher]")) as ctx:
+        options = ctx.params  # the teacher's flags, parsed and checked as the CLI does
+    task = load_task(options["task"], options["data_dir"], options["text_column"], options["label_column"],
+                     options["num_labels"])
+    teacher_name = check_name(teacher.get("name") or teacher_default(str(teacher["base"])),
+                              f"recipe {path} [teacher] name")
     output = teacher_dir(workspace, teacher_name, task.name)
     args = flags(commands["teacher"], teacher, f"recipe {path} [teacher]")
     digest = _digest("teacher", teacher, task.fingerprint)
@@ -131,13 +135,15 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
 
     for i, stage in enumerate(recipe.get("stages", []), start=1):
         where = f"recipe {path} stage {i}"
-        if not isinstance(stage, dict) or stage.get("verb") not in STAGE_VERBS:
+        if not isinstance(stage, dict):
+            raise UserError(f"{where}: a stage is a table ([[stages]] with verb = ...), not {stage!r}")
+        if stage.get("verb") not in STAGE_VERBS:
             raise UserError(f"{where}: verb must be one of {', '.join(STAGE_VERBS)}, not {stage.get('verb')!r}")
         params = {k: v for k, v in stage.items() if k not in ("verb", "from", "name")}
         verb, source = stage["verb"], str(stage.get("from", previous))
         if source not in steps:
             raise UserError(f"{where}: from = '{source}' names no earlier stage (teacher, {', '.join(list(steps)[1:])})")
-        name = str(stage.get("name") or f"{steps[source].name}-{verb}")
+        name = check_name(stage.get("name") or f"{steps[source].name}-{verb}", f"{where}: name")
         if name in steps:
             raise UserError(f"{where}: the name '{name}' is already used by an earlier stage")
         parent = steps[source]
@@ -167,15 +173,20 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     result.steps = order
     result.bench = recipe.get("bench")
     result.report = recipe.get("report")
+    for verb, section in (("bench", result.bench), ("report", result.report)):
+        if section is not None:  # their values too, so a bad shape fails before the first stage runs
+            if not isinstance(section, dict):
+                raise UserError(f"recipe {path}: [{verb}] must be a table")
+            with commands[verb].make_context(verb, flags(commands[verb], section, f"recipe {path} [{verb}]")):
+                pass
     if result.bench is not None:
-        flags(commands["bench"], result.bench, f"recipe {path} [bench]")
-    if result.report is not None:
-        flags(commands["report"], result.report, f"recipe {path} [report]")
+        from compress.bench import parse_shapes
+
+        parse_shapes(str(result.bench.get("shapes", "1x128")))
     return result
 
 
 def stamp(step: Step, recipe: Path) -> None:
     variant = Variant.load(step.output)
     if variant.meta.get("recipe", {}).get("hash") != step.hash:
-        variant.meta["recipe"] = {"hash": step.hash, "file": str(recipe), "stage": step.verb}
-        variant.save_meta()
+        variant.update(lambda meta: meta.update(recipe={"hash": step.hash, "file": str(recipe), "stage": step.verb}))

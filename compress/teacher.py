@@ -1,23 +1,23 @@
 """Stage 1: fine-tune a teacher on a task and cache its logits on the training set (soft targets).
 
 teachers/<name>/<task>/ holds the best epoch's checkpoint, the tokenizer, variant.json and
-soft_targets/. While training, teachers/<name>/<task>.partial/ holds per-epoch checkpoints;
-running the same command again resumes from there.
+soft_targets/. While training, teachers/<name>/.<task>.partial/ holds per-epoch checkpoints;
+running the same command again resumes from there (--force starts afresh).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoTokenizer, set_seed
+from transformers import set_seed
 
 from compress import distributed
-from compress.errors import UserError, first_line
+from compress.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.errors import UserError
 from compress.machine import device
 from compress.registry import BASES, resolve_base
 from compress.tasks import Task
@@ -28,16 +28,19 @@ from compress.train import (
     data_record,
     encode,
     evaluate,
-    load_classifier,
     predict_logits,
     train_record,
     train_resumable,
 )
 from compress.variant import Variant, save_variant
+from compress.workspace import check_name, check_target, clean_stale, inside, partial_dir, scratch_path
 
 
 def teacher_dir(workspace: Path, name: str, task: str) -> Path:
-    return workspace / "teachers" / name / task
+    """teachers/<name>/<task>/ of the workspace; both names must be one safe path component."""
+    check_name(name, "teacher name")
+    check_name(task, "task name")
+    return inside(workspace, workspace / "teachers" / name / task)
 
 
 def default_name(base: str) -> str:
@@ -46,17 +49,17 @@ def default_name(base: str) -> str:
 
 def fine_tune(
     base: str, task: Task, workspace: Path, config: TrainConfig, name: str | None = None,
-    progress: bool = True,
+    progress: bool = True, replace: bool = False,
 ) -> Variant:
-    """Fine-tune `base` on `task` and write the teacher variant with its soft targets."""
+    """Fine-tune `base` on `task` and write the teacher variant with its soft targets.
+
+    An existing teacher of that name and task is replaced only with `replace` (--force).
+    """
     name = name or default_name(base)
     target = teacher_dir(workspace, name, task.name)
+    check_target(target, replace)
     base_path = resolve_base(base)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base_path)
-        model_config = AutoConfig.from_pretrained(base_path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load a tokenizer and config from {base_path}: {first_line(exc)}") from None
+    tokenizer, model_config = load_tokenizer(base_path), load_config(base_path)
     check_max_length(config.max_length, tokenizer, model_config)
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)
@@ -65,9 +68,10 @@ def fine_tune(
     model = load_classifier(base_path, num_labels=task.num_labels, ignore_mismatched_sizes=True)
 
     # Everything is validated: only now does the workspace change.
-    partial = target.with_name(target.name + ".partial")
+    partial = partial_dir(target)
     run_key = {"base": str(base_path), "task": task.name, "fingerprint": task.fingerprint, **config.as_dict()}
-    trained = train_resumable(model, tokenizer, train, dev, config, partial, run_key, task.metrics, progress=progress)
+    trained = train_resumable(model, tokenizer, train, dev, config, partial, run_key, task.metrics, progress=progress,
+                              fresh=replace)
     metrics, _ = evaluate(trained.model, dev, tokenizer, task.metrics)
     variant = save_variant(target, trained.model, tokenizer, {
         "name": name,
@@ -79,7 +83,7 @@ def fine_tune(
         "data": data_record(task),
         "metrics": {"dev": metrics, "best_epoch": best_epoch(trained.history), "history": trained.history},
         "train": train_record(trained, config),
-    })
+    }, replace=replace)
     soft_targets(variant, task, config.max_length, config.precision, model=trained.model, tokenizer=tokenizer, encoded=train)
     if distributed.is_main():
         shutil.rmtree(partial)
@@ -104,7 +108,7 @@ def soft_targets(
             return load_file(path)["logits"]
         except (SafetensorError, OSError, KeyError) as exc:
             raise UserError(f"soft targets {path} are corrupt ({exc}); delete the file to recompute") from None
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher.path)
+    tokenizer = tokenizer or load_tokenizer(teacher.path)
     model = model or load_classifier(teacher.path).to(device())
     encoded = encoded if encoded is not None else encode(task.train, tokenizer, max_length)
     mine = encoded.select(distributed.shard(len(encoded)))  # under torchrun, each process a shard
@@ -113,10 +117,14 @@ def soft_targets(
                        desc="soft targets" if distributed.is_main() else None), len(encoded))
     if distributed.is_main():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"logits": logits.contiguous()}, str(tmp), metadata={
-            "fingerprint": task.fingerprint, "max_length": str(max_length), "precision": precision,
-        })
-        tmp.replace(path)
+        clean_stale(path.parent)
+        tmp = scratch_path(path)
+        try:
+            save_file({"logits": logits.contiguous()}, str(tmp), metadata={
+                "fingerprint": task.fingerprint, "max_length": str(max_length), "precision": precision,
+            })
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
     distributed.barrier()
     return logits

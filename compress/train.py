@@ -15,21 +15,13 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from tqdm.auto import tqdm
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainingArguments,
-)
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-from compress import distributed, structure
-from compress.errors import UserError, first_line
+from compress import distributed
+from compress.errors import UserError
 from compress.machine import autocast, device
-from compress.variant import write_json
+from compress.workspace import write_json
 
 datasets.disable_progress_bars()
 
@@ -71,20 +63,6 @@ def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Data
 
     drop = [c for c in split.column_names if c != "label"]
     return split.map(tokenize, batched=True, batch_size=2000, remove_columns=drop)
-
-
-def load_classifier(path: Path, **kwargs):
-    """Load a sequence classifier, turning a missing or corrupt checkpoint into one clear line.
-
-    Pruned checkpoints (per-layer shapes in their config) load through compress.structure; a
-    shape that does not match is an error, never a silent re-initialisation.
-    """
-    try:
-        config = AutoConfig.from_pretrained(path)
-        structured = structure.is_structured(config) and structure.CLASSES.get(config.model_type)
-        return (structured or AutoModelForSequenceClassification).from_pretrained(path, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
-        raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None
 
 
 def task_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
@@ -182,15 +160,18 @@ class Trained:
 
 def train_resumable(
     model, tokenizer, train: datasets.Dataset, dev: datasets.Dataset, config: TrainConfig, work_dir: Path,
-    run_key: dict, metric_names: tuple[str, ...], trainer_class=Trainer, progress: bool = True, **trainer_kwargs,
+    run_key: dict, metric_names: tuple[str, ...], trainer_class=Trainer, progress: bool = True, fresh: bool = False,
+    **trainer_kwargs,
 ) -> Trained:
     """Train with per-epoch eval and checkpoints in `work_dir`, resuming a run with the same `run_key`.
 
-    Returns the best epoch's model. A run with other settings in `work_dir` is discarded.
+    Returns the best epoch's model. A run with other settings in `work_dir` is discarded, and so
+    is any run with `fresh` (--force starts clean).
     """
     if distributed.is_main():
-        if (work_dir / "run.json").is_file() and json.loads((work_dir / "run.json").read_text()) != run_key:
-            print(f"{work_dir} holds a run with other settings; starting afresh")
+        if work_dir.is_dir() and (fresh or _recorded_run(work_dir) != run_key):
+            if not fresh:
+                print(f"{work_dir} holds a run with other settings; starting afresh")
             shutil.rmtree(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         write_json(work_dir / "run.json", run_key)
@@ -206,7 +187,10 @@ def train_resumable(
         compute_metrics=metrics_fn(metric_names),
         **trainer_kwargs,
     )
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = resume_point(checkpoints) if distributed.is_main() else None
+    distributed.barrier()  # the other ranks look once rank 0 has removed half-written checkpoints
+    if not distributed.is_main():
+        last = resume_point(checkpoints)
     if last:
         print(f"resuming from {last}")
     started = time.perf_counter()
@@ -224,6 +208,31 @@ def train_resumable(
         examples_per_s=result.metrics.get("train_samples_per_second"),
         processes=trainer.args.world_size,
     )
+
+
+def _recorded_run(work_dir: Path) -> dict | None:
+    try:
+        return json.loads((work_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resume_point(checkpoints: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing; newer, half-written ones are removed.
+
+    The Trainer writes trainer_state.json last, so a checkpoint without a readable one was cut off
+    mid-save (a kill, a full disk): resuming from it would fail on every run.
+    """
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()]
+    for checkpoint in sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")), reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return str(checkpoint)
+        except (OSError, ValueError):
+            if distributed.is_main():
+                print(f"{checkpoint} was cut off while saving; removing it")
+                shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 def best_epoch(history: list[dict]) -> float | None:

@@ -1,25 +1,48 @@
 """The variant: a folder with a loadable checkpoint and variant.json, the unit every stage passes on.
 
-Folders are written under a temporary name and renamed when complete, so a crash or bad input
-never leaves a half-written variant behind.
+Variants live in a workspace (compress.workspace says where and how they are written): a teacher
+at teachers/<teacher>/<task>/, everything made from it at students/<teacher>/<task>/<name>/.
+A variant's parent is recorded relative to the workspace, so lineage survives moving the
+workspace and does not depend on where the command was typed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import shlex
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from compress.errors import UserError
+from compress.workspace import (
+    MADE_BY,
+    META_FILE,
+    atomic_dir,
+    check_name,
+    inside,
+    update_json,
+    workspace_of,
+    write_json,
+)
 
-META_FILE = "variant.json"
+
+def _record_problem(meta) -> str | None:
+    """What makes `meta` unusable as a variant record, or None."""
+    if not isinstance(meta, dict):
+        return f"it holds a {type(meta).__name__}, not an object"
+    for key in ("name", "stage", "task"):
+        if not isinstance(meta.get(key), str):
+            return f"'{key}' is missing or not a string"
+    for outer, inner, kind in (("metrics", "dev", dict), ("params", "max_length", int)):
+        value = meta.get(outer, {}).get(inner) if isinstance(meta.get(outer), dict) else None
+        if not isinstance(value, kind):
+            return f"'{outer}.{inner}' is missing"
+    if not isinstance(meta["metrics"]["dev"].get("accuracy"), (int, float)):
+        return "'metrics.dev.accuracy' is missing"
+    return None
 
 
 @dataclass
@@ -37,98 +60,132 @@ class Variant:
             meta = json.loads(meta_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{meta_file} is corrupt: {exc}") from None
+        problem = _record_problem(meta)
+        if problem:
+            raise UserError(f"{meta_file} is not a variant record: {problem}")
         return cls(path, meta)
 
-    def save_meta(self) -> None:
-        write_json(self.path / META_FILE, self.meta)
+    @property
+    def is_quantized(self) -> bool:
+        return self.meta["stage"] == "quantize"
+
+    def update(self, change: Callable[[dict], None]) -> "Variant":
+        """Change variant.json under the workspace lock, on the record as it is on disk now."""
+        self.meta = update_json(self.path / META_FILE, change)
+        return self
 
 
 def derived_dir(parent: Variant, name: str) -> Path:
-    """Where a variant made from `parent` goes: students/<teacher>/<task>/<name>/, beside its siblings."""
-    if parent.meta.get("stage") == "teacher":  # teachers/<teacher>/<task> -> the workspace
-        return parent.path.parents[2] / "students" / parent.meta["name"] / parent.meta["task"] / name
-    return parent.path.parent / name
+    """Where a variant made from `parent` goes: students/<teacher>/<task>/<name>/, beside its siblings.
+
+    `name` must be one path component, the folder must lie in the parent's workspace, and it may
+    not be the parent itself.
+    """
+    check_name(name)
+    workspace = workspace_of(parent.path)
+    if parent.meta.get("stage") == "teacher":
+        folder = workspace / "students" / check_name(parent.meta["name"], "teacher name") / check_name(
+            parent.meta["task"], "task name")
+    else:
+        folder = parent.path.parent
+    target = inside(workspace / "students", folder / name)
+    if target.resolve() == parent.path.resolve():
+        raise UserError(f"--name {name} is the name of the variant it is made from: choose another")
+    return target
+
+
+def relative_to_workspace(path: Path) -> str:
+    """How a record names another variant: its path inside their workspace."""
+    return str(path.resolve().relative_to(workspace_of(path)))
+
+
+def parent_path(variant: Variant) -> Path | None:
+    """The folder of `variant`'s parent: recorded inside the workspace (older records: absolute or cwd-relative)."""
+    recorded = variant.meta.get("parent")
+    if not recorded:
+        return None
+    recorded = Path(recorded)
+    if recorded.is_absolute():
+        return recorded
+    try:
+        in_workspace = workspace_of(variant.path) / recorded
+    except UserError:
+        return recorded
+    return in_workspace if in_workspace.exists() or not recorded.exists() else recorded
 
 
 def teacher_of(variant: Variant) -> Variant:
     """The teacher a variant descends from: teachers/<teacher>/<task> of its own workspace."""
-    if variant.meta.get("stage") == "teacher":
+    if variant.meta["stage"] == "teacher":
         return variant
-    workspace = variant.path.resolve().parents[3]  # students/<teacher>/<task>/<name>
-    path = workspace / "teachers" / variant.meta["teacher"] / variant.meta["task"]
+    teacher = variant.meta.get("teacher")
+    if not isinstance(teacher, str):
+        raise UserError(f"{variant.path / META_FILE} does not name its teacher")
+    path = workspace_of(variant.path) / "teachers" / check_name(teacher, "teacher") / variant.meta["task"]
     if not (path / META_FILE).is_file():
-        raise UserError(f"{variant.path} descends from teacher {variant.meta['teacher']}, which is not at {path}")
+        raise UserError(f"{variant.path} descends from teacher {teacher}, which is not at {path}")
     return Variant.load(path)
 
 
-def find_variants(workspace: Path, teacher: str | None = None, task: str | None = None) -> list[Variant]:
-    """Every complete variant in the workspace (temporary and partial folders are skipped)."""
+def scan(workspace: Path, teacher: str | None = None, task: str | None = None
+         ) -> tuple[list[Variant], list[tuple[Path, str]]]:
+    """Every variant in the workspace, and the folders whose record is broken with the reason.
+
+    Hidden (temporary, partial, set-aside) folders are skipped.
+    """
     teacher, task = teacher or "*", task or "*"
     files = sorted((workspace / "teachers").glob(f"{teacher}/{task}/{META_FILE}"))
     files += sorted((workspace / "students").glob(f"{teacher}/{task}/*/{META_FILE}"))
-    return [Variant.load(f.parent) for f in files if not f.parent.name.startswith(".")]
+    variants, broken = [], []
+    for f in files:
+        if any(part.startswith(".") for part in f.parent.relative_to(workspace).parts):
+            continue
+        try:
+            variants.append(Variant.load(f.parent))
+        except UserError as exc:
+            broken.append((f.parent, str(exc)))
+    return variants, broken
 
 
-def write_json(path: Path, data) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+def find_variants(workspace: Path, teacher: str | None = None, task: str | None = None) -> list[Variant]:
+    """Every valid variant in the workspace; each broken one is named on stderr and skipped."""
+    variants, broken = scan(workspace, teacher, task)
+    for path, reason in broken:
+        print(f"compress: warning: skipping {path}: {reason}", file=sys.stderr)
+    return variants
 
 
-@contextlib.contextmanager
-def _locked(folder: Path):
-    """An exclusive lock on `folder` across processes, held only while a variant is swapped in.
-
-    flock on the folder itself: no lock file is left in the workspace.
-    """
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-@contextlib.contextmanager
-def atomic_dir(target: Path):
-    """Yield a temporary sibling of `target`; rename it to `target` only if the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-        with _locked(target.parent):  # another process may be replacing the same variant
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def save_variant(target: Path, model, tokenizer, meta: dict) -> Variant:
-    """Write checkpoint, tokenizer and variant.json (plus size, machine and command) atomically."""
-    from compress import distributed, structure
+def write_record(folder: Path, meta: dict) -> Variant:
+    """Write a new variant's record, with compress's mark, the machine and the command that made it."""
     from compress.machine import machine
+
+    variant = Variant(folder, {**meta, "made_by": MADE_BY, "machine": machine(), "command": command_line()})
+    write_json(folder / META_FILE, variant.meta)
+    return variant
+
+
+def save_variant(target: Path, model, tokenizer, meta: dict, replace: bool = False,
+                 reads: tuple[Path, ...] = ()) -> Variant:
+    """Write checkpoint, tokenizer and variant.json (plus size, machine and command) atomically.
+
+    An existing `target` is replaced only with `replace` (see workspace.atomic_dir).
+    """
+    from compress import distributed, structure
 
     if not distributed.is_main():  # under torchrun only rank 0 writes; the others read its result
         distributed.barrier()
         return Variant.load(target)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, replace, reads) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if structure.is_structured(model.config):  # loadable with trust_remote_code
             shutil.copyfile(structure.__file__, tmp / structure.MODELING_FILE)
-        meta = {
+        meta = write_record(tmp, {
             **meta,
             "parameters": sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
             "unique_parameters": unique_parameters(model),
             "size_mb": round(folder_size_mb(tmp), 2),
-            "machine": machine(),
-            "command": command_line(),
-        }
-        Variant(tmp, meta).save_meta()
+        }).meta
     distributed.barrier()
     return Variant(target, meta)
 

@@ -85,6 +85,18 @@ def tiny_teacher(tiny_base, tmp_path_factory):
     return fine_tune(str(tiny_base), task, folder / "ws", FAST, name="tiny", progress=False), task
 
 
+def student_dir(root: Path, name: str) -> Path:
+    """Where a student of the tiny teacher lies in a workspace at root/ws."""
+    return root / "ws" / "students" / "tiny" / "reviews" / name
+
+
+def student_meta(teacher, name: str, accuracy: float) -> dict:
+    """A variant record for a model built by hand in a test, as the distill stage would write it."""
+    return {"name": name, "stage": "distill", "parent": "teachers/tiny/reviews", "teacher": "tiny", "task": "reviews",
+            "num_labels": 2, "data": teacher.meta["data"], "params": {"max_length": 32},
+            "metrics": {"dev": {"accuracy": accuracy}}}
+
+
 @pytest.fixture
 def learnable_csv(tmp_path) -> Path:
     return write_learnable_csv(tmp_path / "reviews.csv", 600)

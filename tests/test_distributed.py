@@ -60,7 +60,8 @@ def test_two_processes_match_one_and_write_one_copy(runs):
     from transformers import AutoTokenizer
 
     from compress.tasks import task_of
-    from compress.train import encode, load_classifier, predict_logits
+    from compress.checkpoint import load_classifier
+    from compress.train import encode, predict_logits
 
     tokenizer = AutoTokenizer.from_pretrained(double.path)
     train = encode(task_of(double.meta).train, tokenizer, 32)

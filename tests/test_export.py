@@ -23,9 +23,9 @@ from compress.export import export
 from compress.prune import PruneConfig, prune
 from compress.quantize import quantize
 from compress.train import TrainConfig, encode
-from compress.variant import Variant, save_variant
+from compress.variant import Variant, parent_path, save_variant
 
-from conftest import CONFIGS
+from conftest import CONFIGS, student_dir, student_meta
 from test_prune import prune_physically
 
 
@@ -73,9 +73,8 @@ def test_export_parity_for_each_architecture(config, tiny_teacher, tmp_path):
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(config)
     tokenizer = AutoTokenizer.from_pretrained(teacher.path)
-    meta = {"name": config.model_type, "task": "reviews", "num_labels": 2, "data": teacher.meta["data"],
-            "params": {"max_length": 32}, "metrics": {"dev": {"accuracy": 0.5}}}
-    variant = save_variant(tmp_path / config.model_type, model, tokenizer, meta)
+    variant = save_variant(student_dir(tmp_path, config.model_type), model, tokenizer,
+                           student_meta(teacher, config.model_type, 0.5))
     assert_exported(export(variant, optimize=False))
 
 
@@ -98,7 +97,7 @@ def dev_accuracy_in_fresh_session(variant: Variant, task) -> float:
 def test_dynamic_int8_runs_in_a_fresh_session_with_its_accuracy_recorded(teacher_copy, tiny_teacher):
     _, task = tiny_teacher
     quantized = quantize(teacher_copy)  # exports first
-    assert quantized.path.name == "tiny-int8-dynamic" and quantized.meta["parent"] == str(teacher_copy.path)
+    assert quantized.path.name == "tiny-int8-dynamic" and parent_path(quantized) == teacher_copy.path
     accuracy = dev_accuracy_in_fresh_session(quantized, task)
     assert quantized.meta["metrics"]["dev"]["accuracy"] == pytest.approx(accuracy)
     assert accuracy >= 0.9
@@ -148,12 +147,11 @@ def test_max_drop_refuses_and_writes_nothing(tiny_base, tiny_teacher, tmp_path):
     teacher, task = tiny_teacher
     # An untrained model (chance accuracy) recorded as perfect: its int8 copy must fall far below.
     model = AutoModelForSequenceClassification.from_pretrained(tiny_base)
-    meta = {"name": "untrained", "task": "reviews", "num_labels": 2, "data": teacher.meta["data"],
-            "params": {"max_length": 32}, "metrics": {"dev": {"accuracy": 1.0}}}
-    variant = save_variant(tmp_path / "untrained", model, AutoTokenizer.from_pretrained(tiny_base), meta)
+    variant = save_variant(student_dir(tmp_path, "untrained"), model, AutoTokenizer.from_pretrained(tiny_base),
+                           student_meta(teacher, "untrained", 1.0))
     with pytest.raises(UserError, match=r"untrained-int8-dynamic refused: accuracy .* points below .*--max-drop 1"):
         quantize(variant, max_drop=1.0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["untrained"]
+    assert sorted(p.name for p in variant.path.parent.iterdir()) == ["untrained"]
 
 
 def test_corrupt_and_missing_models_are_clear_errors(teacher_copy, tmp_path):
@@ -192,9 +190,8 @@ def test_pruned_models_export_with_parity_and_quantize(arch, tiny_teacher, tmp_p
     model = AutoModelForSequenceClassification.from_config(
         CONFIGS[arch].__class__(**{**CONFIGS[arch].to_dict(), "vocab_size": 30522}), attn_implementation="eager")
     prune_physically(model)
-    meta = {"name": f"pruned-{arch}", "task": "reviews", "num_labels": 2, "data": teacher.meta["data"],
-            "params": {"max_length": 32}, "metrics": {"dev": {"accuracy": 0.5}}}
-    variant = save_variant(tmp_path / arch, model, AutoTokenizer.from_pretrained(teacher.path), meta)
+    variant = save_variant(student_dir(tmp_path, arch), model, AutoTokenizer.from_pretrained(teacher.path),
+                           student_meta(teacher, f"pruned-{arch}", 0.5))
     record = assert_exported(export(variant, optimize=arch == "bert"))
     if arch == "bert":  # uneven head counts: attention stays unfused, the rest fuses
         assert "Attention" not in record["fused_ops"] and record["fused_ops"]["SkipLayerNormalization"]

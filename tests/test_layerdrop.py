@@ -9,7 +9,7 @@ from compress.arch import encoder_layers, keep_layers
 from compress.errors import UserError
 from compress.layerdrop import LayerDropConfig, kept_layers, layer_drop, layerdrop
 from compress.train import TrainConfig
-from compress.variant import Variant
+from compress.variant import Variant, parent_path
 
 from conftest import CONFIGS, FAST
 
@@ -72,7 +72,7 @@ def test_layerdrop_stage_makes_the_cut_model_and_its_baseline(tiny_teacher, tmp_
     config = TrainConfig(**{**FAST.as_dict(), "epochs": 1})
     full, cut, baseline = layerdrop(copy_, LayerDropConfig(rate=0.5, keep="1,"), config, progress=False)
     assert [v.path.name for v in (full, cut, baseline)] == ["tiny-ld50-full", "tiny-ld50-keep-1", "tiny-ld50-keep-1-baseline"]
-    assert full.meta["stage"] == "layerdrop" and cut.meta["parent"] == str(full.path)
+    assert full.meta["stage"] == "layerdrop" and parent_path(cut) == full.path
     assert cut.meta["params"]["kept_layers"] == [1] and "train" not in cut.meta  # cut, not retrained
     assert baseline.meta["params"]["rate"] == 0.0 and baseline.meta["train"]["train_runtime_s"] > 0
     for variant in (cut, baseline):

@@ -1,4 +1,4 @@
-"""Reliability across processes: SIGKILL and resume, two writers on one workspace, same seed same result."""
+"""Reliability across processes: SIGKILL and resume, concurrent writers on one workspace, same seed same result."""
 
 import os
 import shutil
@@ -10,6 +10,7 @@ import time
 from compress.distill import DistillConfig, distill
 from compress.train import TrainConfig
 from compress.variant import Variant, find_variants
+from compress.workspace import partial_dir
 
 from conftest import FAST
 
@@ -35,7 +36,7 @@ def distill_args(task, name):
 
 def test_sigkill_mid_epoch_then_the_same_command_resumes_to_the_same_result(tiny_teacher, tmp_path):
     workspace, task = workspace_with_teacher(tiny_teacher, tmp_path / "killed")
-    checkpoints = workspace / "students" / "tiny" / task.name / "killed.partial" / "checkpoints"
+    checkpoints = partial_dir(workspace / "students" / "tiny" / task.name / "killed") / "checkpoints"
     process = compress(workspace, *distill_args(task, "killed"))
     deadline = time.time() + 300
     while not (checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*/trainer_state.json"))):
@@ -70,14 +71,29 @@ def test_two_processes_writing_one_workspace_leave_it_whole(tiny_teacher, tmp_pa
     student = workspace / "students" / "tiny" / task.name / "A"
     subprocess.run([sys.executable, "-m", "compress", "--workspace", str(workspace), "export", str(student)],
                    check=True, capture_output=True)
-    writers = [compress(workspace, "quantize", student, "--name", "A-int8", env=env) for _ in range(2)]
+    # two quantizations of one student at once (ORT's scratch files must not collide beside it),
+    # then two into one name: one lands, the other says the name is taken and leaves no trace
+    writers = [compress(workspace, "quantize", student, *flags, env=env) for flags in ([], ["--per-channel"])]
     for process in writers:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err
+    same_name = [compress(workspace, "quantize", student, "--name", "A-int8", env=env) for _ in range(2)]
+    results = [(process.communicate(timeout=600), process.returncode) for process in same_name]
+    assert sorted(code for _, code in results) in ([0, 0], [0, 2]), results
+    for (_, err), code in results:
+        assert code == 0 or ("exists" in err and len(err.strip().splitlines()) == 1), err
+    # two benches of one variant at once: both results land in its record
+    benches = [compress(workspace, "bench", student, "--threads", threads, "--shapes", "1x8", "--runs", "30", env=env)
+               for threads in ("1", "2")]
+    for process in benches:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+    assert sorted(key.split(" | ")[1] for key in Variant.load(student).meta["bench"]) == ["1 threads", "2 threads"]
     names = sorted(v.meta["name"] for v in find_variants(workspace))
-    assert names == ["A", "A-int8", "B", "tiny"]
+    assert names == ["A", "A-int8", "A-int8-dynamic", "A-int8-dynamic-pc", "B", "tiny"]
     leftovers = [p for p in (workspace / "students" / "tiny" / task.name).iterdir() if p.name.startswith(".")]
-    assert leftovers == [] and Variant.load(student.parent / "A-int8").meta["metrics"]["dev"]["accuracy"] > 0.5
+    assert leftovers == [] and not list((student / "onnx").glob("*-inferred.onnx"))
+    assert Variant.load(student.parent / "A-int8").meta["metrics"]["dev"]["accuracy"] > 0.5
 
 
 def test_the_same_seed_gives_identical_metrics(tiny_teacher):

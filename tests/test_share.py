@@ -11,7 +11,8 @@ from compress.export import export
 from compress.quantize import quantize
 from compress.share import ShareConfig, layer_groups, share, share_layers
 from compress.structure import SHARING_KEY, is_shared
-from compress.train import TrainConfig, load_classifier
+from compress.checkpoint import load_classifier
+from compress.train import TrainConfig
 from compress.variant import Variant, save_variant, unique_parameters
 
 from conftest import CONFIGS, FAST

@@ -94,8 +94,42 @@ def test_bad_files_are_clear_errors(tmp_path, content, columns, message):
 def test_dev_label_unseen_in_train(tmp_path):
     write(tmp_path / "train.csv", "s,label\n" + "a,0\nb,1\n" * 5)
     write(tmp_path / "dev.csv", "s,label\na,0\nb,2\n")
-    with pytest.raises(UserError, match=r"dev labels \[2\] never occur in train"):
+    with pytest.raises(UserError, match=r"dev labels 2 never occur in train \(train labels: 0, 1; --num-labels K"):
         load_task(str(tmp_path), text_column="s")
+    assert load_task(str(tmp_path), text_column="s", num_labels=3).num_labels == 3
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("0,0", r"training has one class only \(label 0\): a classifier needs two or more"),
+    ("0,5", r"training labels must be the class ids 0 to K-1, found 0, 5 \(give --num-labels K"),
+    ("0,100000", r"found 0, 100000"),
+    ("0,1000000000", r"found 0, 1000000000"),
+])
+def test_labels_must_be_two_or_more_class_ids_from_zero(tmp_path, labels, message):
+    first, second = labels.split(",")
+    write(tmp_path / "data.csv", "s,label\n" + f"a,{first}\nb,{second}\n" * 10)
+    with pytest.raises(UserError, match=message):
+        load_task(str(tmp_path / "data.csv"), text_column="s")
+
+
+def test_num_labels_declares_classes_training_lacks_and_bounds_every_label(tmp_path):
+    write(tmp_path / "data.csv", "s,label\n" + "a,0\nb,2\n" * 10)
+    assert load_task(str(tmp_path / "data.csv"), text_column="s", num_labels=4).num_labels == 4
+    with pytest.raises(UserError, match=r"--num-labels 2 must lie in 2..100000 and exceed every label \(largest: 2\)"):
+        load_task(str(tmp_path / "data.csv"), text_column="s", num_labels=2)
+
+
+def test_jsonl_lines_must_be_objects(tmp_path):
+    write(tmp_path / "data.jsonl", '{"s": "a", "label": 0}\n[1, 2]\n')
+    with pytest.raises(UserError, match=r"data.jsonl line 2: not a JSON object"):
+        load_task(str(tmp_path / "data.jsonl"), text_column="s")
+
+
+def test_a_file_name_becomes_a_safe_task_name(tmp_path):
+    write(tmp_path / "..csv", "s,label\n" + "a,0\nb,1\n" * 10)
+    write(tmp_path / "my reviews (v2).csv", "s,label\n" + "a,0\nb,1\n" * 10)
+    assert load_task(str(tmp_path / "..csv"), text_column="s").name == "task"
+    assert load_task(str(tmp_path / "my reviews (v2).csv"), text_column="s").name == "my-reviews-v2"
 
 
 def test_missing_glue_folder_and_unknown_task(tmp_path):

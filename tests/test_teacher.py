@@ -9,8 +9,10 @@ from transformers import AutoTokenizer, Trainer
 from compress import teacher as stage
 from compress.errors import UserError
 from compress.tasks import load_task
-from compress.train import TrainConfig, encode, load_classifier, predict_logits
+from compress.checkpoint import load_classifier
+from compress.train import TrainConfig, encode, predict_logits
 from compress.variant import Variant
+from compress.workspace import partial_dir
 
 from conftest import FAST
 
@@ -30,7 +32,7 @@ def test_fine_tuning_beats_chance_and_keeps_the_best_epoch(trained):
     assert meta["data"]["fingerprint"] == task.fingerprint
     assert meta["params"]["seed"] == 7 and meta["train"]["device"] == "cpu"
     assert {"torch", "transformers"} <= set(meta["machine"]["versions"])
-    assert not variant.path.with_name("reviews.partial").exists()  # checkpoints removed once done
+    assert not partial_dir(variant.path).exists()  # checkpoints removed once done
     assert [p.name for p in variant.path.parent.iterdir()] == ["reviews"]  # no temporary folders
 
 
@@ -84,7 +86,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_result(tiny_base, learnable
     monkeypatch.setattr(Trainer, "training_step", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         stage.fine_tune(str(tiny_base), task, tmp_path / "b", config, name="t", progress=False)
-    partial = tmp_path / "b" / "teachers" / "t" / "reviews.partial"
+    partial = partial_dir(tmp_path / "b" / "teachers" / "t" / "reviews")
     assert [p.name for p in (partial / "checkpoints").iterdir()] == [f"checkpoint-{steps_per_epoch}"]
     assert not (tmp_path / "b" / "teachers" / "t" / "reviews").exists()
 

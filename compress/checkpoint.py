@@ -1,0 +1,45 @@
+"""Loading what a variant folder holds (config, tokenizer, classifier), each failure as one clear line.
+
+A folder may be corrupt in many ways (invalid config.json or tokenizer.json, truncated weights,
+shapes that do not match); the libraries raise a different exception type for each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from compress import structure
+from compress.errors import UserError, first_line
+
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError)
+
+
+def load_config(path: Path):
+    try:
+        return AutoConfig.from_pretrained(path)
+    except LOAD_ERRORS as exc:
+        raise UserError(f"cannot load a model config from {path}: {first_line(exc)}") from None
+
+
+def load_tokenizer(path: Path):
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception on a bad file
+        raise UserError(f"cannot load a tokenizer from {path}: {first_line(exc)[:300]}") from None
+
+
+def load_classifier(path: Path, **kwargs):
+    """Load a sequence classifier, turning a missing or corrupt checkpoint into one clear line.
+
+    Pruned checkpoints (per-layer shapes in their config) load through compress.structure; a
+    shape that does not match is an error, never a silent re-initialisation.
+    """
+    config = load_config(path)
+    try:
+        structured = structure.is_structured(config) and structure.CLASSES.get(config.model_type)
+        return (structured or AutoModelForSequenceClassification).from_pretrained(path, **kwargs)
+    except LOAD_ERRORS as exc:
+        raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None
