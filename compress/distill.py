@@ -228,7 +228,7 @@ def train_student(
     metrics["agreement"] = float((student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean())
     variant = save_variant(target, student, tokenizer, {
         **meta,
-        "parent": relative_to_workspace(parent.path),
+        "parent": relative_to_workspace(parent),
         "teacher": teacher.meta["name"],
         "task": task.name,
         "num_labels": task.num_labels,

@@ -246,7 +246,7 @@ def quantize(
         write_record(tmp, {
             "name": name,
             "stage": "quantize",
-            "parent": relative_to_workspace(variant.path),
+            "parent": relative_to_workspace(variant),
             "teacher": variant.meta.get("teacher", variant.meta["name"]),
             "task": variant.meta["task"],
             "num_labels": variant.meta["num_labels"],

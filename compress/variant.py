@@ -69,6 +69,11 @@ class Variant:
     def is_quantized(self) -> bool:
         return self.meta["stage"] == "quantize"
 
+    @property
+    def workspace(self) -> Path:
+        """The workspace this variant lies in (an error if it lies in none)."""
+        return workspace_of(self.path, teacher=self.meta["stage"] == "teacher")
+
     def update(self, change: Callable[[dict], None]) -> "Variant":
         """Change variant.json under the workspace lock, on the record as it is on disk now."""
         self.meta = update_json(self.path / META_FILE, change)
@@ -82,8 +87,8 @@ def derived_dir(parent: Variant, name: str) -> Path:
     not be the parent itself.
     """
     check_name(name)
-    workspace = workspace_of(parent.path)
-    if parent.meta.get("stage") == "teacher":
+    workspace = parent.workspace
+    if parent.meta["stage"] == "teacher":
         folder = workspace / "students" / check_name(parent.meta["name"], "teacher name") / check_name(
             parent.meta["task"], "task name")
     else:
@@ -94,9 +99,9 @@ def derived_dir(parent: Variant, name: str) -> Path:
     return target
 
 
-def relative_to_workspace(path: Path) -> str:
+def relative_to_workspace(variant: Variant) -> str:
     """How a record names another variant: its path inside their workspace."""
-    return str(path.resolve().relative_to(workspace_of(path)))
+    return str(variant.path.resolve().relative_to(variant.workspace))
 
 
 def parent_path(variant: Variant) -> Path | None:
@@ -108,7 +113,7 @@ def parent_path(variant: Variant) -> Path | None:
     if recorded.is_absolute():
         return recorded
     try:
-        in_workspace = workspace_of(variant.path) / recorded
+        in_workspace = variant.workspace / recorded
     except UserError:
         return recorded
     return in_workspace if in_workspace.exists() or not recorded.exists() else recorded
@@ -121,7 +126,7 @@ def teacher_of(variant: Variant) -> Variant:
     teacher = variant.meta.get("teacher")
     if not isinstance(teacher, str):
         raise UserError(f"{variant.path / META_FILE} does not name its teacher")
-    path = workspace_of(variant.path) / "teachers" / check_name(teacher, "teacher") / variant.meta["task"]
+    path = variant.workspace / "teachers" / check_name(teacher, "teacher") / variant.meta["task"]
     if not (path / META_FILE).is_file():
         raise UserError(f"{variant.path} descends from teacher {teacher}, which is not at {path}")
     return Variant.load(path)

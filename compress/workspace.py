@@ -48,13 +48,16 @@ def inside(root: Path, path: Path) -> Path:
     return path
 
 
-def workspace_of(variant_path: Path) -> Path:
-    """The workspace a variant folder lies in, from its place: teachers/<t>/<task> or students/<t>/<task>/<v>."""
+def workspace_of(variant_path: Path, teacher: bool) -> Path:
+    """The workspace a variant folder lies in, from its place: teachers/<t>/<task> or students/<t>/<task>/<v>.
+
+    Whether it is a teacher comes from its record: folder names alone are ambiguous (a teacher
+    may be called "teachers", a workspace "students").
+    """
     path = Path(variant_path).resolve()
-    if len(path.parents) > 2 and path.parents[1].name == "teachers":
-        return path.parents[2]
-    if len(path.parents) > 3 and path.parents[2].name == "students":
-        return path.parents[3]
+    depth, folder = (2, "teachers") if teacher else (3, "students")
+    if len(path.parents) > depth and path.parents[depth - 1].name == folder:
+        return path.parents[depth]
     raise UserError(f"{variant_path} is not in a workspace: variants live in teachers/<teacher>/<task>/ "
                     "or students/<teacher>/<task>/<variant>/")
 
