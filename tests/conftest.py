@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from compress.registry import resolve_base
 from compress.tasks import load_task
 from compress.teacher import fine_tune
 from compress.train import TrainConfig
+from compress.variant import Variant
 
 # Random 6-layer models of every supported architecture, for structure tests.
 TINY = dict(vocab_size=120, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=6,
@@ -78,11 +80,23 @@ FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, prec
 
 
 @pytest.fixture(scope="session")
-def tiny_teacher(tiny_base, tmp_path_factory):
-    """A tiny teacher fine-tuned on the learnable task, shared read-only: (variant, task)."""
+def trained_teacher(tiny_base, tmp_path_factory):
+    """A tiny teacher fine-tuned on the learnable task once per session: (variant, task).
+
+    Shared by every test, so only module-scoped fixtures that copy it read it; tests take
+    `tiny_teacher`, their own copy, and may write beside it.
+    """
     folder = tmp_path_factory.mktemp("trained")
     task = load_task(str(write_learnable_csv(folder / "reviews.csv", 600)), text_column="sentence")
     return fine_tune(str(tiny_base), task, folder / "ws", FAST, name="tiny", progress=False), task
+
+
+@pytest.fixture
+def tiny_teacher(trained_teacher, tmp_path):
+    """This test's own copy of the trained tiny teacher, in a workspace of its own: (variant, task)."""
+    teacher, task = trained_teacher
+    copy = shutil.copytree(teacher.path, tmp_path / "teacher-ws" / "teachers" / "tiny" / task.name)
+    return Variant.load(copy), task
 
 
 def student_dir(root: Path, name: str) -> Path:

@@ -19,9 +19,9 @@ SHAPES = [(1, 16), (4, 32)]
 
 
 @pytest.fixture(scope="module")
-def measured_workspace(tiny_teacher, tmp_path_factory):
+def measured_workspace(trained_teacher, tmp_path_factory):
     """A copy of the tiny teacher, exported, its int8 variant, and a torch-int8 one left unmeasured."""
-    teacher, _ = tiny_teacher
+    teacher, _ = trained_teacher
     workspace = tmp_path_factory.mktemp("bench") / "ws"
     shutil.copytree(teacher.path, workspace / "teachers" / "tiny" / "reviews")
     copy = export(Variant.load(workspace / "teachers" / "tiny" / "reviews"))

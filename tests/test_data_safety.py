@@ -35,9 +35,9 @@ def snapshot(*folders: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def base_workspace(tiny_teacher, tmp_path_factory):
+def base_workspace(trained_teacher, tmp_path_factory):
     """The tiny teacher and an exported 1-layer student A, built once and copied by each test."""
-    teacher, task = tiny_teacher
+    teacher, task = trained_teacher
     root = tmp_path_factory.mktemp("safety") / "ws"
     copy = Variant.load(shutil.copytree(teacher.path, root / "teachers" / "tiny" / task.name))
     student = distill(copy, task, DistillConfig(layers=1), TrainConfig(epochs=0, max_length=32, precision="fp32"),

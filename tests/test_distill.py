@@ -12,7 +12,7 @@ from transformers import (
 from compress.arch import encoder_layers
 from compress.distill import HIDDEN_LOSSES, DistillConfig, distill, kd_loss, make_student, select_layers
 from compress.errors import UserError
-from compress.checkpoint import load_classifier
+from compress.checkpoint import load_classifier, load_tokenizer
 from compress.train import TrainConfig, encode, predict_logits
 from compress.workspace import partial_dir
 
@@ -120,7 +120,10 @@ def test_distillation_brings_the_student_closer_to_the_teacher_than_labels_do(ti
     assert meta["parent"] == "teachers/tiny/reviews" and meta["params"]["layer_ids"] == [0]
     assert kd.path == teacher.path.parents[2] / "students" / "tiny" / "reviews" / "L1-kd"
     assert labels_only.path.name == "L1-nokd" and labels_only.meta["params"]["kd"] is False
-    assert 0 <= meta["metrics"]["dev"]["agreement"] <= 1
+    tokenizer = load_tokenizer(teacher.path)
+    dev = encode(task.dev, tokenizer, 32)
+    student_says, teacher_says = (predict_logits(load_classifier(p), dev, tokenizer).argmax(-1) for p in (kd.path, teacher.path))
+    assert meta["metrics"]["dev"]["agreement"] == pytest.approx(float((student_says == teacher_says).float().mean()))
     assert meta["metrics"]["retention"] == pytest.approx(
         meta["metrics"]["dev"]["accuracy"] / meta["metrics"]["teacher_dev"]["accuracy"])
     assert meta["parameters"] < teacher.meta["parameters"]
@@ -140,6 +143,32 @@ def test_hidden_state_loss_runs_the_teacher_live(tiny_teacher, monkeypatch):
                       STUDENT_TRAINING, name="L1-cos", progress=False)
     assert student.meta["params"]["hidden_loss"] == "cosine"
     assert student.meta["metrics"]["dev"]["accuracy"] > 0.5
+
+
+def test_hidden_loss_pairs_each_student_layer_with_the_teacher_layer_it_came_from(tiny_teacher, tmp_path):
+    """A student that is an exact copy of the teacher has zero hidden loss under the right pairing only."""
+    from transformers import TrainingArguments
+
+    from compress.distill import DistillTrainer
+    from compress.train import Collator
+
+    teacher, task = tiny_teacher
+    model = load_classifier(teacher.path).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    student = make_student(model, [0, 1]).train()  # the hidden loss applies in training only
+    tokenizer = load_tokenizer(teacher.path)
+    batch = Collator(tokenizer)(list(encode(task.dev, tokenizer, 32).select(range(8))))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+
+    def loss(layer_ids):
+        trainer = DistillTrainer(model=student, args=args, layer_ids=layer_ids, teacher=model,
+                                 distill=DistillConfig(layers=2, hidden_loss="mse", alpha=1.0))
+        return float(trainer.compute_loss(student, batch))
+
+    assert loss([0, 1]) == pytest.approx(0.0, abs=1e-6)
+    assert loss([1, 0]) > 1e-3
 
 
 def test_distill_command_baseline_and_errors(run_cli, tiny_teacher, tmp_path):

@@ -30,12 +30,9 @@ from test_prune import prune_physically
 
 
 @pytest.fixture
-def teacher_copy(tiny_teacher, tmp_path):
-    """A private copy of the tiny teacher, since export writes into the variant."""
-    teacher, _ = tiny_teacher
-    target = tmp_path / "ws" / "teachers" / "tiny" / "reviews"
-    shutil.copytree(teacher.path, target)
-    return Variant.load(target)
+def teacher_copy(tiny_teacher):
+    """The test's own copy of the tiny teacher (export writes into the variant)."""
+    return tiny_teacher[0]
 
 
 def assert_exported(variant: Variant):

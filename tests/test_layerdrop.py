@@ -6,9 +6,10 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from compress.arch import encoder_layers, keep_layers
+from compress.checkpoint import load_classifier, load_tokenizer
 from compress.errors import UserError
 from compress.layerdrop import LayerDropConfig, kept_layers, layer_drop, layerdrop
-from compress.train import TrainConfig
+from compress.train import TrainConfig, encode, evaluate
 from compress.variant import Variant, parent_path
 
 from conftest import CONFIGS, FAST
@@ -75,8 +76,13 @@ def test_layerdrop_stage_makes_the_cut_model_and_its_baseline(tiny_teacher, tmp_
     assert full.meta["stage"] == "layerdrop" and parent_path(cut) == full.path
     assert cut.meta["params"]["kept_layers"] == [1] and "train" not in cut.meta  # cut, not retrained
     assert baseline.meta["params"]["rate"] == 0.0 and baseline.meta["train"]["train_runtime_s"] > 0
-    for variant in (cut, baseline):
+    tokenizer = load_tokenizer(teacher.path)
+    dev = encode(task.dev, tokenizer, config.max_length)
+    for variant in (cut, baseline):  # the saved model is the one measured: one layer, and its accuracy
         assert variant.meta["parameters"] < full.meta["parameters"]
-        assert 0.0 <= variant.meta["metrics"]["dev"]["accuracy"] <= 1.0
+        model = load_classifier(variant.path)
+        assert model.config.num_hidden_layers == 1
+        metrics, _ = evaluate(model, dev, tokenizer, task.metrics)
+        assert variant.meta["metrics"]["dev"]["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
     with pytest.raises(UserError, match="--rate 1.0 is outside"):
         layerdrop(copy_, LayerDropConfig(rate=1.0), config, progress=False)

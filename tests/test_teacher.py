@@ -18,8 +18,9 @@ from conftest import FAST
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_teacher):
-    return tiny_teacher
+def trained(trained_teacher):
+    """The session's teacher, read only; tests that write take their own copy (tiny_teacher)."""
+    return trained_teacher
 
 
 def test_fine_tuning_beats_chance_and_keeps_the_best_epoch(trained):
@@ -62,8 +63,8 @@ def test_soft_targets_are_the_teachers_logits(trained):
     torch.testing.assert_close(cached[:40], recomputed, atol=1e-4, rtol=1e-4)
 
 
-def test_soft_targets_are_recomputed_for_another_max_length(trained):
-    variant, task = trained
+def test_soft_targets_are_recomputed_for_another_max_length(tiny_teacher):
+    variant, task = tiny_teacher
     logits = stage.soft_targets(variant, task, max_length=16)
     assert stage.soft_targets_file(variant, task.fingerprint, 16).is_file()
     assert torch.equal(stage.soft_targets(variant, task, max_length=16), logits)  # now read from cache
