@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 
 from compress import distributed
 from compress.errors import UserError
@@ -148,6 +149,16 @@ def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = T
     )
 
 
+class EpochLines(ProgressCallback):
+    """The Trainer's progress bar, with one readable line per evaluated epoch instead of its raw log dicts."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs and "eval_loss" in logs:
+            scores = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in logs.items()
+                               if k.startswith("eval_") and k.removeprefix("eval_") in ("accuracy", "f1", "loss"))
+            self.training_bar.write(f"epoch {logs.get('epoch', state.epoch):g}: dev {scores}")
+
+
 @dataclass
 class Trained:
     model: torch.nn.Module
@@ -187,6 +198,9 @@ def train_resumable(
         compute_metrics=metrics_fn(metric_names),
         **trainer_kwargs,
     )
+    if progress:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(EpochLines)
     last = resume_point(checkpoints) if distributed.is_main() else None
     distributed.barrier()  # the other ranks look once rank 0 has removed half-written checkpoints
     if not distributed.is_main():
