@@ -61,7 +61,7 @@ def bench_variant(results: Results, workspace: Path, path: Path, threads: int, r
     }
     results.save()
     for kind, flags in KINDS.items():
-        command, _ = compress(workspace, "quantize", path, *flags, "--name", f"{parent['name']}-{kind}")
+        command, _ = compress(workspace, "quantize", path, *flags, "--name", f"{parent['name']}-{kind}", "--force")
         quantized_dir = derived_dir(Variant.load(path), f"{parent['name']}-{kind}")
         meta = read_variant(quantized_dir)
         if kind == "torch-int8":
