@@ -8,6 +8,17 @@ from pathlib import Path
 
 import click
 
+from compress.configs import (
+    RECOVERY_TRAINING,
+    DistillConfig,
+    LayerDropConfig,
+    PruneConfig,
+    QuantizeConfig,
+    ShareConfig,
+    TrainConfig,
+    cli_options,
+    take,
+)
 from compress.errors import UserError, first_line
 
 BENCH_SHAPES = "1x32,1x128,32x128"  # batch 1 short and long, and a served batch
@@ -44,48 +55,26 @@ force_option = click.option("--force", is_flag=True,
                             help="Replace the output if it exists (only a folder compress made); training starts afresh.")
 
 
-def training_options(epochs: float, lr: float, derived: str | None = None):
-    """The flags every training verb shares, with that verb's own defaults for epochs and lr.
-
-    Stages that change an existing variant (`derived` names their epochs flag: --recover-epochs
-    or --epochs) keep that variant's max length, so the teacher's cached soft targets still apply.
-    """
+def training_options(recovery_flag: str | None = None):
+    """TrainConfig's flags. The stages that shrink a variant (`recovery_flag` names their epochs
+    flag: --recover-epochs, where 0 means none, or --epochs) train on RECOVERY_TRAINING's schedule at
+    the variant's own max length, so the teacher's cached soft targets still apply."""
+    defaults = RECOVERY_TRAINING if recovery_flag else {}
+    names = ("lr", "batch_size", "seed", "precision") if recovery_flag else ("epochs", "lr", "batch_size", "max_length",
+                                                                             "seed", "precision")
 
     def decorate(fn):
-        if derived == "--recover-epochs":
-            epochs_option = click.option(derived, "epochs", type=click.FloatRange(min=0), default=epochs,
-                                         help="Epochs of KD from the teacher afterwards (fractions allowed; 0: none).")
-        else:
-            epochs_option = click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=epochs,
-                                         help="Fractions allowed.")
-        for option in reversed([
-            epochs_option,
-            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr,
-                         help="Peak learning rate (linear warm-up over 10%, then decay)."),
-            click.option("--batch-size", type=click.IntRange(min=1), default=32),
-            *([] if derived else [click.option("--max-length", type=click.IntRange(min=1), default=128,
-                                               help="Tokens per example; longer ones are truncated.")]),
-            click.option("--seed", type=int, default=42),
-            click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
-                         help="auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU)."),
-            force_option,
-        ]):
-            fn = option(fn)
-        return fn
+        fn = cli_options(TrainConfig, only=names, **defaults)(force_option(fn))
+        if recovery_flag == "--recover-epochs":
+            return click.option(recovery_flag, "epochs", type=click.FloatRange(min=0), default=defaults["epochs"],
+                                help="Epochs of KD from the teacher afterwards (fractions allowed; 0: none).")(fn)
+        return cli_options(TrainConfig, only=("epochs",), **defaults)(fn) if recovery_flag else fn
 
     return decorate
 
 
-def train_config(epochs, lr, batch_size, seed, precision, max_length=128):
-    from compress.machine import training_precision
-    from compress.train import TrainConfig
-
-    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                       precision=training_precision(precision))
-
-
 def report_existing(path: Path) -> bool:
-    """Say so when a stage's output is already there (training again needs --force)."""
+    """Say so when a stage's output is already there (making it again needs --force)."""
     from compress.variant import Variant
 
     if not path.exists():
@@ -95,6 +84,13 @@ def report_existing(path: Path) -> bool:
     variant = Variant.load(path)
     click.echo(f"{path} exists (dev {variant.meta['metrics']['dev']}); --force makes it again")
     return True
+
+
+def already_made(parent, name: str, force: bool) -> bool:
+    """Whether `name`, made from `parent`, exists and is left as it is (no --force)."""
+    from compress.variant import derived_dir
+
+    return not force and report_existing(derived_dir(parent, name))
 
 
 def summary(kind: str, variant) -> str:
@@ -111,7 +107,7 @@ def summary(kind: str, variant) -> str:
               help="bert-base, minilm-l6, mpnet-base, a local model folder or a hub id.")
 @task_options
 @click.option("--name", help="Teacher name in the workspace [default: the base's name].")
-@training_options(epochs=3.0, lr=5e-5)
+@training_options()
 @click.pass_obj
 def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, name, force, **training):
     """Fine-tune a teacher and cache its soft targets in teachers/<name>/<task>/."""
@@ -123,7 +119,7 @@ def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, na
     data = load_task(task, data_dir, text_column, label_column, num_labels)
     if not force and report_existing(stage.teacher_dir(obj["workspace"], name, data.name)):
         return
-    variant = stage.fine_tune(base, data, obj["workspace"], train_config(**training), name, replace=force)
+    variant = stage.fine_tune(base, data, obj["workspace"], TrainConfig(**training), name, replace=force)
     click.echo(summary("teacher", variant))
 
 
@@ -131,33 +127,27 @@ def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, na
 @click.option("--teacher", "teacher_name", default=DEFAULT_BASE,
               help="A teacher in the workspace; if it has no fine-tuned copy for the task, one is made first (with these training flags) from the base of that name.")
 @task_options
-@click.option("--layers", type=click.IntRange(min=1), default=3, help="Student depth N.")
-@click.option("--init", default="alternate",
-              help="Teacher layers to copy: alternate (evenly spread, ends included), first, last, or a list like 0,2,4.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, help="Softmax temperature T.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, help="Weight of the soft (KL) term; 1 - alpha weighs the labels.")
-@click.option("--hidden-loss", type=click.Choice(["none", "cosine", "mse"]), default="none",
-              help="Also match each student layer to the teacher layer it came from (runs the teacher live).")
-@click.option("--no-kd", is_flag=True, help="Train the same student on labels alone: the baseline.")
+@cli_options(DistillConfig)
 @click.option("--reuse-teacher", is_flag=True,
               help="Use the workspace's teacher even if it was fine-tuned on other data under this task's name.")
 @click.option("--name", help="Variant name [default: L<N>-kd, L<N>-nokd or L<N>-kd-<hidden loss>].")
-@training_options(epochs=3.0, lr=5e-5)
+@training_options()
 @click.pass_obj
-def distill(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, layers, init, temperature,
-            alpha, hidden_loss, no_kd, reuse_teacher, name, force, **training):
+def distill(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, reuse_teacher, name, force,
+            **params):
     """Distil a teacher into an N-layer student in students/<teacher>/<task>/<name>/."""
     from compress import distill as stage
     from compress import teacher as teachers
     from compress.tasks import load_task
-    from compress.variant import Variant, derived_dir
+    from compress.variant import Variant
     from compress.workspace import check_name
 
     check_name(teacher_name, "--teacher")
     if name is not None:
         check_name(name)
     data = load_task(task, data_dir, text_column, label_column, num_labels)
-    config = train_config(**training)
+    distill_config = take(DistillConfig, params)
+    config = TrainConfig(**params)
     found = teachers.teacher_dir(obj["workspace"], teacher_name, data.name)
     if found.exists():
         teacher_variant = Variant.load(found)
@@ -168,10 +158,8 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, num_la
         except UserError as exc:
             raise UserError(f"no teacher '{teacher_name}' for {data.name} in {found.parent.parent}, "
                             f"and none can be fine-tuned: {exc}") from None
-    distill_config = stage.DistillConfig(layers=layers, init=init, temperature=temperature, alpha=alpha,
-                                         hidden_loss=hidden_loss, kd=not no_kd)
     name = name or stage.default_name(distill_config)
-    if not force and report_existing(derived_dir(teacher_variant, name)):
+    if already_made(teacher_variant, name, force):
         return
     variant = stage.distill(teacher_variant, data, distill_config, config, name, replace=force,
                             reuse_teacher=reuse_teacher)
@@ -190,91 +178,61 @@ def load_variant(path: Path):
     return Variant.load(path)
 
 
-def kd_options(fn):
-    """The recovery's KD flags, shared by the stages that shrink a variant."""
-    fn = click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, help="KD weight of the soft term.")(fn)
-    return click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0,
-                        help="KD temperature.")(fn)
+def name_option(default: str):
+    return click.option("--name", help=f"Variant name [default: {default}].")
 
 
-@cli.command("prune")
-@variant_argument
-@click.option("--heads", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              help="Fraction of the variant's attention heads to remove.")
-@click.option("--neurons", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              help="Fraction of its FFN neurons to remove.")
-@click.option("--layers", default="", help="Whole layers to remove: a count N (the least important), or ids like 1,3 (one id: 3,).")
-@click.option("--importance", type=click.Choice(["taylor", "magnitude", "random"]), default="taylor",
-              help="taylor: |dL/d mask| over training batches; random: the control.")
-@click.option("--scope", type=click.Choice(["global", "per-layer"]), default="global",
-              help="Rank heads and neurons across layers, or remove the same fraction from each layer.")
-@click.option("--score-examples", type=click.IntRange(min=1), default=1024, help="Training examples to score on.")
-@kd_options
-@click.option("--name", help="Variant name [default: <variant>-prune-h<%>n<%>-<importance>].")
-@training_options(epochs=1.0, lr=3e-5, derived="--recover-epochs")
-def prune_command(variant, heads, neurons, layers, importance, scope, score_examples, temperature, alpha, name,
-                  force, **training):
+def variant_stage(verb: str, settings, name_default: str, epochs_flag: str | None = None):
+    """A verb that makes one variant from VARIANT: the argument, its settings' flags, --name, and
+    --force with (for the stages that train) TrainConfig's flags."""
+
+    def decorate(fn):
+        fn = training_options(epochs_flag)(fn) if epochs_flag else force_option(fn)
+        return cli.command(verb)(variant_argument(cli_options(settings)(name_option(name_default)(fn))))
+
+    return decorate
+
+
+def start(variant: Path, config_class, default_name, name: str | None, force: bool, params: dict):
+    """A stage's input, settings and output name; None when the output exists and stays (no --force)."""
+    parent, config = load_variant(variant), take(config_class, params)
+    name = name or default_name(parent, config)
+    return None if already_made(parent, name, force) else (parent, config, name)
+
+
+@variant_stage("prune", PruneConfig, "<variant>-prune-h<%>n<%>-<importance>", "--recover-epochs")
+def prune_command(variant, name, force, **params):
     """Remove attention heads, FFN neurons or whole layers of VARIANT physically, then recover it with KD."""
     from compress import prune as stage
-    from compress.variant import derived_dir
 
-    parent = load_variant(variant)
-    config = stage.PruneConfig(heads=heads, neurons=neurons, layers=layers, importance=importance, scope=scope,
-                               score_examples=score_examples, temperature=temperature, alpha=alpha)
-    name = name or stage.default_name(parent, config)
-    if not force and report_existing(derived_dir(parent, name)):
-        return
-    click.echo(summary("pruned", stage.prune(parent, config, train_config(**training), name, replace=force)))
+    if started := start(variant, PruneConfig, stage.default_name, name, force, params):
+        parent, config, name = started
+        click.echo(summary("pruned", stage.prune(parent, config, TrainConfig(**params), name, replace=force)))
 
 
-@cli.command("layerdrop")
-@variant_argument
-@click.option("--rate", type=click.FloatRange(0, 1, max_open=True), default=0.2,
-              help="Probability of skipping each layer in a training step.")
-@click.option("--keep", default="every-other",
-              help="Layers to keep afterwards: every-other, a count N (evenly spread) or ids like 0,2,4 (one id: 3,).")
+@variant_stage("layerdrop", LayerDropConfig, "<variant>-ld<rate%>-keep-<keep>", "--epochs")
 @click.option("--no-baseline", is_flag=True, help="Skip the baseline: the same cut of VARIANT, recovered by KD.")
-@kd_options
-@click.option("--name", help="Variant name [default: <variant>-ld<rate%>-keep-<keep>].")
-@training_options(epochs=1.0, lr=3e-5, derived="--epochs")
-def layerdrop_command(variant, rate, keep, no_baseline, temperature, alpha, name, force, **training):
+def layerdrop_command(variant, no_baseline, name, force, **params):
     """Distil VARIANT with LayerDrop, keep a subset of its layers; and the baseline cut without LayerDrop."""
     from compress import layerdrop as stage
-    from compress.variant import derived_dir
 
-    parent = load_variant(variant)
-    config = stage.LayerDropConfig(rate=rate, keep=keep, temperature=temperature, alpha=alpha)
-    name = name or stage.default_name(parent, config)
-    if not force and report_existing(derived_dir(parent, name)):
-        return
-    for made in stage.layerdrop(parent, config, train_config(**training), name, baseline=not no_baseline,
-                                replace=force):
-        click.echo(summary(made.meta["stage"], made))
+    if started := start(variant, LayerDropConfig, stage.default_name, name, force, params):
+        parent, config, name = started
+        for made in stage.layerdrop(parent, config, TrainConfig(**params), name, baseline=not no_baseline,
+                                    replace=force):
+            click.echo(summary(made.meta["stage"], made))
 
 
-@cli.command("share")
-@variant_argument
-@click.option("--groups", type=click.IntRange(min=1), required=True,
-              help="Groups of consecutive layers that share parameters (1: all layers, as ALBERT).")
-@click.option("--what", type=click.Choice(["all", "attention", "ffn"]), default="all", help="Which parameters to tie.")
-@click.option("--init", type=click.Choice(["first", "mean"]), default="first",
-              help="Start each shared tensor from the group's first layer or from the group's mean.")
-@kd_options
-@click.option("--name", help="Variant name [default: <variant>-share-g<G>-<what>].")
-@training_options(epochs=1.0, lr=3e-5, derived="--recover-epochs")
-def share_command(variant, groups, what, init, temperature, alpha, name, force, **training):
+@variant_stage("share", ShareConfig, "<variant>-share-g<G>-<what>", "--recover-epochs")
+def share_command(variant, name, force, **params):
     """Tie VARIANT's layers in groups (ALBERT-style), then recover with KD; cuts unique parameters, not FLOPs."""
     from compress import share as stage
-    from compress.variant import derived_dir
 
-    parent = load_variant(variant)
-    config = stage.ShareConfig(groups=groups, what=what, init=init, temperature=temperature, alpha=alpha)
-    name = name or stage.default_name(parent, config)
-    if not force and report_existing(derived_dir(parent, name)):
-        return
-    shared = stage.share(parent, config, train_config(**training), name, replace=force)
-    click.echo(summary("shared", shared) + f", {shared.meta['unique_parameters']:,} unique of "
-               f"{shared.meta['parameters']:,} parameters")
+    if started := start(variant, ShareConfig, stage.default_name, name, force, params):
+        parent, config, name = started
+        shared = stage.share(parent, config, TrainConfig(**params), name, replace=force)
+        click.echo(summary("shared", shared) + f", {shared.meta['unique_parameters']:,} unique of "
+                   f"{shared.meta['parameters']:,} parameters")
 
 
 @cli.command("export")
@@ -294,34 +252,17 @@ def export_command(variant, opset, no_optimize):
                f"agreement {result['parity']['agreement']:.4f}")
 
 
-@cli.command("quantize")
-@variant_argument
-@click.option("--mode", type=click.Choice(["dynamic", "static", "fp16"]), default="dynamic",
-              help="dynamic: int8 weights, activations quantized on the fly (the default for transformers); "
-                   "static: int8 QDQ calibrated on training examples; fp16: for GPUs.")
-@click.option("--per-channel", is_flag=True, help="One int8 scale per output channel instead of per tensor.")
-@click.option("--fp32-ffn-output", is_flag=True,
-              help="Dynamic int8: keep the FFN output projections in fp32 (static always does): "
-                   "they read the GELU's outliers; most of the accuracy back for some of the speed.")
-@click.option("--calibration", type=click.IntRange(min=1), default=256, help="Training examples to calibrate static int8 on.")
-@click.option("--backend", type=click.Choice(["ort", "torch"]), default="ort",
-              help="ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.")
-@click.option("--max-drop", type=click.FloatRange(min=0), help="Refuse (and write nothing) if dev accuracy falls by more than this many points.")
-@click.option("--name", help="Variant name [default: <variant>-int8-<mode>[-ffn-fp32][-pc], -fp16 or -torch-int8].")
-@force_option
-def quantize_command(variant, mode, per_channel, fp32_ffn_output, calibration, backend, max_drop, name, force):
+@variant_stage("quantize", QuantizeConfig, "<variant>-int8-<mode>[-ffn-fp32][-pc], -fp16 or -torch-int8")
+def quantize_command(variant, name, force, **params):
     """Quantize VARIANT into a new variant beside it; accuracy is measured on the quantized artifact."""
     from compress.quantize import default_name, quantize
-    from compress.variant import derived_dir
 
-    parent = load_variant(variant)
-    name = name or default_name(parent, mode, backend, per_channel, fp32_ffn_output)
-    if not force and report_existing(derived_dir(parent, name)):
-        return
-    result = quantize(parent, mode, per_channel, calibration, backend, max_drop, name, fp32_ffn_output, replace=force)
-    meta = result.meta
-    click.echo(f"quantized {result.path}: dev accuracy {meta['metrics']['dev']['accuracy']:.4f} "
-               f"({-meta['metrics']['drop_points']:+.2f} points), {meta['size_mb']} MB")
+    if started := start(variant, QuantizeConfig, default_name, name, force, params):
+        parent, config, name = started
+        result = quantize(parent, config, name, replace=force)
+        meta = result.meta
+        click.echo(f"quantized {result.path}: dev accuracy {meta['metrics']['dev']['accuracy']:.4f} "
+                   f"({-meta['metrics']['drop_points']:+.2f} points), {meta['size_mb']} MB")
 
 
 @cli.command("bench")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -23,11 +22,11 @@ from transformers import Trainer, set_seed
 from compress import distributed
 from compress.arch import keep_layers
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.configs import DistillConfig, TrainConfig, validate
 from compress.errors import UserError
-from compress.tasks import Task, task_of
+from compress.tasks import Task
 from compress.teacher import soft_targets
 from compress.train import (
-    TrainConfig,
     best_epoch,
     data_record,
     encode,
@@ -35,22 +34,8 @@ from compress.train import (
     train_record,
     train_resumable,
 )
-from compress.variant import Variant, derived_dir, relative_to_workspace, save_variant, teacher_of
+from compress.variant import Variant, derived_dir, relative_to_workspace, save_variant
 from compress.workspace import check_target, partial_dir
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    layers: int
-    init: str = "alternate"  # alternate | first | last | comma-separated teacher layer ids
-    temperature: float = 2.0
-    alpha: float = 0.5
-    hidden_loss: str = "none"  # none | cosine | mse
-    hidden_weight: float = 1.0
-    kd: bool = True  # False: the same student trained on labels alone, the baseline
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def select_layers(teacher_depth: int, n: int, init: str) -> list[int]:
@@ -159,10 +144,7 @@ def distill(
             f"teacher {teacher.meta['name']} was fine-tuned on other {task.name} data "
             f"({teacher.meta.get('data', {}).get('source', 'unknown source')}) than {task.source or 'this task'}: "
             "fine-tune it again (compress teacher --force), or pass --reuse-teacher")
-    if distill_config.hidden_loss not in ("none", *HIDDEN_LOSSES):
-        raise UserError(f"unknown hidden loss '{distill_config.hidden_loss}' (none, {', '.join(HIDDEN_LOSSES)})")
-    if not 0 <= distill_config.alpha <= 1 or distill_config.temperature <= 0:
-        raise UserError("--alpha must lie in [0, 1] and --temperature be positive")
+    validate(distill_config)
     depth = load_config(teacher.path).num_hidden_layers
     layer_ids = select_layers(depth, distill_config.layers, distill_config.init)
     teacher_model = load_classifier(teacher.path)
@@ -175,16 +157,6 @@ def distill(
               "params": {**distill_config.as_dict(), "layer_ids": layer_ids, **config.as_dict()}},
         teacher_model=teacher_model, layer_ids=layer_ids, progress=progress, replace=replace,
     )
-
-
-def recovery_setup(variant: Variant, config: TrainConfig) -> tuple[Task, Variant, TrainConfig]:
-    """What a stage that shrinks `variant` recovers with: its task, its teacher, and `config` at the
-    variant's own max length, so the teacher's cached soft targets still apply."""
-    if variant.is_quantized:
-        raise UserError(f"{variant.path} is a quantized artifact, not a trainable model: "
-                        "shrink its parent, then quantize the result")
-    config = TrainConfig(**{**config.as_dict(), "max_length": variant.meta["params"]["max_length"]})
-    return task_of(variant.meta), teacher_of(variant), config
 
 
 def train_student(

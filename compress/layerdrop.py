@@ -15,28 +15,18 @@ One command makes three variants beside the parent:
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 from compress.arch import encoder_layers, keep_layers, layout
-from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.distill import DistillConfig, recovery_setup, select_layers, train_student
+from compress.checkpoint import load_classifier, load_config
+from compress.configs import LayerDropConfig, TrainConfig, validate
+from compress.distill import select_layers, train_student
 from compress.errors import UserError
-from compress.train import TrainConfig, encode, evaluate
+from compress.recovery import kd_for, recovery_setup, shrink
 from compress.variant import Variant, derived_dir
 from compress.workspace import check_target
-
-
-@dataclass(frozen=True)
-class LayerDropConfig:
-    rate: float
-    keep: str = "every-other"  # every-other | N (evenly spread) | layer ids like 0,2,4 (one id: 3,)
-    temperature: float = 2.0
-    alpha: float = 0.5
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def kept_layers(depth: int, keep: str) -> list[int]:
@@ -104,11 +94,6 @@ def layer_drop(model, rate: float, seed: int):
             del layer.forward
 
 
-def check(config: LayerDropConfig) -> None:
-    if not 0 <= config.rate < 1:
-        raise UserError(f"--rate {config.rate} is outside [0, 1): it is the probability of dropping a layer")
-
-
 def default_name(variant: Variant, config: LayerDropConfig) -> str:
     return f"{variant.meta['name']}-ld{round(100 * config.rate)}-keep-{config.keep.strip(',').replace(',', '_')}"
 
@@ -120,9 +105,8 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
     The LayerDrop-trained model does not depend on the cut: one trained with the same settings is
     reused for another --keep, unless `replace` (--force) asks to train it again.
     """
-    check(config)
-    depth = load_config(variant.path).num_hidden_layers
-    keep = kept_layers(depth, config.keep)
+    validate(config)
+    keep = kept_layers(load_config(variant.path).num_hidden_layers, config.keep)
     task, teacher, train_config = recovery_setup(variant, train_config)
     name = name or default_name(variant, config)
     full_name = f"{variant.meta['name']}-ld{round(100 * config.rate)}-full"
@@ -134,11 +118,7 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
     for key, target in targets.items():
         if not (key == "full" and reuse_full):
             check_target(target, replace, (variant.path,))
-    tokenizer = load_tokenizer(variant.path)
-    params = {**config.as_dict(), "kept_layers": keep, **train_config.as_dict()}
-
-    def kd(layers: int) -> DistillConfig:
-        return DistillConfig(layers=layers, temperature=config.temperature, alpha=config.alpha)
+    params = {**config.as_dict(), "kept_layers": keep}
 
     if reuse_full:
         print(f"reusing {targets['full']}: trained with LayerDrop at the same settings")
@@ -146,22 +126,19 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
     else:
         model = load_classifier(variant.path)
         with layer_drop(model, config.rate, train_config.seed):
-            full = train_student(model, teacher, task, kd(depth), train_config, variant, targets["full"],
+            full = train_student(model, teacher, task, kd_for(model, config), train_config, variant, targets["full"],
                                  meta={"name": full_name, "stage": "layerdrop", "params": full_params},
                                  progress=progress, replace=replace)
-    cut = load_classifier(full.path)
-    keep_layers(cut, keep)
-    made = [full, train_student(cut, teacher, task, kd(len(keep)), TrainConfig(**{**train_config.as_dict(), "epochs": 0}),
-                                full, targets["cut"], meta={"name": name, "stage": "keep-layers", "params": params},
-                                progress=progress, replace=replace)]
+
+    def cut(model, *_) -> dict:
+        keep_layers(model, keep)
+        return {}
+
+    untrained = TrainConfig(**{**train_config.as_dict(), "epochs": 0})
+    made = [full, shrink(full, "keep-layers", name, cut, config, params, untrained, progress, replace)]
     if baseline:
-        plain = load_classifier(variant.path)
-        keep_layers(plain, keep)
-        before, _ = evaluate(plain, encode(task.dev, tokenizer, train_config.max_length), tokenizer, task.metrics)
-        made.append(train_student(plain, teacher, task, kd(len(keep)), train_config, variant, targets["baseline"],
-                                  meta={"name": f"{name}-baseline", "stage": "keep-layers",
-                                        "params": {**params, "rate": 0.0}},
-                                  metrics_before=before, progress=progress, replace=replace))
+        made.append(shrink(variant, "keep-layers", f"{name}-baseline", cut, config, {**params, "rate": 0.0},
+                           train_config, progress, replace))
     return made
 
 

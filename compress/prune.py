@@ -18,35 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
 from compress.arch import keep_layers, layout
-from compress.checkpoint import load_classifier, load_tokenizer
-from compress.distill import DistillConfig, recovery_setup, train_student
+from compress.configs import PruneConfig, TrainConfig, validate
 from compress.errors import UserError
+from compress.recovery import shrink
 from compress.structure import STRUCTURE_KEY, keep_heads, keep_neurons, record
-from compress.train import TrainConfig, encode, evaluate, length_batches
-from compress.variant import Variant, derived_dir
-
-IMPORTANCE = ("taylor", "magnitude", "random")
-SCOPES = ("global", "per-layer")
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    heads: float = 0.0  # fraction of the variant's heads to remove
-    neurons: float = 0.0  # fraction of its FFN neurons to remove
-    layers: str = ""  # whole layers to remove: a count N, or ids as a comma list (1,3; one id as 3,)
-    importance: str = "taylor"
-    scope: str = "global"
-    score_examples: int = 1024  # training examples the scores are computed on
-    temperature: float = 2.0  # of the KD recovery
-    alpha: float = 0.5
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from compress.train import encode, length_batches
+from compress.variant import Variant
 
 
 def current_structure(model) -> dict:
@@ -237,11 +219,7 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
 
 
 def check(config: PruneConfig) -> None:
-    for flag, value in (("--heads", config.heads), ("--neurons", config.neurons)):
-        if not 0 <= value < 1:
-            raise UserError(f"{flag} {value} is outside [0, 1): it is the fraction to remove")
-    if config.importance not in IMPORTANCE or config.scope not in SCOPES:
-        raise UserError(f"--importance must be one of {IMPORTANCE} and --scope one of {SCOPES}")
+    validate(config)
     if not (config.heads or config.neurons or config.layers):
         raise UserError("nothing to prune: give --heads, --neurons or --layers")
 
@@ -256,26 +234,17 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
           progress: bool = True, replace: bool = False) -> Variant:
     """Prune `variant` physically, then recover it with KD for `train_config.epochs` (0: no recovery)."""
     check(config)
-    task, teacher, train_config = recovery_setup(variant, train_config)
-    max_length = train_config.max_length
-    tokenizer = load_tokenizer(variant.path)
-    model = load_classifier(variant.path)
-    before = current_structure(model)
-    batches = scoring_batches(task, tokenizer, max_length, config.score_examples, train_config.seed)
-    removed = apply_pruning(model, copy.deepcopy(before), config, batches, train_config.seed)
-    after = getattr(model.config, STRUCTURE_KEY)
-    metrics_before, _ = evaluate(model, encode(task.dev, tokenizer, max_length), tokenizer, task.metrics)
-    name = name or default_name(variant, config)
-    distill_config = DistillConfig(layers=model.config.num_hidden_layers, temperature=config.temperature,
-                                   alpha=config.alpha)
-    return train_student(
-        model, teacher, task, distill_config, train_config, variant, derived_dir(variant, name),
-        meta={"name": name, "stage": "prune",
-              "params": {**config.as_dict(), **train_config.as_dict()},
-              "structure": {"removed": removed,
-                            "heads_per_layer": [len(h) for h in after["heads"]],
-                            "neurons_per_layer": after["neurons"],
-                            "heads_before": sum(len(h) for h in before["heads"]),
-                            "neurons_before": sum(before["neurons"])}},
-        metrics_before=metrics_before, progress=progress, replace=replace,
-    )
+
+    def remove(model, task, tokenizer, train: TrainConfig) -> dict:
+        before = current_structure(model)
+        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed)
+        removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed)
+        after = getattr(model.config, STRUCTURE_KEY)
+        return {"structure": {"removed": removed,
+                              "heads_per_layer": [len(h) for h in after["heads"]],
+                              "neurons_per_layer": after["neurons"],
+                              "heads_before": sum(len(h) for h in before["heads"]),
+                              "neurons_before": sum(before["neurons"])}}
+
+    return shrink(variant, "prune", name or default_name(variant, config), remove, config, config.as_dict(),
+                  train_config, progress, replace)

@@ -19,6 +19,7 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
+from compress.configs import QuantizeConfig, validate
 from compress.errors import UserError, first_line
 from compress.export import MODEL, RAW, dedupe_initializers, export
 from compress.machine import device
@@ -27,20 +28,17 @@ from compress.train import encode, predict_logits, task_metrics
 from compress.variant import Variant, derived_dir, relative_to_workspace, write_record
 from compress.workspace import ONNX_DIR, atomic_dir
 
-MODES = ("dynamic", "static", "fp16")
-BACKENDS = ("ort", "torch")
-
-
 def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
     """PyTorch dynamic int8 of every Linear: the baseline the ORT variants are compared with."""
     return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def default_name(variant: Variant, mode: str, backend: str, per_channel: bool, fp32_ffn_output: bool = False) -> str:
-    if backend == "torch":
+def default_name(variant: Variant, config: QuantizeConfig) -> str:
+    if config.backend == "torch":
         return f"{variant.meta['name']}-torch-int8"
-    ffn = "-ffn-fp32" if fp32_ffn_output and mode == "dynamic" else ""  # static always keeps them fp32
-    return f"{variant.meta['name']}-" + ("fp16" if mode == "fp16" else f"int8-{mode}") + ffn + ("-pc" if per_channel else "")
+    ffn = "-ffn-fp32" if config.fp32_ffn_output and config.mode == "dynamic" else ""  # static always keeps them fp32
+    kind = "fp16" if config.mode == "fp16" else f"int8-{config.mode}"
+    return f"{variant.meta['name']}-{kind}{ffn}" + ("-pc" if config.per_channel else "")
 
 
 # Tanh: the approximate GELU. The pooler's tanh matches too: its classifier staying fp32 costs nothing.
@@ -167,11 +165,8 @@ def _run_quantizer(source: Path, out: Path, scratch: Path, mode: str, per_channe
         onnx.save(model, str(out))
 
 
-def quantize(
-    variant: Variant, mode: str = "dynamic", per_channel: bool = False, calibration: int = 256,
-    backend: str = "ort", max_drop: float | None = None, name: str | None = None, fp32_ffn_output: bool = False,
-    replace: bool = False,
-) -> Variant:
+def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: str | None = None,
+             replace: bool = False) -> Variant:
     """Quantize `variant` into a new variant and measure its dev accuracy on the artifact itself.
 
     An existing variant of that name is replaced only with `replace` (--force).
@@ -179,8 +174,9 @@ def quantize(
     if variant.is_quantized:
         raise UserError(f"{variant.path} is already quantized ({variant.meta.get('params', {}).get('mode')}): "
                         "quantize the variant it was made from instead")
-    if mode not in MODES or backend not in BACKENDS:
-        raise UserError(f"--mode must be one of {', '.join(MODES)} and --backend one of {', '.join(BACKENDS)}")
+    validate(config)
+    mode, per_channel, fp32_ffn_output, calibration, backend, max_drop = (
+        config.mode, config.per_channel, config.fp32_ffn_output, config.calibration, config.backend, config.max_drop)
     if backend == "torch" and mode != "dynamic":
         raise UserError("--backend torch offers dynamic int8 only")
     if mode != "fp16" and device() == "cuda" and backend == "ort":
@@ -188,9 +184,7 @@ def quantize(
               "use --mode fp16 for the GPU")
     if fp32_ffn_output and (backend == "torch" or mode == "fp16"):
         raise UserError("--fp32-ffn-output applies to ORT int8 only")
-    if calibration < 1:
-        raise UserError("--calibration must be at least 1")
-    name = name or default_name(variant, mode, backend, per_channel, fp32_ffn_output)
+    name = name or default_name(variant, config)
     target = derived_dir(variant, name)
     tokenizer = load_tokenizer(variant.path)
     task = task_of(variant.meta)

@@ -9,32 +9,15 @@ Sharing cuts unique parameters and file size, not FLOPs: every layer still runs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
+
 from compress.arch import layout
-from compress.checkpoint import load_classifier, load_tokenizer
-from compress.distill import DistillConfig, recovery_setup, train_student
+from compress.configs import ShareConfig, TrainConfig, validate
 from compress.errors import UserError
+from compress.recovery import shrink
 from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
-from compress.train import TrainConfig, encode, evaluate
-from compress.variant import Variant, derived_dir
-
-WHAT = ("all", "attention", "ffn")
-INITS = ("first", "mean")
-
-
-@dataclass(frozen=True)
-class ShareConfig:
-    groups: int
-    what: str = "all"
-    init: str = "first"
-    temperature: float = 2.0  # of the KD recovery
-    alpha: float = 0.5
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from compress.variant import Variant
 
 
 def layer_groups(depth: int, groups: int) -> list[list[int]]:
@@ -45,8 +28,7 @@ def layer_groups(depth: int, groups: int) -> list[list[int]]:
 
 def share_layers(model, config: ShareConfig) -> dict:
     """Tie the model's layers in place as `config` says; returns the sharing recorded in its config."""
-    if config.what not in WHAT or config.init not in INITS:
-        raise UserError(f"--what must be one of {WHAT} and --init one of {INITS}")
+    validate(config)
     if getattr(model.config, SHARING_KEY, None):
         raise UserError("this variant's layers are already shared; share its parent instead")
     spec = layout(model.config)
@@ -74,18 +56,9 @@ def default_name(variant: Variant, config: ShareConfig) -> str:
 def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name: str | None = None,
           progress: bool = True, replace: bool = False) -> Variant:
     """Tie `variant`'s layers in groups, then recover with KD for `train_config.epochs` (0: none)."""
-    task, teacher, train_config = recovery_setup(variant, train_config)
-    max_length = train_config.max_length
-    model = load_classifier(variant.path)
-    sharing = share_layers(model, config)
-    tokenizer = load_tokenizer(variant.path)
-    metrics_before, _ = evaluate(model, encode(task.dev, tokenizer, max_length), tokenizer, task.metrics)
-    name = name or default_name(variant, config)
-    return train_student(
-        model, teacher, task, DistillConfig(layers=model.config.num_hidden_layers, temperature=config.temperature,
-                                            alpha=config.alpha),
-        train_config, variant, derived_dir(variant, name),
-        meta={"name": name, "stage": "share",
-              "params": {**config.as_dict(), **train_config.as_dict()}, "sharing": {"groups": sharing["groups"]}},
-        metrics_before=metrics_before, progress=progress, replace=replace,
-    )
+
+    def tie(model, task, tokenizer, train: TrainConfig) -> dict:
+        return {"sharing": {"groups": share_layers(model, config)["groups"]}}
+
+    return shrink(variant, "share", name or default_name(variant, config), tie, config, config.as_dict(),
+                  train_config, progress, replace)

@@ -21,8 +21,8 @@ from compress.errors import UserError
 from compress.machine import device
 from compress.registry import BASES, resolve_base
 from compress.tasks import Task
+from compress.configs import TrainConfig
 from compress.train import (
-    TrainConfig,
     best_epoch,
     check_max_length,
     data_record,

@@ -21,6 +21,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from compress import distributed
 from compress.errors import UserError
+from compress.configs import TrainConfig
 from compress.machine import autocast, device
 from compress.workspace import write_json
 
@@ -28,21 +29,6 @@ datasets.disable_progress_bars()
 
 # Models whose position ids start after the padding index: two positions are not usable.
 OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "mpnet": 2}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: float = 3.0
-    lr: float = 5e-5
-    batch_size: int = 32
-    max_length: int = 128
-    seed: int = 42
-    precision: str = "bf16"
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def check_max_length(max_length: int, tokenizer, config, flag: str = "--max-length") -> None:

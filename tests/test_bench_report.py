@@ -11,6 +11,7 @@ import pytest
 from compress.bench import bench, parse_shapes
 from compress.errors import UserError
 from compress.export import export
+from compress.configs import QuantizeConfig
 from compress.quantize import quantize
 from compress.report import pareto_front, render
 from compress.variant import Variant
@@ -26,7 +27,7 @@ def measured_workspace(trained_teacher, tmp_path_factory):
     shutil.copytree(teacher.path, workspace / "teachers" / "tiny" / "reviews")
     copy = export(Variant.load(workspace / "teachers" / "tiny" / "reviews"))
     int8 = quantize(copy)
-    unmeasured = quantize(copy, backend="torch")
+    unmeasured = quantize(copy, QuantizeConfig(backend="torch"))
     bench(copy, SHAPES, threads=1)
     bench(int8, SHAPES, threads=1)
     return workspace, copy, int8, unmeasured

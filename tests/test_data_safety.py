@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from compress.distill import DistillConfig, distill
+from compress.configs import DistillConfig
+from compress.distill import distill
 from compress.export import export
-from compress.train import TrainConfig, resume_point
+from compress.configs import TrainConfig
+from compress.train import resume_point
 from compress.variant import Variant
 from compress.workspace import HOST, check_name, partial_dir
 

@@ -10,10 +10,12 @@ from transformers import (
 )
 
 from compress.arch import encoder_layers
-from compress.distill import HIDDEN_LOSSES, DistillConfig, distill, kd_loss, make_student, select_layers
+from compress.configs import DistillConfig
+from compress.distill import HIDDEN_LOSSES, distill, kd_loss, make_student, select_layers
 from compress.errors import UserError
 from compress.checkpoint import load_classifier, load_tokenizer
-from compress.train import TrainConfig, encode, predict_logits
+from compress.configs import TrainConfig
+from compress.train import encode, predict_logits
 from compress.workspace import partial_dir
 
 from conftest import CONFIGS, TINY

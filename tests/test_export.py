@@ -17,12 +17,16 @@ from transformers import (
 
 import compress.export as export_stage
 from compress import ort as runtime
-from compress.distill import DistillConfig, distill
+from compress.configs import DistillConfig
+from compress.distill import distill
 from compress.errors import UserError
 from compress.export import export
-from compress.prune import PruneConfig, prune
+from compress.configs import PruneConfig
+from compress.prune import prune
+from compress.configs import QuantizeConfig
 from compress.quantize import quantize
-from compress.train import TrainConfig, encode
+from compress.configs import TrainConfig
+from compress.train import encode
 from compress.variant import Variant, parent_path, save_variant
 
 from conftest import CONFIGS, student_dir, student_meta
@@ -112,7 +116,7 @@ def fp32_weight_matmuls(variant: Variant) -> list[str]:
 def test_dynamic_int8_can_keep_the_ffn_outputs_in_fp32(teacher_copy, tiny_teacher):
     _, task = tiny_teacher
     assert fp32_weight_matmuls(quantize(teacher_copy)) == []
-    kept = quantize(teacher_copy, fp32_ffn_output=True)
+    kept = quantize(teacher_copy, QuantizeConfig(fp32_ffn_output=True))
     assert kept.path.name == "tiny-int8-dynamic-ffn-fp32" and kept.meta["params"]["fp32_ffn_output"]
     fp32 = fp32_weight_matmuls(kept)
     layers = json.loads((teacher_copy.path / "config.json").read_text())["num_hidden_layers"]
@@ -122,7 +126,7 @@ def test_dynamic_int8_can_keep_the_ffn_outputs_in_fp32(teacher_copy, tiny_teache
 
 def test_static_int8_and_the_torch_baseline(teacher_copy, tiny_teacher):
     _, task = tiny_teacher
-    static = quantize(teacher_copy, mode="static", calibration=32)
+    static = quantize(teacher_copy, QuantizeConfig(mode="static", calibration=32))
     graph = onnx.load(str(static.path / "onnx" / "model.onnx")).graph
     producers = {out: node for node in graph.node for out in node.output}
     dequantized = {t for t, node in producers.items() if node.op_type == "DequantizeLinear"}
@@ -135,7 +139,7 @@ def test_static_int8_and_the_torch_baseline(teacher_copy, tiny_teacher):
     assert sum(int8.values()) == 5 * layers  # q, k, v, attention output and FFN input of each layer
     assert any("word_embeddings" in n.name for n in graph.node if n.op_type == "Gather" and n.input[0] in dequantized)
     assert static.meta["metrics"]["dev"]["accuracy"] == pytest.approx(dev_accuracy_in_fresh_session(static, task))
-    baseline = quantize(teacher_copy, backend="torch")
+    baseline = quantize(teacher_copy, QuantizeConfig(backend="torch"))
     assert baseline.path.name == "tiny-torch-int8" and (baseline.path / "model_int8.pt").is_file()
     assert baseline.meta["metrics"]["dev"]["accuracy"] >= 0.9
 
@@ -147,7 +151,7 @@ def test_max_drop_refuses_and_writes_nothing(tiny_base, tiny_teacher, tmp_path):
     variant = save_variant(student_dir(tmp_path, "untrained"), model, AutoTokenizer.from_pretrained(tiny_base),
                            student_meta(teacher, "untrained", 1.0))
     with pytest.raises(UserError, match=r"untrained-int8-dynamic refused: accuracy .* points below .*--max-drop 1"):
-        quantize(variant, max_drop=1.0)
+        quantize(variant, QuantizeConfig(max_drop=1.0))
     assert sorted(p.name for p in variant.path.parent.iterdir()) == ["untrained"]
 
 

@@ -8,8 +8,10 @@ from transformers import AutoModelForSequenceClassification
 from compress.arch import encoder_layers, keep_layers
 from compress.checkpoint import load_classifier, load_tokenizer
 from compress.errors import UserError
-from compress.layerdrop import LayerDropConfig, kept_layers, layer_drop, layerdrop
-from compress.train import TrainConfig, encode, evaluate
+from compress.configs import LayerDropConfig
+from compress.layerdrop import kept_layers, layer_drop, layerdrop
+from compress.configs import TrainConfig
+from compress.train import encode, evaluate
 from compress.variant import Variant, parent_path
 
 from conftest import CONFIGS, FAST

@@ -8,10 +8,12 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.errors import UserError
-from compress.prune import PruneConfig, apply_pruning, choose, current_structure, gates, prune, scoring_batches
+from compress.configs import PruneConfig
+from compress.prune import apply_pruning, choose, current_structure, gates, prune, scoring_batches
 from compress.structure import MODELING_FILE, STRUCTURE_KEY, keep_heads, keep_neurons, record
 from compress.checkpoint import load_classifier
-from compress.train import TrainConfig, encode, predict_logits
+from compress.configs import TrainConfig
+from compress.train import encode, predict_logits
 from compress.variant import Variant, save_variant
 
 from conftest import CONFIGS, FAST, TINY

@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
-from compress.distill import DistillConfig, distill
-from compress.train import TrainConfig
+from compress.configs import DistillConfig
+from compress.distill import distill
+from compress.configs import TrainConfig
 from compress.variant import Variant, find_variants
 from compress.workspace import partial_dir
 

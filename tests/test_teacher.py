@@ -10,7 +10,8 @@ from compress import teacher as stage
 from compress.errors import UserError
 from compress.tasks import load_task
 from compress.checkpoint import load_classifier
-from compress.train import TrainConfig, encode, predict_logits
+from compress.configs import TrainConfig
+from compress.train import encode, predict_logits
 from compress.variant import Variant
 from compress.workspace import partial_dir
 

@@ -1,0 +1,166 @@
+"""Every stage's settings as data (TextBrewer's way): each default, choice, range and help text once.
+
+The stages take these dataclasses; the CLI builds its flags from their fields (`cli_options`),
+and a recipe's keys are those flags, so the three share one definition. Nothing here imports
+torch: the CLI can read it and still start fast.
+"""
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+
+def setting(default, help: str, choices: tuple | None = None, low=None, high=None, low_open: bool = False,
+            high_open: bool = False, flag: str | None = None, cli: bool = True):
+    """A dataclass field that also describes its command-line flag (`cli=False`: API only)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "range": (low, high, low_open, high_open),
+                                             "flag": flag, "cli": cli})
+
+
+class Settings:
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Settings):
+    epochs: float = setting(3.0, "Epochs; fractions allowed.", low=0, low_open=True)
+    lr: float = setting(5e-5, "Peak learning rate (linear warm-up over 10%, then decay).", low=0, low_open=True)
+    batch_size: int = setting(32, "Examples per training step.", low=1)
+    max_length: int = setting(128, "Tokens per example; longer ones are truncated.", low=1)
+    seed: int = setting(42, "Seeds the new head, the data order and dropout.")
+    precision: str = setting("auto", "auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU).",
+                             choices=("auto", "bf16", "fp16", "fp32"))
+    warmup: float = setting(0.1, "Fraction of the steps spent warming the learning rate up.", cli=False)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", cli=False)
+
+    def __post_init__(self):
+        if self.precision == "auto":  # recorded as what ran, never as "auto"
+            from compress.machine import training_precision
+
+            object.__setattr__(self, "precision", training_precision("auto"))
+
+
+RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recovery: shorter and gentler
+
+
+@dataclass(frozen=True, kw_only=True)
+class KD(Settings):
+    """The soft-target terms every distillation and every KD recovery uses (Hinton et al. 2015)."""
+
+    temperature: float = setting(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True)
+    alpha: float = setting(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels.", low=0, high=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig(KD):
+    layers: int = setting(3, "Student depth N.", low=1)
+    init: str = setting("alternate", "Teacher layers to copy: alternate (evenly spread, ends included), first, last, "
+                        "or a list like 0,2,4.")
+    hidden_loss: str = setting("none", "Also match each student layer to the teacher layer it came from "
+                               "(runs the teacher live).", choices=("none", "cosine", "mse"))
+    hidden_weight: float = setting(1.0, "Weight of the hidden-state term.", low=0)
+    kd: bool = setting(True, "Train the same student on labels alone: the baseline.", flag="--no-kd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig(KD):
+    heads: float = setting(0.0, "Fraction of the variant's attention heads to remove.", low=0, high=1, high_open=True)
+    neurons: float = setting(0.0, "Fraction of its FFN neurons to remove.", low=0, high=1, high_open=True)
+    layers: str = setting("", "Whole layers to remove: a count N (the least important), or ids like 1,3 (one id: 3,).")
+    importance: str = setting("taylor", "taylor: |dL/d mask| over training batches; random: the control.",
+                              choices=("taylor", "magnitude", "random"))
+    scope: str = setting("global", "Rank heads and neurons across layers, or remove the same fraction from each layer.",
+                         choices=("global", "per-layer"))
+    score_examples: int = setting(1024, "Training examples to score on.", low=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerDropConfig(KD):
+    rate: float = setting(0.2, "Probability of skipping each layer in a training step.", low=0, high=1, high_open=True)
+    keep: str = setting("every-other", "Layers to keep afterwards: every-other, a count N (evenly spread) "
+                        "or ids like 0,2,4 (one id: 3,).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShareConfig(KD):
+    groups: int = setting(MISSING, "Groups of consecutive layers that share parameters (1: all layers, as ALBERT).",
+                          low=1)
+    what: str = setting("all", "Which parameters to tie.", choices=("all", "attention", "ffn"))
+    init: str = setting("first", "Start each shared tensor from the group's first layer or from the group's mean.",
+                        choices=("first", "mean"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeConfig(Settings):
+    mode: str = setting("dynamic", "dynamic: int8 weights, activations quantized on the fly (the default for "
+                        "transformers); static: int8 QDQ calibrated on training examples; fp16: for GPUs.",
+                        choices=("dynamic", "static", "fp16"))
+    per_channel: bool = setting(False, "One int8 scale per output channel instead of per tensor.")
+    fp32_ffn_output: bool = setting(False, "Dynamic int8: keep the FFN output projections in fp32 (static always "
+                                    "does): they read the GELU's outliers; most of the accuracy back for some of the speed.")
+    calibration: int = setting(256, "Training examples to calibrate static int8 on.", low=1)
+    backend: str = setting("ort", "ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.", choices=("ort", "torch"))
+    max_drop: float | None = setting(None, "Refuse (and write nothing) if dev accuracy falls by more than this many "
+                                     "points.", low=0)
+
+
+def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: Any):
+    """Click options for `config_class`'s fields (or `only` those), named as the fields; `defaults`
+    overrides a default for one verb (a recovery's shorter schedule)."""
+    import click
+
+    def option(f):
+        meta = f.metadata
+        required = f.default is MISSING and f.name not in defaults
+        default = defaults.get(f.name, None if required else f.default)
+        low, high, low_open, high_open = meta["range"]
+        kind = f.type if isinstance(f.type, type) else float  # `float | None`: an optional number
+        if kind is bool:
+            flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+            inverted = flag.startswith("--no-")  # a switch that turns a default-on setting off
+            return click.option(flag, f.name, is_flag=True, flag_value=not default if inverted else True,
+                                default=default, show_default=False, help=meta["help"])
+        if meta["choices"]:
+            kind = click.Choice(meta["choices"])
+        elif low is not None or high is not None:
+            kind = (click.IntRange if kind is int else click.FloatRange)(low, high, min_open=low_open, max_open=high_open)
+        return click.option(meta["flag"] or f"--{f.name.replace('_', '-')}", f.name, type=kind, default=default,
+                            required=required, help=meta["help"])
+
+    chosen = [f for f in fields(config_class) if f.metadata.get("cli") and (only is None or f.name in only)]
+
+    def decorate(fn):
+        for f in reversed(chosen):
+            fn = option(f)(fn)
+        return fn
+
+    return decorate
+
+
+def take(config_class, params: dict, **fixed):
+    """Build `config_class` from a command's parsed params, removing the fields it takes from them."""
+    names = {f.name for f in fields(config_class)}
+    return config_class(**{name: params.pop(name) for name in list(params) if name in names}, **fixed)
+
+
+def validate(config) -> None:
+    """Check `config`'s values against its fields' choices and ranges, as the CLI does for flags.
+
+    The API takes dataclasses built by hand, so the stages call this; it names the flag.
+    """
+    from compress.errors import UserError
+
+    for f in fields(config):
+        value, meta = getattr(config, f.name), f.metadata
+        if not meta.get("cli") or value is None or isinstance(value, bool):
+            continue
+        flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+        if meta["choices"] and value not in meta["choices"]:
+            raise UserError(f"{flag} must be one of {', '.join(meta['choices'])}, not {value!r}")
+        low, high, low_open, high_open = meta["range"]
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if below or above:
+            interval = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, " \
+                       f"{high if high is not None else 'inf'}{')' if high_open or high is None else ']'}"
+            raise UserError(f"{flag} {value} is outside {interval}")
