@@ -67,14 +67,14 @@ def main() -> None:
         results.data.update(bench_command=bench_command, bench_wall_s=bench_wall)
     variants = results.data["variants"] = {}
     for name, path in paths.items():
-        meta = Variant.load(path).meta
-        bench = meta.get("bench", {}).get(key)
+        variant = Variant.load(path)
+        meta, bench = variant.meta, variant.benches.get(key)
         variants[name] = {
             "stage": meta["stage"], "path": str(path),
             "accuracy": bench["dev"]["accuracy"] if bench else meta["metrics"]["dev"]["accuracy"],
             "accuracy_from": bench["accuracy_from"] if bench else "training-time evaluation",
             "parameters": meta.get("parameters"), "unique_parameters": meta.get("unique_parameters"),
-            "size_mb": meta.get("onnx", {}).get("size_mb") or meta.get("size_mb"),
+            "size_mb": (variant.export or {}).get("size_mb") or meta.get("size_mb"),
             **({"drop_points": meta["metrics"]["drop_points"]} if "drop_points" in meta["metrics"] else {}),
             "latency_ms": bench["latency_ms"] if bench else {},
         }

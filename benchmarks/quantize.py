@@ -41,19 +41,19 @@ def latencies(measure, runs: int) -> dict:
 
 def bench_variant(results: Results, workspace: Path, path: Path, threads: int, runs: int) -> None:
     command, _ = compress(workspace, "export", path)
-    parent = read_variant(path)
+    parent, export = read_variant(path), Variant.load(path).export
     lineage = [parent.get("teacher", parent["name"]), parent["task"]] + ([parent["name"]] if "teacher" in parent else [])
     entry = results.data.setdefault("variants", {}).setdefault("/".join(lineage), {})  # mpnet-base/sst2/L6-kd
     vocab = load_classifier(path).config.vocab_size
     fp32 = runtime.session(path / "onnx" / "model.onnx", threads=threads)
     entry["ort-fp32"] = {
-        "command": command, "accuracy": parent["metrics"]["dev"]["accuracy"], "size_mb": parent["onnx"]["size_mb"],
-        "optimized_graph": parent["onnx"]["optimized"],
+        "command": command, "accuracy": parent["metrics"]["dev"]["accuracy"], "size_mb": export["size_mb"],
+        "optimized_graph": export["optimized"],
         "latency_ms": latencies(lambda b, s, r: ort_latency_ms(fp32, b, s, r, vocab_size=vocab), runs),
     }
     torch.set_num_threads(threads)
     model = load_classifier(path)
-    inputs = parent["onnx"]["inputs"]
+    inputs = export["inputs"]
     entry["torch-fp32"] = {
         "accuracy": parent["metrics"]["dev"]["accuracy"], "size_mb": parent["size_mb"],
         "latency_ms": latencies(lambda b, s, r: torch_latency_ms(model, b, s, r, vocab_size=vocab,

@@ -1,7 +1,7 @@
 """Stage: measure a variant where it will be served: latency per shape and runtime, and accuracy.
 
-Results go into the variant's variant.json under bench[<machine key>], so numbers from different
-machines never mix. Accuracy comes from the deployed artifact: the ONNX file where there is one.
+Results go into the variant's bench/<machine key>.json, one file per machine, thread count and
+device, so numbers from different machines never mix and concurrent benches never meet. Accuracy comes from the deployed artifact: the ONNX file where there is one.
 """
 
 from __future__ import annotations
@@ -42,11 +42,16 @@ def machine_key(info: dict, threads: int, device: str) -> str:
     return f"{info['cpu']}{gpu} | {threads} threads | {device}"
 
 
+def key_here(threads: int | None, device: str) -> str:
+    """The key of a measurement on this machine with `threads` (default: torch's count) on `device`."""
+    return machine_key(machine(), threads or torch.get_num_threads(), device)
+
+
 def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = None,
              device: str = "cpu") -> bool:
     """Whether `variant` already holds a measurement of every shape on this machine, threads and device."""
-    key = machine_key(machine(), threads or torch.get_num_threads(), device)
-    done = variant.meta.get("bench", {}).get(key, {}).get("latency_ms", {})
+    key = key_here(threads, device)
+    done = variant.benches.get(key, {}).get("latency_ms", {})
     return bool(done) and all(f"{b}x{s}" in by_shape for by_shape in done.values() for b, s in shapes)
 
 
@@ -111,7 +116,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
         "dev": task_metrics(logits.numpy(), np.asarray(dev["label"]), task.metrics),
         "accuracy_from": accuracy_source,
     }
-    return variant.update(lambda meta: meta.setdefault("bench", {}).__setitem__(key, entry))
+    return variant.record_bench(key, entry)
 
 
 def _per_shape(measure, shapes) -> dict:

@@ -244,7 +244,7 @@ def export_command(variant, opset, no_optimize):
     """Export VARIANT to ONNX in VARIANT/onnx/, refused unless it matches PyTorch (|logit diff| <= 1e-4)."""
     from compress.export import export
 
-    result = export(load_variant(variant), opset=opset, optimize=not no_optimize).meta["onnx"]
+    result = export(load_variant(variant), opset=opset, optimize=not no_optimize).export
     fused = ", ".join(f"{n} {op}" for op, n in result.get("fused_ops", {}).items()) or "none"
     click.echo(f"exported {variant}/onnx/model.onnx ({result['size_mb']} MB, "
                f"{'optimized' if result['optimized'] else 'plain'} graph; fused: {fused}); "
@@ -274,7 +274,7 @@ def quantize_command(variant, name, force, **params):
 @click.pass_obj
 def bench_command(obj, variants, shapes, threads, device, runs):
     """Measure latency (ORT and PyTorch) and artifact accuracy of VARIANTS [default: every variant]."""
-    from compress.bench import bench, parse_shapes
+    from compress.bench import bench, key_here, parse_shapes
     from compress.variant import find_variants
 
     parsed = parse_shapes(shapes)
@@ -283,7 +283,7 @@ def bench_command(obj, variants, shapes, threads, device, runs):
         raise UserError(f"no variants in {obj['workspace']} to measure")
     for variant in targets:
         result = bench(variant, parsed, threads, device, runs)
-        entry = list(result.meta["bench"].values())[-1]
+        entry = result.benches[key_here(threads, device)]
         timings = "; ".join(f"{runtime} {shape} {t['p50']:.2f} ms" for runtime, by_shape in entry["latency_ms"].items()
                             for shape, t in by_shape.items())
         click.echo(f"{variant.path}: accuracy {entry['dev']['accuracy']:.4f}; {timings}")
@@ -339,7 +339,7 @@ def run_command(ctx, recipe, dry_run, adopt):
         targets = [v for v, step in zip(variants, plan.steps)
                    if not step.skip or not measured(v, shapes, plan.bench.get("threads"), plan.bench.get("device", "cpu"))]
         for variant in targets:
-            if "artifact" not in variant.meta and "onnx" not in variant.meta:
+            if "artifact" not in variant.meta and variant.export is None:
                 cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=ctx.obj)
         if targets:
             args = recipes.flags(cli.commands["bench"], plan.bench, "bench")
@@ -381,7 +381,7 @@ def list_command(obj):
     for v in variants:
         meta = v.meta
         latency = "-"
-        for entry in meta.get("bench", {}).values():
+        for entry in v.benches.values():
             for runtime in ("ort-cpu", "torch-cpu"):
                 if "1x128" in entry["latency_ms"].get(runtime, {}):
                     latency = f"{entry['latency_ms'][runtime]['1x128']['p50']:.2f} ({runtime.split('-')[0]})"
@@ -389,8 +389,8 @@ def list_command(obj):
             break
         parameters = meta.get("parameters")
         rows.append((
-            str(v.path.relative_to(obj["workspace"])), meta.get("stage", "?"),
-            parent_path(v).name if meta.get("parent") else "-",
+            _workspace_id(v.path, obj["workspace"]), meta["stage"],
+            _workspace_id(parent_path(v), obj["workspace"]) if meta.get("parent") else "-",
             f"{meta['metrics']['dev']['accuracy']:.4f}",
             f"{parameters / 1e6:.1f}" if parameters else "-",
             f"{meta['unique_parameters'] / 1e6:.1f}" if meta.get("unique_parameters") else "-",
@@ -400,7 +400,15 @@ def list_command(obj):
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     for path, reason in broken:
-        click.echo(f"{path.relative_to(obj['workspace'])}  BROKEN: {reason}")
+        click.echo(f"{_workspace_id(path, obj['workspace'])}  BROKEN: {reason}")
+
+
+def _workspace_id(path: Path, workspace: Path) -> str:
+    """A variant's path inside the workspace (teachers/<t>/<task>, students/<t>/<task>/<name>)."""
+    try:
+        return str(path.resolve().relative_to(workspace.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from compress.latency import ort_latency_ms
 from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
 from compress.train import encode, predict_logits
-from compress.variant import Variant
-from compress.workspace import ONNX_DIR, atomic_dir
+from compress.variant import EXPORT_FILE, Variant
+from compress.workspace import ONNX_DIR, atomic_dir, write_json
 
 PARITY_ATOL = 1e-4
 FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
@@ -136,8 +136,8 @@ def parity(model, sess, encoded, tokenizer) -> dict:
 
 
 def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
-    """Write variant/onnx/ (replacing an earlier export) and record the export, its fusion, timings and
-    parity in variant.json."""
+    """Write variant/onnx/ (replacing an earlier export) with its record, onnx/export.json: the
+    fusion, the timings behind the graph kept, and the parity check."""
     if variant.is_quantized:
         raise UserError(f"{variant.path} is quantized: its ONNX file is its artifact; export the variant it was made from")
     tokenizer = load_tokenizer(variant.path)
@@ -168,4 +168,5 @@ def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         record.update(parity=check, size_mb=round((tmp / MODEL).stat().st_size / 1e6, 2))
-    return variant.update(lambda meta: meta.update(onnx=record))
+        write_json(tmp / EXPORT_FILE, record)
+    return variant

@@ -25,7 +25,7 @@ from compress.export import MODEL, RAW, dedupe_initializers, export
 from compress.machine import device
 from compress.tasks import task_of
 from compress.train import encode, predict_logits, task_metrics
-from compress.variant import Variant, derived_dir, relative_to_workspace, write_record
+from compress.variant import EXPORT_FILE, Variant, derived_dir, relative_to_workspace, write_record
 from compress.workspace import ONNX_DIR, atomic_dir
 
 def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -224,7 +224,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
                                 ) from None
             shutil.rmtree(scratch)
             for extra in variant.path.joinpath(ONNX_DIR).iterdir():  # config and tokenizer: Optimum's layout
-                if extra.is_file() and extra.suffix != ".onnx":
+                if extra.is_file() and extra.suffix != ".onnx" and extra.name != EXPORT_FILE:
                     shutil.copy(extra, tmp / "onnx" / extra.name)
             logits = runtime.logits(runtime.session(artifact), dev, tokenizer)
         tokenizer.save_pretrained(tmp)
@@ -235,7 +235,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
         if max_drop is not None and drop > max_drop:
             raise UserError(f"{name} refused: accuracy {metrics['accuracy']:.4f} is {drop:.2f} points below "
                             f"{variant.meta['name']}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
-        parent_size = variant.meta.get("onnx", {}).get("size_mb") if backend == "ort" else variant.meta["size_mb"]
+        parent_size = (variant.export or {}).get("size_mb") if backend == "ort" else variant.meta["size_mb"]
         size = round(artifact.stat().st_size / 1e6, 2)
         write_record(tmp, {
             "name": name,

@@ -59,11 +59,11 @@ def _rows(variants: list[Variant]) -> list[Row]:
     by_path = {str(v.path.resolve()): v for v in variants}
     rows = []
     for v in variants:
-        measured = list(v.meta.get("bench", {}).values())
+        measured = list(v.benches.values())
         dev = measured[-1]["dev"] if measured else v.meta["metrics"]["dev"]
         source = measured[-1]["accuracy_from"] if measured else "training-time evaluation (PyTorch fp32)"
         row = Row(v, _lineage(v, by_path), dev["accuracy"], source)
-        for machine, entry in v.meta.get("bench", {}).items():
+        for machine, entry in v.benches.items():
             for runtime, shapes in entry["latency_ms"].items():
                 for shape, timing in shapes.items():
                     row.latency[(machine, runtime, shape)] = timing
@@ -114,7 +114,7 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
     keys = sorted({k for r in rows for k in r.latency})
     machines = {}
     for r in rows:
-        for name, entry in r.variant.meta.get("bench", {}).items():
+        for name, entry in r.variant.benches.items():
             machines.setdefault(name, entry["machine"])
     table = []
     for r in rows:
@@ -128,7 +128,7 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
             "params": ", ".join(f"{k}={v}" for k, v in meta.get("params", {}).items()
                                 if k not in ("base_path", "warmup", "weight_decay") and v is not None),
             "parameters": meta.get("parameters"), "unique_parameters": meta.get("unique_parameters", meta.get("parameters")),
-            "size_mb": meta.get("onnx", {}).get("size_mb") or meta.get("size_mb"),
+            "size_mb": (r.variant.export or {}).get("size_mb") or meta.get("size_mb"),
             "accuracy": r.accuracy, "accuracy_from": r.accuracy_from,
             "delta": 100 * (r.accuracy - teacher_row.accuracy) if teacher_row else None,
             "cells": cells, "command": meta.get("command", ""),

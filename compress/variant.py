@@ -3,12 +3,16 @@
 Variants live in a workspace (compress.workspace says where and how they are written): a teacher
 at teachers/<teacher>/<task>/, everything made from it at students/<teacher>/<task>/<name>/.
 A variant's parent is recorded relative to the workspace, so lineage survives moving the
-workspace and does not depend on where the command was typed.
+workspace and does not depend on where the command was typed. variant.json is the stage's own
+record, written once; later stages add files of their own beside it (onnx/export.json,
+bench/<machine key>.json), so nothing rewrites a record another process may be reading.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -20,13 +24,18 @@ from compress.errors import UserError
 from compress.workspace import (
     MADE_BY,
     META_FILE,
+    ONNX_DIR,
     atomic_dir,
     check_name,
+    clean_stale,
     inside,
     update_json,
     workspace_of,
     write_json,
 )
+
+SCHEMA = 1  # 1: made_by mark, parents relative to the workspace, measurements in bench/, export in onnx/
+BENCH_DIR, EXPORT_FILE = "bench", "export.json"
 
 
 def _record_problem(meta) -> str | None:
@@ -78,6 +87,38 @@ class Variant:
         """Change variant.json under the workspace lock, on the record as it is on disk now."""
         self.meta = update_json(self.path / META_FILE, change)
         return self
+
+    @property
+    def export(self) -> dict | None:
+        """The ONNX export's record: onnx/export.json (records of schema 0 held it in variant.json)."""
+        return _read_json(self.path / ONNX_DIR / EXPORT_FILE) or self.meta.get("onnx")
+
+    @property
+    def benches(self) -> dict[str, dict]:
+        """Measurements by machine key: bench/<key>.json (records of schema 0 held them in variant.json)."""
+        found = dict(self.meta.get("bench", {}))
+        for f in sorted((self.path / BENCH_DIR).glob("*.json")):
+            entry = _read_json(f)
+            if entry and isinstance(entry.get("key"), str):
+                found[entry["key"]] = entry
+        return found
+
+    def record_bench(self, key: str, entry: dict) -> "Variant":
+        """Write one measurement as a file of its own: concurrent benches of one variant never meet."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-.")[:80]
+        folder = self.path / BENCH_DIR
+        folder.mkdir(exist_ok=True)
+        clean_stale(self.path)  # what a killed writer left beside the record
+        write_json(folder / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json", {"key": key, **entry})
+        return self
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def derived_dir(parent: Variant, name: str) -> Path:
@@ -164,7 +205,8 @@ def write_record(folder: Path, meta: dict) -> Variant:
     """Write a new variant's record, with compress's mark, the machine and the command that made it."""
     from compress.machine import machine
 
-    variant = Variant(folder, {**meta, "made_by": MADE_BY, "machine": machine(), "command": command_line()})
+    variant = Variant(folder, {"schema": SCHEMA, **meta, "made_by": MADE_BY, "machine": machine(),
+                               "command": command_line()})
     write_json(folder / META_FILE, variant.meta)
     return variant
 

@@ -43,7 +43,7 @@ def test_shapes_parse_and_bad_shapes_are_clear():
 def test_bench_writes_sane_numbers_keyed_by_machine_and_shape(measured_workspace):
     _, teacher, int8, _ = measured_workspace
     for variant, runtimes in ((teacher, {"ort-cpu", "torch-cpu"}), (int8, {"ort-cpu"})):
-        entries = Variant.load(variant.path).meta["bench"]
+        entries = Variant.load(variant.path).benches
         (key, entry), = entries.items()
         assert "| 1 threads | cpu" in key and entry["machine"]["threads"] == 1
         assert set(entry["latency_ms"]) == runtimes
@@ -53,7 +53,8 @@ def test_bench_writes_sane_numbers_keyed_by_machine_and_shape(measured_workspace
                 assert 0 < timing["p50"] <= timing["p90"] and timing["runs"] >= 30
                 assert timing["examples_per_s"] > 0
         assert entry["dev"]["accuracy"] >= 0.9
-    assert Variant.load(int8.path).meta["bench"][key]["accuracy_from"].startswith("onnx")
+    assert Variant.load(int8.path).benches[key]["accuracy_from"].startswith("onnx")
+    assert "bench" not in Variant.load(int8.path).meta  # measurements are files of their own: bench/*.json
 
 
 def test_bench_refuses_what_it_cannot_measure(measured_workspace, tmp_path):
@@ -136,3 +137,24 @@ def test_bench_and_report_commands(run_cli, measured_workspace, tmp_path):
     assert code == 0 and (tmp_path / "r.html").is_file(), err
     code, _, err = run_cli("--workspace", workspace, "bench", "--shapes", "1by16")
     assert code == 2 and "--shapes takes BATCHxSEQUENCE" in err
+
+
+def test_a_moved_workspace_still_lists_benches_and_reports(run_cli, measured_workspace, tmp_path, monkeypatch):
+    """`cp -r ws ws2`, then work from elsewhere: lineage is recorded inside the workspace, never as a path to it."""
+    workspace, _, _, unmeasured = measured_workspace
+    moved = shutil.copytree(workspace, tmp_path / "ws2")
+    records = [p.read_text() for p in moved.rglob("*.json")]
+    assert records and not any(str(workspace) in text for text in records)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("--workspace", "ws2", "list")
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[1:]}
+    assert code == 0 and "BROKEN" not in out, (out, err)
+    assert rows["students/tiny/reviews/tiny-torch-int8"] == ["quantize", "teachers/tiny/reviews"]
+    assert rows["teachers/tiny/reviews"] == ["teacher", "-"]
+    torch_int8 = moved / unmeasured.path.relative_to(workspace)
+    code, _, err = run_cli("--workspace", "ws2", "bench", torch_int8, "--shapes", "1x16", "--threads", "1")
+    assert code == 0, err  # re-quantizes its parent, found inside ws2
+    code, out, err = run_cli("--workspace", "ws2", "report", "--out", tmp_path / "moved.html")
+    assert code == 0, err
+    page = (tmp_path / "moved.html").read_text()
+    assert "tiny → tiny-torch-int8" in page and "tiny → tiny-int8-dynamic" in page

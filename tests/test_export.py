@@ -43,7 +43,8 @@ def assert_exported(variant: Variant):
     onnx_dir = variant.path / "onnx"
     assert {"model.onnx", "raw.onnx", "config.json", "tokenizer.json"} <= {p.name for p in onnx_dir.iterdir()}
     assert AutoConfig.from_pretrained(onnx_dir).num_labels == 2  # Optimum's layout: config beside model.onnx
-    record = Variant.load(variant.path).meta["onnx"]
+    record = Variant.load(variant.path).export
+    assert record == json.loads((onnx_dir / "export.json").read_text()) and "onnx" not in variant.meta
     assert record["parity"]["max_abs_diff"] <= 1e-4 and record["parity"]["agreement"] == 1.0
     graph = onnx.load(str(onnx_dir / "model.onnx"))
     dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]

@@ -89,7 +89,7 @@ def test_two_processes_writing_one_workspace_leave_it_whole(tiny_teacher, tmp_pa
     for process in benches:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err
-    assert sorted(key.split(" | ")[1] for key in Variant.load(student).meta["bench"]) == ["1 threads", "2 threads"]
+    assert sorted(key.split(" | ")[1] for key in Variant.load(student).benches) == ["1 threads", "2 threads"]
     names = sorted(v.meta["name"] for v in find_variants(workspace))
     assert names == ["A", "A-int8", "A-int8-dynamic", "A-int8-dynamic-pc", "B", "tiny"]
     leftovers = [p for p in (workspace / "students" / "tiny" / task.name).iterdir() if p.name.startswith(".")]

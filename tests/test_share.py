@@ -103,11 +103,11 @@ def test_share_stage_recovers_and_exports_one_initializer_per_tied_tensor(tiny_t
     meta = shared.meta
     assert meta["sharing"]["groups"] == [[0, 1]] and "dev_before_training" in meta["metrics"]
     assert meta["unique_parameters"] < meta["parameters"] == copy.meta["parameters"]
-    exported = export(shared).meta["onnx"]
+    exported = export(shared).export
     assert exported["parity"]["max_abs_diff"] <= 1e-4
     # the file shrinks by one layer's weights (2 layers -> 1 unique), whichever graph was kept
     layer_mb = (copy.meta["parameters"] - meta["unique_parameters"]) * 4 / 1e6
-    assert exported["size_mb"] == pytest.approx(plain.meta["onnx"]["size_mb"] - layer_mb, abs=0.05)
+    assert exported["size_mb"] == pytest.approx(plain.export["size_mb"] - layer_mb, abs=0.05)
     int8 = quantize(shared)
     assert int8.meta["size_mb"] < 0.3 * exported["size_mb"]
 
