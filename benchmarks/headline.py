@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
-from common import RESULTS_DIR, Results, compress
+import tomllib
 
 from compress.bench import machine_key
 from compress.machine import machine
 from compress.variant import Variant
+
+from common import RESULTS_DIR, Results, compress
 
 # The targets: retention of the teacher's accuracy, full-chain speed-up at 1x128, int8 cost in points.
 RETENTION, RETENTION_AIM, CHAIN_SPEEDUP, INT8_DROP = 0.97, 0.99, 10, 0.5

@@ -16,10 +16,11 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import Results, compress, read_variant
 
-from compress.latency import torch_latency_ms
 from compress.checkpoint import load_classifier
+from compress.latency import torch_latency_ms
+
+from common import Results, compress, read_variant
 
 SHAPES = ((1, 128), (32, 128))
 

@@ -17,13 +17,14 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import Results, compress, read_variant
 
 from compress import ort as runtime
+from compress.checkpoint import load_classifier
 from compress.latency import ort_latency_ms, torch_latency_ms
 from compress.quantize import torch_int8
-from compress.checkpoint import load_classifier
 from compress.variant import Variant, derived_dir
+
+from common import Results, compress, read_variant
 
 SHAPES = ((1, 128), (32, 128))
 KINDS = {  # suffix of the quantized variant -> extra quantize flags

@@ -1,6 +1,8 @@
-"""Regenerate the README's results section from benchmarks/results/*.json (never typed by hand).
+"""Regenerate the results in docs/results.md and the README's summary from benchmarks/results/*.json.
 
-    python benchmarks/readme_tables.py        # rewrites the block between the results markers
+    python benchmarks/readme_tables.py        # rewrites the blocks between the markers in both files
+
+Numbers are never typed by hand: tests/test_repo.py fails when a block differs from what this makes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+RESULTS_PAGE, README = ROOT / "docs" / "results.md", ROOT / "README.md"
+BLOCKS = {RESULTS_PAGE: "results", README: "summary"}  # file -> marker name
 
 
 def _load(name: str) -> dict | None:
@@ -162,8 +165,34 @@ def layerdrop_share_section(data: dict) -> list[str]:
     return lines
 
 
+def summary() -> str:
+    """The README's few numbers: where the headline runs stand against their targets, and the demo."""
+    lines = ["Where it stands (generated from `benchmarks/results/*.json`; details in "
+             "[docs/results.md](docs/results.md)):", ""]
+    for task in ("sst2", "mrpc"):
+        data = _load(f"headline-{task}")
+        if not data:
+            continue
+        retention, chains = data["targets"]["student_retention"], data["targets"]["full_chain_speedup_1x128"]
+        best = max(chains["variants"].items(), key=lambda kv: (kv[1]["met"], kv[1]["retention"] >= chains["retention_target"],
+                                                                  kv[1]["value"]))
+        lines.append(f"- {TASK_NAMES[task]}, 12-layer MPNet teacher: its 6-layer KD student keeps "
+                     f"{retention['value']:.3f} of its accuracy (target {retention['target']}); the full chain "
+                     f"({best[0]}) runs {best[1]['value']}x faster in ORT at batch 1 x 128 at retention "
+                     f"{best[1]['retention']:.3f} (target {chains['target']}x at {chains['retention_target']}: "
+                     f"{'met' if chains['met'] else 'not met'}).")
+    demo = _load("demo")
+    if demo:
+        machine = demo["machine"]
+        lines.append(f"- The demo command above, from a fresh clone on {machine['cpu']} ({machine['cores']} cores, "
+                     f"{', '.join(machine['flags'])}): {demo['wall_s'] / 60:.1f} minutes (target "
+                     f"{demo['target_wall_s'] / 60:.0f}), exit code {demo['exit_code']}, "
+                     f"{len(demo['python_warnings'])} Python warnings on the console.")
+    return "\n".join(lines)
+
+
 def tables() -> str:
-    """The README's results block, from the JSON files alone."""
+    """docs/results.md's tables, from the JSON files alone."""
     parts = []
     for name, section in (("headline-sst2", lambda d: headline_section(d, "sst2")),
                           ("headline-mrpc", lambda d: headline_section(d, "mrpc")), ("teacher", teacher_section),
@@ -179,15 +208,26 @@ def tables() -> str:
     return "\n".join(parts)
 
 
-def readme_block(readme: str) -> str:
-    return readme.split(START)[1].split(END)[0].strip("\n")
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def block(text: str, name: str) -> str:
+    """What stands between a file's `name` markers."""
+    start, end = markers(name)
+    return text.split(start)[1].split(end)[0].strip("\n")
+
+
+def generated(name: str) -> str:
+    return {"results": tables, "summary": summary}[name]().strip("\n")
 
 
 def main() -> None:
-    readme = (ROOT / "README.md").read_text()
-    head, rest = readme.split(START)
-    _, tail = rest.split(END)
-    (ROOT / "README.md").write_text(head + START + "\n" + tables() + "\n" + END + tail)
+    for path, name in BLOCKS.items():
+        start, end = markers(name)
+        head, rest = path.read_text().split(start)
+        _, tail = rest.split(end)
+        path.write_text(head + start + "\n" + generated(name) + "\n" + end + tail)
 
 
 if __name__ == "__main__":

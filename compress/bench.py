@@ -12,12 +12,13 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.data import check_max_length, encode
 from compress.errors import UserError, first_line
+from compress.inference import predict_logits, task_metrics
 from compress.latency import ort_latency_ms, torch_latency_ms
 from compress.machine import machine
 from compress.quantize import torch_int8
 from compress.tasks import task_of
-from compress.train import check_max_length, encode, predict_logits, task_metrics
 from compress.variant import Variant, parent_path
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}

@@ -30,9 +30,18 @@ DEFAULT_BASE, DEFAULT_TASK = "minilm-l6", "rotten-tomatoes"
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path),
               default=lambda: os.environ.get("COMPRESS_WORKSPACE", "."),
               help="Folder holding teachers/, students/ and reports/ (env COMPRESS_WORKSPACE).")
+@click.option("--verbose", is_flag=True, help="Show every library warning and log line (hidden by default: known harmless).")
 @click.pass_context
-def cli(ctx, workspace):
+def cli(ctx, workspace, verbose):
     """compress: fine-tune a teacher, distil and shrink it, export, measure and report."""
+    if verbose:
+        from transformers.utils import logging as hf_logging
+
+        from compress import console
+
+        console.verbose = True
+        hf_logging.set_verbosity_warning()
+        hf_logging.enable_progress_bar()
     ctx.obj = {"workspace": workspace}
 
 

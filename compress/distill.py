@@ -23,17 +23,12 @@ from compress import distributed
 from compress.arch import keep_layers
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import DistillConfig, TrainConfig, validate
+from compress.data import data_record, encode
 from compress.errors import UserError
+from compress.inference import evaluate
 from compress.tasks import Task
 from compress.teacher import soft_targets
-from compress.train import (
-    best_epoch,
-    data_record,
-    encode,
-    evaluate,
-    train_record,
-    train_resumable,
-)
+from compress.train import best_epoch, train_record, train_resumable
 from compress.variant import Variant, derived_dir, relative_to_workspace, save_variant
 from compress.workspace import check_target, partial_dir
 

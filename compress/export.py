@@ -9,24 +9,24 @@ The folder follows Optimum's layout: model.onnx beside config.json and the token
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
 import statistics
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import onnx
-from onnx import numpy_helper
 import torch
+from onnx import numpy_helper
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
+from compress.console import hushed
+from compress.data import encode
 from compress.errors import UserError
+from compress.inference import predict_logits
 from compress.latency import ort_latency_ms
 from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
-from compress.train import encode, predict_logits
 from compress.variant import EXPORT_FILE, Variant
 from compress.workspace import ONNX_DIR, atomic_dir, write_json
 
@@ -39,9 +39,8 @@ def _torch_export(model, tokenizer, path: Path, opset: int) -> list[str]:
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
     sample = tokenizer(["a sample sentence to trace the graph with"] * 2, return_tensors="pt")
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    with warnings.catch_warnings():  # the tracer's notes on shape-dependent Python branches; parity checks the graph
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Exporting aten::index operator")  # attention-mask indexing
+    # the tracer's notes on shape-dependent branches and mask indexing: the parity check tests the graph
+    with hushed(categories=(torch.jit.TracerWarning,), messages=("Exporting aten::index operator",)):
         torch.onnx.export(
             model, (), str(path), kwargs={n: sample[n] for n in names}, input_names=names, output_names=["logits"],
             dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
@@ -65,14 +64,9 @@ def _optimize(raw: Path, out: Path, config) -> dict:
         counts = {len(heads) for heads in structure["heads"] if heads}
         num_heads = counts.pop() if len(counts) == 1 else 0
         width = num_heads * structure["head_size"]
-    attention_log = logging.getLogger("onnxruntime.transformers.fusion_attention")
-    level = attention_log.level
-    if num_heads == 0:  # unfused attention is intended: its "Failed to detect num_heads" warnings are noise
-        attention_log.setLevel(logging.ERROR)
-    try:
+    # num_heads 0 means unfused attention is intended: the fusion's "Failed to detect num_heads" is noise
+    with hushed(loggers=("onnxruntime.transformers.fusion_attention",), log_messages=("Failed to detect num_heads",)):
         optimized = optimize_model(str(raw), model_type="bert", num_heads=num_heads, hidden_size=width)
-    finally:
-        attention_log.setLevel(level)
     optimized.save_model_to_file(str(out))
     ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
     return {op: ops[op] for op in FUSED_OPS if ops[op]}

@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from compress.data import length_batches
 from compress.errors import UserError, first_line
-from compress.train import length_batches
 
 
 def session(path: Path, threads: int | None = None, provider: str = "CPUExecutionProvider",

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 from compress.arch import keep_layers, layout
 from compress.configs import PruneConfig, TrainConfig, validate
+from compress.data import encode, length_batches
 from compress.errors import UserError
 from compress.recovery import shrink
 from compress.structure import STRUCTURE_KEY, keep_heads, keep_neurons, record
-from compress.train import encode, length_batches
 from compress.variant import Variant
 
 

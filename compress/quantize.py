@@ -8,7 +8,6 @@ more than that many points, and nothing is written.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -20,13 +19,16 @@ import torch
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import QuantizeConfig, validate
+from compress.console import hushed
+from compress.data import encode
 from compress.errors import UserError, first_line
 from compress.export import MODEL, RAW, dedupe_initializers, export
+from compress.inference import predict_logits, task_metrics
 from compress.machine import device
 from compress.tasks import task_of
-from compress.train import encode, predict_logits, task_metrics
 from compress.variant import EXPORT_FILE, Variant, derived_dir, relative_to_workspace, write_record
 from compress.workspace import ONNX_DIR, atomic_dir
+
 
 def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
     """PyTorch dynamic int8 of every Linear: the baseline the ORT variants are compared with."""
@@ -113,14 +115,6 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-class _NoPreprocessingAdvice(logging.Filter):
-    """ORT advises pre-processing on every run whose graph lacks its metadata; ours is already
-    optimised by ORT's transformer optimizer (static mode pre-processes), so the advice is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "consider to run pre-processing" not in record.getMessage()
-
-
 def _ort_quantize(source: Path, out: Path, scratch: Path, mode: str, per_channel: bool, calibration,
                   fp32_ffn_output: bool) -> None:
     """Quantize the export in `source` into `out`; ORT's scratch files go to `scratch`, never beside the input.
@@ -129,12 +123,10 @@ def _ort_quantize(source: Path, out: Path, scratch: Path, mode: str, per_channel
     writes into the working directory: both are pointed at `scratch`, the stage's own folder.
     """
     source, out, scratch = source.resolve(), out.resolve(), scratch.resolve()
-    quiet = _NoPreprocessingAdvice()
-    logging.getLogger().addFilter(quiet)
-    try:
+    # ORT advises pre-processing when a graph lacks its metadata; ours is already optimised by ORT's
+    # transformer optimizer (and static mode pre-processes), so the advice is noise
+    with hushed(loggers=("",), log_messages=("consider to run pre-processing",)):
         _run_quantizer(source, out, scratch, mode, per_channel, calibration, fp32_ffn_output)
-    finally:
-        logging.getLogger().removeFilter(quiet)
     dedupe_initializers(out)  # shared layers: one quantized copy of each tied weight
 
 

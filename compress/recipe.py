@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import click
+import tomllib
 
 from compress.errors import UserError
 from compress.variant import Variant
@@ -113,7 +113,8 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     commands) counts as this stage's result instead of being made again.
     """
     from compress.tasks import load_task
-    from compress.teacher import default_name as teacher_default, teacher_dir
+    from compress.teacher import default_name as teacher_default
+    from compress.teacher import teacher_dir
     from compress.variant import derived_dir
 
     recipe = load(path)

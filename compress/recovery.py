@@ -11,10 +11,11 @@ from typing import Callable
 
 from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import KD, DistillConfig, TrainConfig
+from compress.data import encode
 from compress.distill import train_student
 from compress.errors import UserError
+from compress.inference import evaluate
 from compress.tasks import Task, task_of
-from compress.train import encode, evaluate
 from compress.variant import Variant, derived_dir, teacher_of
 from compress.workspace import check_target
 

@@ -17,21 +17,14 @@ from transformers import set_seed
 
 from compress import distributed
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.configs import TrainConfig
+from compress.data import check_max_length, data_record, encode
 from compress.errors import UserError
+from compress.inference import evaluate, predict_logits
 from compress.machine import device
 from compress.registry import BASES, resolve_base
 from compress.tasks import Task
-from compress.configs import TrainConfig
-from compress.train import (
-    best_epoch,
-    check_max_length,
-    data_record,
-    encode,
-    evaluate,
-    predict_logits,
-    train_record,
-    train_resumable,
-)
+from compress.train import best_epoch, train_record, train_resumable
 from compress.variant import Variant, save_variant
 from compress.workspace import check_name, check_target, clean_stale, inside, partial_dir, scratch_path
 

@@ -1,4 +1,4 @@
-"""Shared by every training stage: encoding, the Trainer set-up, batched inference and metrics.
+"""Training, shared by every stage that trains: the Trainer set-up, resumable runs, their records.
 
 Training goes through the transformers Trainer: it gives per-epoch eval, best-epoch selection,
 checkpoints with RNG state (exact resume), bf16/fp16 autocast and progress bars with ETA.
@@ -9,100 +9,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
 from compress import distributed
-from compress.errors import UserError
 from compress.configs import TrainConfig
-from compress.machine import autocast, device
+from compress.data import Collator
+from compress.inference import task_metrics
+from compress.machine import device
 from compress.workspace import write_json
-
-datasets.disable_progress_bars()
-
-# Models whose position ids start after the padding index: two positions are not usable.
-OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "mpnet": 2}
-
-
-def check_max_length(max_length: int, tokenizer, config, flag: str = "--max-length") -> None:
-    limit = config.max_position_embeddings - OFFSET_POSITIONS.get(config.model_type, 0)
-    if tokenizer.model_max_length and tokenizer.model_max_length < 100_000:
-        limit = min(limit, tokenizer.model_max_length)
-    if not 8 <= max_length <= limit:
-        raise UserError(f"{flag} {max_length} is outside what this model takes (8 to {limit})")
-
-
-def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
-    """Token ids without padding (the collator pads per batch), plus a length column for grouping."""
-
-    def tokenize(batch):
-        pair = batch["text_pair"] if "text_pair" in batch else None
-        encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
-        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
-        return encoded
-
-    drop = [c for c in split.column_names if c != "label"]
-    return split.map(tokenize, batched=True, batch_size=2000, remove_columns=drop)
-
-
-def task_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
-    predictions = logits.argmax(-1)
-    result = {"accuracy": float((predictions == labels).mean())}
-    if "f1" in names:  # binary F1 of the positive class, as GLUE reports for MRPC
-        tp = float(((predictions == 1) & (labels == 1)).sum())
-        predicted, actual = float((predictions == 1).sum()), float((labels == 1).sum())
-        result["f1"] = 2 * tp / (predicted + actual) if predicted + actual else 0.0
-    return result
-
-
-class Collator:
-    """Pads token ids per batch, renames label to labels, and passes cached teacher logits along.
-
-    Columns the model does not take (the length used for grouping) are dropped here, so the
-    Trainer can keep every column (`remove_unused_columns=False`).
-    """
-
-    def __init__(self, tokenizer):
-        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-
-    def __call__(self, rows: list[dict]) -> dict:
-        batch = self.pad([{k: v for k, v in r.items() if k not in ("length", "teacher_logits")} for r in rows])
-        if "teacher_logits" in rows[0]:
-            batch["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
-        return batch
-
-
-def length_batches(encoded: datasets.Dataset, tokenizer, batch_size: int, desc: str | None = None):
-    """Yield (row ids, padded batch) over `encoded`, batches formed by length to waste no padding."""
-    order = np.argsort(np.asarray(encoded["length"]), kind="stable")
-    collate = Collator(tokenizer)
-    features = encoded.remove_columns([c for c in ("label", "teacher_logits") if c in encoded.column_names])
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, unit="batch"):
-        rows = order[start : start + batch_size]
-        yield torch.as_tensor(rows), collate([features[int(i)] for i in rows])
-
-
-@torch.inference_mode()
-def predict_logits(
-    model, encoded: datasets.Dataset, tokenizer, precision: str = "fp32", batch_size: int = 64,
-    desc: str | None = None,
-) -> torch.Tensor:
-    """Float32 logits for every row of `encoded`, in row order."""
-    model.eval()
-    dev = next(model.parameters()).device
-    out = torch.empty(len(encoded), model.config.num_labels)
-    for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
-        with autocast(precision, dev.type):
-            logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits
-        out[rows] = logits.float().cpu()
-    return out
 
 
 def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = True) -> TrainingArguments:
@@ -239,21 +160,10 @@ def best_epoch(history: list[dict]) -> float | None:
     return max(history, key=lambda h: h["accuracy"])["epoch"] if history else None
 
 
-def data_record(task) -> dict:
-    return {"source": task.source, "spec": task.spec, "fingerprint": task.fingerprint,
-            "train_examples": len(task.train), "dev_examples": len(task.dev)}
-
-
 def train_record(trained: Trained, config: TrainConfig) -> dict:
     return {"wall_s": trained.wall_s, "device": device(), "precision": config.precision,
             "processes": trained.processes, "effective_batch_size": config.batch_size * trained.processes,
             "train_runtime_s": trained.train_runtime_s, "examples_per_s": trained.examples_per_s}
-
-
-def evaluate(model, encoded_dev: datasets.Dataset, tokenizer, metric_names: tuple[str, ...]) -> tuple[dict, torch.Tensor]:
-    """Dev metrics in fp32 and the logits they came from."""
-    logits = predict_logits(model, encoded_dev, tokenizer)
-    return task_metrics(logits.numpy(), np.asarray(encoded_dev["label"]), metric_names), logits
 
 
 def metrics_fn(names: tuple[str, ...]):

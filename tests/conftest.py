@@ -19,10 +19,10 @@ from transformers import (
 )
 
 from compress.cli import main
+from compress.configs import TrainConfig
 from compress.registry import resolve_base
 from compress.tasks import load_task
 from compress.teacher import fine_tune
-from compress.configs import TrainConfig
 from compress.variant import Variant
 
 # Random 6-layer models of every supported architecture, for structure tests.

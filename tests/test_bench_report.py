@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from compress.bench import bench, parse_shapes
+from compress.configs import QuantizeConfig
 from compress.errors import UserError
 from compress.export import export
-from compress.configs import QuantizeConfig
 from compress.quantize import quantize
 from compress.report import pareto_front, render
 from compress.variant import Variant

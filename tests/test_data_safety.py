@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from compress.configs import DistillConfig
+from compress.configs import DistillConfig, TrainConfig
 from compress.distill import distill
 from compress.export import export
-from compress.configs import TrainConfig
 from compress.train import resume_point
 from compress.variant import Variant
 from compress.workspace import HOST, check_name, partial_dir

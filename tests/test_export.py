@@ -17,16 +17,13 @@ from transformers import (
 
 import compress.export as export_stage
 from compress import ort as runtime
-from compress.configs import DistillConfig
+from compress.configs import DistillConfig, PruneConfig, QuantizeConfig, TrainConfig
+from compress.data import encode
 from compress.distill import distill
 from compress.errors import UserError
 from compress.export import export
-from compress.configs import PruneConfig
 from compress.prune import prune
-from compress.configs import QuantizeConfig
 from compress.quantize import quantize
-from compress.configs import TrainConfig
-from compress.train import encode
 from compress.variant import Variant, parent_path, save_variant
 
 from conftest import CONFIGS, student_dir, student_meta

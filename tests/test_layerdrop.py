@@ -7,11 +7,11 @@ from transformers import AutoModelForSequenceClassification
 
 from compress.arch import encoder_layers, keep_layers
 from compress.checkpoint import load_classifier, load_tokenizer
+from compress.configs import LayerDropConfig, TrainConfig
+from compress.data import encode
 from compress.errors import UserError
-from compress.configs import LayerDropConfig
+from compress.inference import evaluate
 from compress.layerdrop import kept_layers, layer_drop, layerdrop
-from compress.configs import TrainConfig
-from compress.train import encode, evaluate
 from compress.variant import Variant, parent_path
 
 from conftest import CONFIGS, FAST

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from compress.checkpoint import load_classifier
+from compress.configs import PruneConfig, TrainConfig
+from compress.data import encode
 from compress.errors import UserError
-from compress.configs import PruneConfig
+from compress.inference import predict_logits
 from compress.prune import apply_pruning, choose, current_structure, gates, prune, scoring_batches
 from compress.structure import MODELING_FILE, STRUCTURE_KEY, keep_heads, keep_neurons, record
-from compress.checkpoint import load_classifier
-from compress.configs import TrainConfig
-from compress.train import encode, predict_logits
 from compress.variant import Variant, save_variant
 
 from conftest import CONFIGS, FAST, TINY

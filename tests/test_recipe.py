@@ -1,10 +1,10 @@
 """compress run: a recipe runs the whole chain, skips what is unchanged, re-runs what changed."""
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from compress.variant import Variant
 

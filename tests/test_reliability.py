@@ -7,9 +7,8 @@ import subprocess
 import sys
 import time
 
-from compress.configs import DistillConfig
+from compress.configs import DistillConfig, TrainConfig
 from compress.distill import distill
-from compress.configs import TrainConfig
 from compress.variant import Variant, find_variants
 from compress.workspace import partial_dir
 

@@ -1,4 +1,4 @@
-"""The README's commands are the ones CI runs; its result tables are the ones the JSON files give."""
+"""The README's commands are the ones CI runs; its numbers and the results page are the ones the JSON files give."""
 
 import importlib.util
 import re
@@ -16,11 +16,19 @@ def test_ci_runs_the_readme_test_command():
     assert setup + "compress run" in readme_commands  # the demo shares the same set-up
 
 
-def test_readme_results_are_generated_from_the_committed_json():
+def test_results_and_readme_numbers_are_generated_from_the_committed_json():
     spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "benchmarks" / "readme_tables.py")
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
-    generated = tables.tables().strip("\n")
-    assert generated.count("### ") >= 4  # headline, teacher, distillation, pruning, quantization...
-    assert tables.readme_block((ROOT / "README.md").read_text()) == generated, \
-        "README results differ from benchmarks/results/*.json: run python benchmarks/readme_tables.py"
+    assert tables.generated("results").count("### ") >= 4  # headline, teacher, distillation, pruning, quantization...
+    assert "6-layer KD student keeps" in tables.generated("summary")
+    for path, name in tables.BLOCKS.items():
+        assert tables.block(path.read_text(), name) == tables.generated(name), \
+            f"{path.name} differs from benchmarks/results/*.json: run python benchmarks/readme_tables.py"
+
+
+def test_the_readme_is_short_and_links_the_reference_and_the_results():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) <= 12_000, len(readme)
+    for page in ("docs/cli.md", "docs/results.md"):
+        assert f"]({page})" in readme and (ROOT / page).is_file()

@@ -6,14 +6,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.arch import encoder_layers
+from compress.checkpoint import load_classifier
+from compress.configs import ShareConfig, TrainConfig
 from compress.errors import UserError
 from compress.export import export
 from compress.quantize import quantize
-from compress.configs import ShareConfig
 from compress.share import layer_groups, share, share_layers
 from compress.structure import SHARING_KEY, is_shared
-from compress.checkpoint import load_classifier
-from compress.configs import TrainConfig
 from compress.variant import Variant, save_variant, unique_parameters
 
 from conftest import CONFIGS, FAST

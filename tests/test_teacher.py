@@ -7,11 +7,12 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, Trainer
 
 from compress import teacher as stage
-from compress.errors import UserError
-from compress.tasks import load_task
 from compress.checkpoint import load_classifier
 from compress.configs import TrainConfig
-from compress.train import encode, predict_logits
+from compress.data import encode
+from compress.errors import UserError
+from compress.inference import predict_logits
+from compress.tasks import load_task
 from compress.variant import Variant
 from compress.workspace import partial_dir
 

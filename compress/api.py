@@ -1,0 +1,44 @@
+"""The stages as Python functions, for notebooks and scripts; the CLI is a thin layer over these.
+
+    from pathlib import Path
+    from compress.api import TrainConfig, DistillConfig, PruneConfig, QuantizeConfig, load_task
+    from compress.api import fine_tune, distill, prune, quantize, bench, report
+
+    task = load_task("rotten-tomatoes")
+    teacher = fine_tune("minilm-l6", task, Path("ws"), TrainConfig(epochs=3))
+    student = distill(teacher, task, DistillConfig(layers=3), TrainConfig(epochs=3))
+    pruned = prune(student, PruneConfig(heads=0.5, neurons=0.5), TrainConfig(epochs=1, lr=3e-5))
+    int8 = quantize(pruned, QuantizeConfig(mode="dynamic"))
+    bench(int8, [(1, 128)])
+    report(Path("ws"))
+
+Each stage takes a Variant and gives a new one (fine_tune starts from a base model); its
+settings are the same dataclasses the CLI builds from its flags.
+"""
+
+from compress.bench import bench
+from compress.configs import (
+    KD,
+    DistillConfig,
+    LayerDropConfig,
+    PruneConfig,
+    QuantizeConfig,
+    ShareConfig,
+    TrainConfig,
+)
+from compress.distill import distill
+from compress.export import export
+from compress.layerdrop import layerdrop
+from compress.prune import prune
+from compress.quantize import quantize
+from compress.report import render as report
+from compress.share import share
+from compress.tasks import Task, load_task
+from compress.teacher import fine_tune
+from compress.variant import Variant, find_variants
+
+__all__ = [
+    "KD", "DistillConfig", "LayerDropConfig", "PruneConfig", "QuantizeConfig", "ShareConfig", "TrainConfig",
+    "Task", "Variant", "bench", "distill", "export", "find_variants", "fine_tune", "layerdrop", "load_task", "prune",
+    "quantize", "report", "share",
+]

@@ -1,0 +1,42 @@
+"""Batched inference in PyTorch and the task metrics every stage records (accuracy, and F1 for pairs)."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import torch
+
+from compress.data import length_batches
+from compress.machine import autocast
+
+
+def task_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+    predictions = logits.argmax(-1)
+    result = {"accuracy": float((predictions == labels).mean())}
+    if "f1" in names:  # binary F1 of the positive class, as GLUE reports for MRPC
+        tp = float(((predictions == 1) & (labels == 1)).sum())
+        predicted, actual = float((predictions == 1).sum()), float((labels == 1).sum())
+        result["f1"] = 2 * tp / (predicted + actual) if predicted + actual else 0.0
+    return result
+
+
+@torch.inference_mode()
+def predict_logits(
+    model, encoded: datasets.Dataset, tokenizer, precision: str = "fp32", batch_size: int = 64,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """Float32 logits for every row of `encoded`, in row order."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = torch.empty(len(encoded), model.config.num_labels)
+    for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
+        with autocast(precision, dev.type):
+            logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits
+        out[rows] = logits.float().cpu()
+    return out
+
+
+def evaluate(model, encoded_dev: datasets.Dataset, tokenizer, metric_names: tuple[str, ...]) -> tuple[dict, torch.Tensor]:
+    """Dev metrics in fp32 and the logits they came from."""
+    logits = predict_logits(model, encoded_dev, tokenizer)
+    return task_metrics(logits.numpy(), np.asarray(encoded_dev["label"]), metric_names), logits
