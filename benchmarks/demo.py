@@ -4,8 +4,8 @@
 
 Clones this repository's HEAD into a temporary folder, runs the README's first command there
 (`python3 -m venv .venv && ... && compress run`) under bash, and records its wall time, exit code,
-the result line of every stage, and how many Python warnings and raw log dicts reached the
-console (the demo should show none). pip's cache is whatever this machine has: say so when
+the result line of every stage, and the Python warnings, raw log dicts and any other lines that
+reached the console (the demo should show none). pip's cache is whatever this machine has: say so when
 comparing set-up times.
 """
 
@@ -23,6 +23,9 @@ from common import ROOT, Results
 
 RESULT_LINE = re.compile(r"^(teacher|student|pruned|shared|quantized|exported|report:|\S+: accuracy) .*", re.M)
 WARNING_LINE = re.compile(r"^.*\b\w*Warning: .*$", re.M)
+# What a quiet run prints besides result lines: its plan, commands, epoch lines, notes, pip and progress bars
+EXPECTED = re.compile(r"^(\s*$|\s*\x1b\[A|recipe |  (teacher|distill|prune|quantize|layerdrop|share) |  then |\$ compress |"
+                      r"epoch \d|.* has no ONNX export yet|WARNING: Location|.*(it/s|s/it|batch/s)\]|real|user|sys)")
 
 
 def demo_command() -> str:
@@ -51,6 +54,8 @@ def main() -> None:
             result_lines=[m.group(0) for m in RESULT_LINE.finditer(console)],
             python_warnings=[m.group(0)[:200] for m in WARNING_LINE.finditer(console) if "pip" not in m.group(0)],
             raw_log_dicts=len(re.findall(r"^\{'(?:loss|eval_loss|train_runtime)'", console, re.M)),
+            other_console_lines=[line[:200] for line in console.splitlines()
+                                 if not EXPECTED.match(line) and not RESULT_LINE.match(line)],
         )
         results.save()
         print(f"demo: exit {run.returncode} in {wall:.0f} s; {len(results.data['python_warnings'])} warnings; "

@@ -186,8 +186,9 @@ def summary() -> str:
         machine = demo["machine"]
         lines.append(f"- The demo command above, from a fresh clone on {machine['cpu']} ({machine['cores']} cores, "
                      f"{', '.join(machine['flags'])}): {demo['wall_s'] / 60:.1f} minutes (target "
-                     f"{demo['target_wall_s'] / 60:.0f}), exit code {demo['exit_code']}, "
-                     f"{len(demo['python_warnings'])} Python warnings on the console.")
+                     f"{demo['target_wall_s'] / 60:.0f}), exit code {demo['exit_code']}; on its console "
+                     f"{len(demo['python_warnings'])} Python warnings and "
+                     f"{len(demo.get('other_console_lines', []))} lines besides results, progress and plan.")
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """Stage: measure a variant where it will be served: latency per shape and runtime, and accuracy.
 
 Results go into the variant's bench/<machine key>.json, one file per machine, thread count and
-device, so numbers from different machines never mix and concurrent benches never meet. Accuracy comes from the deployed artifact: the ONNX file where there is one.
+device, so numbers from different machines never mix and concurrent benches never meet.
+Accuracy comes from the deployed artifact: the ONNX file where there is one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.configs import BenchConfig, validate
 from compress.data import check_max_length, encode
 from compress.errors import UserError, first_line
 from compress.inference import predict_logits, task_metrics
@@ -48,8 +50,8 @@ def key_here(threads: int | None, device: str) -> str:
     return machine_key(machine(), threads or torch.get_num_threads(), device)
 
 
-def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = None,
-             device: str = "cpu") -> bool:
+def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = BenchConfig.threads,
+             device: str = BenchConfig.device) -> bool:
     """Whether `variant` already holds a measurement of every shape on this machine, threads and device."""
     key = key_here(threads, device)
     done = variant.benches.get(key, {}).get("latency_ms", {})
@@ -78,11 +80,10 @@ def _torch_model(variant: Variant):
     return None
 
 
-def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = None, device: str = "cpu",
-          runs: int = 30) -> Variant:
+def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = BenchConfig.threads,
+          device: str = BenchConfig.device, runs: int = BenchConfig.runs) -> Variant:
     """Latency (p50, p90, examples/s) per shape in ORT and eager PyTorch, and the artifact's accuracy."""
-    if runs < 30:
-        raise UserError("--runs must be at least 30 (median and p90 need them)")
+    validate(BenchConfig(threads=threads, device=device, runs=runs))
     if device == "cuda" and (not torch.cuda.is_available() or PROVIDERS["cuda"] not in ort.get_available_providers()):
         raise UserError("--device cuda: no CUDA GPU (or no CUDA build of onnxruntime) on this machine")
     threads = threads or torch.get_num_threads()

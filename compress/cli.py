@@ -10,7 +10,9 @@ import click
 
 from compress.configs import (
     RECOVERY_TRAINING,
+    BenchConfig,
     DistillConfig,
+    ExportConfig,
     LayerDropConfig,
     PruneConfig,
     QuantizeConfig,
@@ -21,8 +23,6 @@ from compress.configs import (
 )
 from compress.errors import UserError, first_line
 
-BENCH_SHAPES = "1x32,1x128,32x128"  # batch 1 short and long, and a served batch
-
 DEFAULT_BASE, DEFAULT_TASK = "minilm-l6", "rotten-tomatoes"
 
 
@@ -30,7 +30,8 @@ DEFAULT_BASE, DEFAULT_TASK = "minilm-l6", "rotten-tomatoes"
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path),
               default=lambda: os.environ.get("COMPRESS_WORKSPACE", "."),
               help="Folder holding teachers/, students/ and reports/ (env COMPRESS_WORKSPACE).")
-@click.option("--verbose", is_flag=True, help="Show every library warning and log line (hidden by default: known harmless).")
+@click.option("--verbose", is_flag=True,
+              help="Show every library warning and log line (hidden by default: known harmless).")
 @click.pass_context
 def cli(ctx, workspace, verbose):
     """compress: fine-tune a teacher, distil and shrink it, export, measure and report."""
@@ -60,8 +61,8 @@ def task_options(fn):
     return fn
 
 
-force_option = click.option("--force", is_flag=True,
-                            help="Replace the output if it exists (only a folder compress made); training starts afresh.")
+force_option = click.option(
+    "--force", is_flag=True, help="Replace the output if it exists (only a folder compress made); training starts afresh.")
 
 
 def training_options(recovery_flag: str | None = None):
@@ -124,7 +125,8 @@ def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, na
     from compress.tasks import load_task
     from compress.workspace import check_name
 
-    name = check_name(name or stage.default_name(base), "--name" if name else "the teacher's name (from --base; give --name)")
+    name = check_name(name or stage.default_name(base),
+                      "--name" if name else "the teacher's name (from --base; give --name)")
     data = load_task(task, data_dir, text_column, label_column, num_labels)
     if not force and report_existing(stage.teacher_dir(obj["workspace"], name, data.name)):
         return
@@ -246,14 +248,12 @@ def share_command(variant, name, force, **params):
 
 @cli.command("export")
 @variant_argument
-@click.option("--opset", type=click.IntRange(14, 21), default=17, help="ONNX opset.")
-@click.option("--no-optimize", is_flag=True,
-              help="Skip ORT's transformer optimizer (by default its fused graph is kept only where it is faster).")
-def export_command(variant, opset, no_optimize):
+@cli_options(ExportConfig)
+def export_command(variant, opset, optimize):
     """Export VARIANT to ONNX in VARIANT/onnx/, refused unless it matches PyTorch (|logit diff| <= 1e-4)."""
     from compress.export import export
 
-    result = export(load_variant(variant), opset=opset, optimize=not no_optimize).export
+    result = export(load_variant(variant), opset=opset, optimize=optimize).export
     fused = ", ".join(f"{n} {op}" for op, n in result.get("fused_ops", {}).items()) or "none"
     click.echo(f"exported {variant}/onnx/model.onnx ({result['size_mb']} MB, "
                f"{'optimized' if result['optimized'] else 'plain'} graph; fused: {fused}); "
@@ -276,10 +276,7 @@ def quantize_command(variant, name, force, **params):
 
 @cli.command("bench")
 @click.argument("variants", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--shapes", default=BENCH_SHAPES, help="BATCHxSEQUENCE shapes, comma-separated.")
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: torch's count here].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--runs", type=click.IntRange(min=30), default=30, help="Timed runs per shape, after a warm-up.")
+@cli_options(BenchConfig)
 @click.pass_obj
 def bench_command(obj, variants, shapes, threads, device, runs):
     """Measure latency (ORT and PyTorch) and artifact accuracy of VARIANTS [default: every variant]."""
@@ -344,9 +341,10 @@ def run_command(ctx, recipe, dry_run, adopt):
         from compress.bench import measured, parse_shapes
 
         variants = [Variant.load(step.output) for step in plan.steps]
-        shapes = parse_shapes(str(plan.bench.get("shapes", BENCH_SHAPES)))
+        shapes = parse_shapes(str(plan.bench.get("shapes", BenchConfig.shapes)))
+        threads, device = plan.bench.get("threads"), plan.bench.get("device", BenchConfig.device)
         targets = [v for v, step in zip(variants, plan.steps)
-                   if not step.skip or not measured(v, shapes, plan.bench.get("threads"), plan.bench.get("device", "cpu"))]
+                   if not step.skip or not measured(v, shapes, threads, device)]
         for variant in targets:
             if "artifact" not in variant.meta and variant.export is None:
                 cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=ctx.obj)

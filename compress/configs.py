@@ -97,11 +97,29 @@ class QuantizeConfig(Settings):
                         choices=("dynamic", "static", "fp16"))
     per_channel: bool = setting(False, "One int8 scale per output channel instead of per tensor.")
     fp32_ffn_output: bool = setting(False, "Dynamic int8: keep the FFN output projections in fp32 (static always "
-                                    "does): they read the GELU's outliers; most of the accuracy back for some of the speed.")
+                                    "does): they read the GELU's outliers; most of the accuracy back for some of "
+                                    "the speed.")
     calibration: int = setting(256, "Training examples to calibrate static int8 on.", low=1)
     backend: str = setting("ort", "ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.", choices=("ort", "torch"))
     max_drop: float | None = setting(None, "Refuse (and write nothing) if dev accuracy falls by more than this many "
                                      "points.", low=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig(Settings):
+    opset: int = setting(17, "ONNX opset.", low=14, high=21)
+    optimize: bool = setting(True, "Skip ORT's transformer optimizer (by default its fused graph is kept only where "
+                             "it is faster).", flag="--no-optimize")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig(Settings):
+    shapes: str = setting("1x32,1x128,32x128", "BATCHxSEQUENCE shapes, comma-separated "
+                          "(batch 1 short and long, and a served batch).")
+    threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1)
+    device: str = setting("cpu", "Where to measure: the CPU, or a GPU through ORT's CUDA provider.",
+                          choices=("cpu", "cuda"))
+    runs: int = setting(30, "Timed runs per shape, after a warm-up (median and p90 need 30).", low=30)
 
 
 def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: Any):
@@ -114,7 +132,8 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: A
         required = f.default is MISSING and f.name not in defaults
         default = defaults.get(f.name, None if required else f.default)
         low, high, low_open, high_open = meta["range"]
-        kind = f.type if isinstance(f.type, type) else float  # `float | None`: an optional number
+        optional = getattr(f.type, "__args__", None)  # `int | None`: an optional number of that kind
+        kind = f.type if isinstance(f.type, type) else optional[0]
         if kind is bool:
             flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
             inverted = flag.startswith("--no-")  # a switch that turns a default-on setting off

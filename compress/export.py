@@ -20,6 +20,7 @@ from onnx import numpy_helper
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
+from compress.configs import ExportConfig
 from compress.console import hushed
 from compress.data import encode
 from compress.errors import UserError
@@ -65,7 +66,7 @@ def _optimize(raw: Path, out: Path, config) -> dict:
         num_heads = counts.pop() if len(counts) == 1 else 0
         width = num_heads * structure["head_size"]
     # num_heads 0 means unfused attention is intended: the fusion's "Failed to detect num_heads" is noise
-    with hushed(loggers=("onnxruntime.transformers.fusion_attention",), log_messages=("Failed to detect num_heads",)):
+    with hushed(loggers=("fusion_attention",), log_messages=("Failed to detect num_heads",)):  # ORT names it so
         optimized = optimize_model(str(raw), model_type="bert", num_heads=num_heads, hidden_size=width)
     optimized.save_model_to_file(str(out))
     ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
@@ -129,7 +130,7 @@ def parity(model, sess, encoded, tokenizer) -> dict:
             "disagreements_off_ties": int((~agree & clear).sum()), "rows": len(encoded)}
 
 
-def export(variant: Variant, opset: int = 17, optimize: bool = True) -> Variant:
+def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = ExportConfig.optimize) -> Variant:
     """Write variant/onnx/ (replacing an earlier export) with its record, onnx/export.json: the
     fusion, the timings behind the graph kept, and the parity check."""
     if variant.is_quantized:

@@ -180,10 +180,10 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
                 raise UserError(f"recipe {path}: [{verb}] must be a table")
             with commands[verb].make_context(verb, flags(commands[verb], section, f"recipe {path} [{verb}]")):
                 pass
-    if result.bench is not None:
+    if result.bench is not None and "shapes" in result.bench:
         from compress.bench import parse_shapes
 
-        parse_shapes(str(result.bench.get("shapes", "1x128")))
+        parse_shapes(str(result.bench["shapes"]))
     return result
 
 
