@@ -59,17 +59,18 @@ def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | Non
 
 
 def _onnx_artifact(variant: Variant):
-    if "artifact" in variant.meta:  # a quantized variant: its artifact is what it is
-        return variant.path / variant.meta["artifact"] if variant.meta["artifact"].endswith(".onnx") else None
+    artifact = variant.record.extra.get("artifact")
+    if artifact:  # a quantized variant: its artifact is what it is
+        return variant.path / artifact if artifact.endswith(".onnx") else None
     path = variant.path / "onnx" / "model.onnx"
     return path if path.is_file() else None
 
 
 def _torch_model(variant: Variant):
     """The variant in eager PyTorch: its checkpoint, or its parent re-quantized with its saved int8 weights."""
-    if variant.meta.get("params", {}).get("backend") == "torch":
+    if variant.record.params.get("backend") == "torch":
         model = torch_int8(load_classifier(parent_path(variant)))
-        artifact = variant.path / variant.meta["artifact"]
+        artifact = variant.path / variant.record.extra["artifact"]
         try:
             model.load_state_dict(torch.load(artifact, weights_only=False))
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in pickle, zip or torch
@@ -96,8 +97,8 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
         check_max_length(sequence, tokenizer, config, flag="--shapes sequence")
     vocab = config.vocab_size
     results, accuracy_source = {}, None
-    task = task_of(variant.meta)
-    dev = encode(task.dev, tokenizer, variant.meta["params"]["max_length"])
+    task = task_of(variant.record)
+    dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
     if onnx_path is not None:
         sess = runtime.session(onnx_path, threads=threads, provider=PROVIDERS[device])
         results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes)

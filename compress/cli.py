@@ -92,7 +92,7 @@ def report_existing(path: Path) -> bool:
     if not (path / "variant.json").is_file():
         raise UserError(f"{path} exists and is not a variant compress made: choose another --name")
     variant = Variant.load(path)
-    click.echo(f"{path} exists (dev {variant.meta['metrics']['dev']}); --force makes it again")
+    click.echo(f"{path} exists (dev {variant.record.metrics['dev']}); --force makes it again")
     return True
 
 
@@ -104,12 +104,14 @@ def already_made(parent, name: str, force: bool) -> bool:
 
 
 def summary(kind: str, variant) -> str:
-    meta = variant.meta
-    dev = ", ".join(f"{k} {v:.4f}" for k, v in meta["metrics"]["dev"].items())
-    before = meta["metrics"].get("dev_before_training")
-    trained = f", {meta['train']['wall_s']:.0f} s training" if "train" in meta else ""
-    return (f"{kind} {variant.path}: dev {dev}" + (f" (before training: accuracy {before['accuracy']:.4f})" if before else "")
-            + trained + (f", retention {meta['metrics']['retention']:.3f}" if "retention" in meta["metrics"] else ""))
+    """A stage's one result line."""
+    metrics, train = variant.record.metrics, variant.record.extra.get("train")
+    dev = ", ".join(f"{k} {v:.4f}" for k, v in metrics["dev"].items())
+    before = metrics.get("dev_before_training")
+    return (f"{kind} {variant.path}: dev {dev}"
+            + (f" (before training: accuracy {before['accuracy']:.4f})" if before else "")
+            + (f", {train['wall_s']:.0f} s training" if train else "")
+            + (f", retention {metrics['retention']:.3f}" if "retention" in metrics else ""))
 
 
 @cli.command()
@@ -231,7 +233,7 @@ def layerdrop_command(variant, no_baseline, name, force, **params):
         parent, config, name = started
         for made in stage.layerdrop(parent, config, TrainConfig(**params), name, baseline=not no_baseline,
                                     replace=force):
-            click.echo(summary(made.meta["stage"], made))
+            click.echo(summary(made.record.stage, made))
 
 
 @variant_stage("share", ShareConfig, "<variant>-share-g<G>-<what>", "--recover-epochs")
@@ -242,8 +244,8 @@ def share_command(variant, name, force, **params):
     if started := start(variant, ShareConfig, stage.default_name, name, force, params):
         parent, config, name = started
         shared = stage.share(parent, config, TrainConfig(**params), name, replace=force)
-        click.echo(summary("shared", shared) + f", {shared.meta['unique_parameters']:,} unique of "
-                   f"{shared.meta['parameters']:,} parameters")
+        click.echo(summary("shared", shared) + f", {shared.record.unique_parameters:,} unique of "
+                   f"{shared.record.parameters:,} parameters")
 
 
 @cli.command("export")
@@ -269,9 +271,9 @@ def quantize_command(variant, name, force, **params):
     if started := start(variant, QuantizeConfig, default_name, name, force, params):
         parent, config, name = started
         result = quantize(parent, config, name, replace=force)
-        meta = result.meta
-        click.echo(f"quantized {result.path}: dev accuracy {meta['metrics']['dev']['accuracy']:.4f} "
-                   f"({-meta['metrics']['drop_points']:+.2f} points), {meta['size_mb']} MB")
+        record = result.record
+        click.echo(f"quantized {result.path}: dev accuracy {record.accuracy:.4f} "
+                   f"({-record.metrics['drop_points']:+.2f} points), {record.size_mb} MB")
 
 
 @cli.command("bench")
@@ -346,7 +348,7 @@ def run_command(ctx, recipe, dry_run, adopt):
         targets = [v for v, step in zip(variants, plan.steps)
                    if not step.skip or not measured(v, shapes, threads, device)]
         for variant in targets:
-            if "artifact" not in variant.meta and variant.export is None:
+            if "artifact" not in variant.record.extra and variant.export is None:
                 cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=ctx.obj)
         if targets:
             args = recipes.flags(cli.commands["bench"], plan.bench, "bench")
@@ -386,7 +388,7 @@ def list_command(obj):
         raise UserError(f"no variants in {obj['workspace']}")
     rows = [("variant", "stage", "parent", "dev acc.", "params (M)", "unique (M)", "MB", "p50 ms 1x128")]
     for v in variants:
-        meta = v.meta
+        record = v.record
         latency = "-"
         for entry in v.benches.values():
             for runtime in ("ort-cpu", "torch-cpu"):
@@ -394,14 +396,13 @@ def list_command(obj):
                     latency = f"{entry['latency_ms'][runtime]['1x128']['p50']:.2f} ({runtime.split('-')[0]})"
                     break
             break
-        parameters = meta.get("parameters")
         rows.append((
-            _workspace_id(v.path, obj["workspace"]), meta["stage"],
-            _workspace_id(parent_path(v), obj["workspace"]) if meta.get("parent") else "-",
-            f"{meta['metrics']['dev']['accuracy']:.4f}",
-            f"{parameters / 1e6:.1f}" if parameters else "-",
-            f"{meta['unique_parameters'] / 1e6:.1f}" if meta.get("unique_parameters") else "-",
-            f"{meta.get('size_mb', 0):.1f}", latency,
+            _workspace_id(v.path, obj["workspace"]), record.stage,
+            _workspace_id(parent_path(v), obj["workspace"]) if record.parent else "-",
+            f"{record.accuracy:.4f}",
+            f"{record.parameters / 1e6:.1f}" if record.parameters else "-",
+            f"{record.unique_parameters / 1e6:.1f}" if record.unique_parameters else "-",
+            f"{record.size_mb or 0:.1f}", latency,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

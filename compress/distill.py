@@ -131,13 +131,13 @@ def distill(
 
     A teacher fine-tuned on other data under the same task name is refused unless `reuse_teacher`.
     """
-    if task.num_labels != teacher.meta["num_labels"]:
-        raise UserError(f"the teacher has {teacher.meta['num_labels']} labels but {task.name} has {task.num_labels}")
-    trained_on = teacher.meta.get("data", {}).get("fingerprint")
+    if task.num_labels != teacher.record.num_labels:
+        raise UserError(f"the teacher has {teacher.record.num_labels} labels but {task.name} has {task.num_labels}")
+    trained_on = teacher.record.data.get("fingerprint")
     if trained_on != task.fingerprint and not reuse_teacher:
         raise UserError(
-            f"teacher {teacher.meta['name']} was fine-tuned on other {task.name} data "
-            f"({teacher.meta.get('data', {}).get('source', 'unknown source')}) than {task.source or 'this task'}: "
+            f"teacher {teacher.record.name} was fine-tuned on other {task.name} data "
+            f"({teacher.record.data.get('source', 'unknown source')}) than {task.source or 'this task'}: "
             "fine-tune it again (compress teacher --force), or pass --reuse-teacher")
     validate(distill_config)
     depth = load_config(teacher.path).num_hidden_layers
@@ -196,7 +196,7 @@ def train_student(
     variant = save_variant(target, student, tokenizer, {
         **meta,
         "parent": relative_to_workspace(parent),
-        "teacher": teacher.meta["name"],
+        "teacher": teacher.record.name,
         "task": task.name,
         "num_labels": task.num_labels,
         "data": data_record(task),

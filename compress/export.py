@@ -137,8 +137,8 @@ def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = E
         raise UserError(f"{variant.path} is quantized: its ONNX file is its artifact; export the variant it was made from")
     tokenizer = load_tokenizer(variant.path)
     model = load_classifier(variant.path, attn_implementation="eager").eval()
-    task = task_of(variant.meta)
-    dev = encode(task.dev, tokenizer, variant.meta["params"]["max_length"])
+    task = task_of(variant.record)
+    dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
     with atomic_dir(variant.path / ONNX_DIR, replace=True) as tmp:
         inputs = _torch_export(model, tokenizer, tmp / RAW, opset)
         record = {"opset": opset, "inputs": inputs, "optimized": False}

@@ -95,7 +95,7 @@ def layer_drop(model, rate: float, seed: int):
 
 
 def default_name(variant: Variant, config: LayerDropConfig) -> str:
-    return f"{variant.meta['name']}-ld{round(100 * config.rate)}-keep-{config.keep.strip(',').replace(',', '_')}"
+    return f"{variant.record.name}-ld{round(100 * config.rate)}-keep-{config.keep.strip(',').replace(',', '_')}"
 
 
 def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConfig, name: str | None = None,
@@ -109,7 +109,7 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
     keep = kept_layers(load_config(variant.path).num_hidden_layers, config.keep)
     task, teacher, train_config = recovery_setup(variant, train_config)
     name = name or default_name(variant, config)
-    full_name = f"{variant.meta['name']}-ld{round(100 * config.rate)}-full"
+    full_name = f"{variant.record.name}-ld{round(100 * config.rate)}-full"
     targets = {"full": derived_dir(variant, full_name), "cut": derived_dir(variant, name)}
     if baseline:
         targets["baseline"] = derived_dir(variant, f"{name}-baseline")
@@ -145,6 +145,6 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
 def _trained_with(folder: Path, params: dict) -> bool:
     """Whether `folder` holds a variant trained with exactly `params`."""
     try:
-        return Variant.load(folder).meta.get("params") == params
+        return Variant.load(folder).record.params == params
     except UserError:
         return False

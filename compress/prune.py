@@ -227,7 +227,7 @@ def check(config: PruneConfig) -> None:
 def default_name(variant: Variant, config: PruneConfig) -> str:
     parts = [f"h{round(100 * config.heads)}" if config.heads else "", f"n{round(100 * config.neurons)}" if config.neurons else "",
              f"l{config.layers.strip(',').replace(',', '_')}" if config.layers else ""]
-    return f"{variant.meta['name']}-prune-{''.join(parts)}-{config.importance}"
+    return f"{variant.record.name}-prune-{''.join(parts)}-{config.importance}"
 
 
 def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name: str | None = None,

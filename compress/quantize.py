@@ -37,10 +37,10 @@ def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 def default_name(variant: Variant, config: QuantizeConfig) -> str:
     if config.backend == "torch":
-        return f"{variant.meta['name']}-torch-int8"
+        return f"{variant.record.name}-torch-int8"
     ffn = "-ffn-fp32" if config.fp32_ffn_output and config.mode == "dynamic" else ""  # static always keeps them fp32
     kind = "fp16" if config.mode == "fp16" else f"int8-{config.mode}"
-    return f"{variant.meta['name']}-{kind}{ffn}" + ("-pc" if config.per_channel else "")
+    return f"{variant.record.name}-{kind}{ffn}" + ("-pc" if config.per_channel else "")
 
 
 # Tanh: the approximate GELU. The pooler's tanh matches too: its classifier staying fp32 costs nothing.
@@ -164,7 +164,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     An existing variant of that name is replaced only with `replace` (--force).
     """
     if variant.is_quantized:
-        raise UserError(f"{variant.path} is already quantized ({variant.meta.get('params', {}).get('mode')}): "
+        raise UserError(f"{variant.path} is already quantized ({variant.record.params.get('mode')}): "
                         "quantize the variant it was made from instead")
     validate(config)
     mode, per_channel, fp32_ffn_output, calibration, backend, max_drop = (
@@ -179,10 +179,10 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     name = name or default_name(variant, config)
     target = derived_dir(variant, name)
     tokenizer = load_tokenizer(variant.path)
-    task = task_of(variant.meta)
-    max_length = variant.meta["params"]["max_length"]
+    task = task_of(variant.record)
+    max_length = variant.record.params["max_length"]
     dev = encode(task.dev, tokenizer, max_length)
-    parent_accuracy = variant.meta["metrics"]["dev"]["accuracy"]
+    parent_accuracy = variant.record.metrics["dev"]["accuracy"]
     if backend == "ort" and not (variant.path / ONNX_DIR / MODEL).is_file():
         print(f"{variant.path} has no ONNX export yet; exporting it first")
         export(variant)
@@ -226,24 +226,24 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
         drop = 100 * (parent_accuracy - metrics["accuracy"])
         if max_drop is not None and drop > max_drop:
             raise UserError(f"{name} refused: accuracy {metrics['accuracy']:.4f} is {drop:.2f} points below "
-                            f"{variant.meta['name']}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
-        parent_size = (variant.export or {}).get("size_mb") if backend == "ort" else variant.meta["size_mb"]
+                            f"{variant.record.name}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
+        parent_size = (variant.export or {}).get("size_mb") if backend == "ort" else variant.record.size_mb
         size = round(artifact.stat().st_size / 1e6, 2)
         write_record(tmp, {
             "name": name,
             "stage": "quantize",
             "parent": relative_to_workspace(variant),
-            "teacher": variant.meta.get("teacher", variant.meta["name"]),
-            "task": variant.meta["task"],
-            "num_labels": variant.meta["num_labels"],
+            "teacher": variant.record.teacher or variant.record.name,
+            "task": variant.record.task,
+            "num_labels": variant.record.num_labels,
             "params": {"mode": mode, "backend": backend, "per_channel": per_channel,
                        "fp32_ffn_output": backend == "ort" and (mode == "static" or fp32_ffn_output),
                        "calibration": calibration if mode == "static" else None, "max_length": max_length},
-            "data": variant.meta["data"],
-            "metrics": {"dev": metrics, "parent_dev": variant.meta["metrics"]["dev"],
+            "data": variant.record.data,
+            "metrics": {"dev": metrics, "parent_dev": variant.record.metrics["dev"],
                         "drop_points": round(drop, 3)},
             "artifact": str(artifact.relative_to(tmp)),
-            "parameters": variant.meta["parameters"],
+            "parameters": variant.record.parameters,
             "size_mb": size,
             "size_ratio": round(size / parent_size, 4) if parent_size else None,
         })

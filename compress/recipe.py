@@ -101,7 +101,7 @@ def flags(command: click.Command, params: dict, where: str) -> list[str]:
 
 def _stamped(output: Path) -> str | None:
     try:
-        return Variant.load(output).meta.get("recipe", {}).get("hash")
+        return Variant.load(output).record.extra.get("recipe", {}).get("hash")
     except UserError:
         return None
 
@@ -115,7 +115,6 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     from compress.tasks import load_task
     from compress.teacher import default_name as teacher_default
     from compress.teacher import teacher_dir
-    from compress.variant import derived_dir
 
     recipe = load(path)
     result = Plan(recipe=path)
@@ -128,6 +127,7 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     teacher_name = check_name(teacher.get("name") or teacher_default(str(teacher["base"])),
                               f"recipe {path} [teacher] name")
     output = teacher_dir(workspace, teacher_name, task.name)
+    students = workspace / "students" / teacher_name / task.name
     args = flags(commands["teacher"], teacher, f"recipe {path} [teacher]")
     digest = _digest("teacher", teacher, task.fingerprint)
     steps = {"teacher": Step("teacher", teacher_name, args, output, digest)}
@@ -152,12 +152,9 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
             if source != "teacher":
                 raise UserError(f"{where}: distill starts from the teacher, not from '{source}'")
             args = ["--teacher", teacher_name, *flags(commands[verb], {**task_params, **params}, where)]
-            output = workspace / "students" / teacher_name / task.name / name
         else:
             args = [str(parent.output), *flags(commands[verb], params, where)]
-            parent_variant = Variant(parent.output, {"stage": "teacher" if source == "teacher" else verb,
-                                                     "name": teacher_name, "task": task.name})
-            output = derived_dir(parent_variant, name)
+        output = students / name  # every variant of a teacher and task lies in one folder (variant.derived_dir)
         steps[name] = Step(verb, name, [*args, "--name", name], output, _digest(verb, params, parent.hash),
                            parent=source)
         order.append(steps[name])
@@ -189,5 +186,5 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
 
 def stamp(step: Step, recipe: Path) -> None:
     variant = Variant.load(step.output)
-    if variant.meta.get("recipe", {}).get("hash") != step.hash:
+    if variant.record.extra.get("recipe", {}).get("hash") != step.hash:
         variant.update(lambda meta: meta.update(recipe={"hash": step.hash, "file": str(recipe), "stage": step.verb}))

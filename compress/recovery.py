@@ -29,8 +29,8 @@ def recovery_setup(variant: Variant, config: TrainConfig) -> tuple[Task, Variant
     if variant.is_quantized:
         raise UserError(f"{variant.path} is a quantized artifact, not a trainable model: "
                         "shrink its parent, then quantize the result")
-    config = TrainConfig(**{**config.as_dict(), "max_length": variant.meta["params"]["max_length"]})
-    return task_of(variant.meta), teacher_of(variant), config
+    config = TrainConfig(**{**config.as_dict(), "max_length": variant.record.params["max_length"]})
+    return task_of(variant.record), teacher_of(variant), config
 
 
 def kd_for(model, kd: KD) -> DistillConfig:

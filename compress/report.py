@@ -42,15 +42,15 @@ class Row:
 
     @property
     def name(self) -> str:
-        return self.variant.meta["name"]
+        return self.variant.record.name
 
 
 def _lineage(variant: Variant, by_path: dict[str, Variant]) -> list[str]:
     """Names from the teacher down to `variant`."""
-    chain, parent = [variant.meta["name"]], parent_path(variant)
+    chain, parent = [variant.record.name], parent_path(variant)
     while parent is not None and len(chain) <= len(by_path):
         above = by_path.get(str(parent.resolve()))
-        chain.append(above.meta["name"] if above else parent.name)
+        chain.append(above.record.name if above else parent.name)
         parent = parent_path(above) if above else None
     return chain[::-1]
 
@@ -60,7 +60,7 @@ def _rows(variants: list[Variant]) -> list[Row]:
     rows = []
     for v in variants:
         measured = list(v.benches.values())
-        dev = measured[-1]["dev"] if measured else v.meta["metrics"]["dev"]
+        dev = measured[-1]["dev"] if measured else v.record.metrics["dev"]
         source = measured[-1]["accuracy_from"] if measured else "training-time evaluation (PyTorch fp32)"
         row = Row(v, _lineage(v, by_path), dev["accuracy"], source)
         for machine, entry in v.benches.items():
@@ -106,11 +106,11 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
     variants = find_variants(workspace, teacher, task)
     if not variants:
         raise UserError(f"no variants in {workspace} for teacher {teacher or 'any'}, task {task or 'any'}")
-    tasks = {v.meta["task"] for v in variants}
+    tasks = {v.record.task for v in variants}
     if len(tasks) > 1:
         raise UserError(f"variants of several tasks ({', '.join(sorted(tasks))}): choose one with --task")
     rows = _rows(variants)
-    teacher_row = next((r for r in rows if r.variant.meta["stage"] == "teacher"), None)
+    teacher_row = next((r for r in rows if r.variant.record.stage == "teacher"), None)
     keys = sorted({k for r in rows for k in r.latency})
     machines = {}
     for r in rows:
@@ -118,20 +118,20 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
             machines.setdefault(name, entry["machine"])
     table = []
     for r in rows:
-        meta = r.variant.meta
+        record = r.variant.record
         cells = []
         for key in keys:
             timing, base = r.latency.get(key), teacher_row.latency.get(key) if teacher_row else None
             cells.append({"timing": timing, "speedup": base["p50"] / timing["p50"] if timing and base else None})
         table.append({
-            "name": r.name, "lineage": " → ".join(r.lineage), "stage": meta["stage"],
-            "params": ", ".join(f"{k}={v}" for k, v in meta.get("params", {}).items()
+            "name": r.name, "lineage": " → ".join(r.lineage), "stage": record.stage,
+            "params": ", ".join(f"{k}={v}" for k, v in record.params.items()
                                 if k not in ("base_path", "warmup", "weight_decay") and v is not None),
-            "parameters": meta.get("parameters"), "unique_parameters": meta.get("unique_parameters", meta.get("parameters")),
-            "size_mb": (r.variant.export or {}).get("size_mb") or meta.get("size_mb"),
+            "parameters": record.parameters, "unique_parameters": record.unique_parameters or record.parameters,
+            "size_mb": (r.variant.export or {}).get("size_mb") or record.size_mb,
             "accuracy": r.accuracy, "accuracy_from": r.accuracy_from,
             "delta": 100 * (r.accuracy - teacher_row.accuracy) if teacher_row else None,
-            "cells": cells, "command": meta.get("command", ""),
+            "cells": cells, "command": record.command,
         })
     plots = [{"key": key, "svg": _plot(rows, teacher_row, key)} for key in keys]
     return {"task": tasks.pop(), "teacher": teacher_row.name if teacher_row else teacher,

@@ -50,7 +50,7 @@ def share_layers(model, config: ShareConfig) -> dict:
 
 
 def default_name(variant: Variant, config: ShareConfig) -> str:
-    return f"{variant.meta['name']}-share-g{config.groups}-{config.what}" + ("-mean" if config.init == "mean" else "")
+    return f"{variant.record.name}-share-g{config.groups}-{config.what}" + ("-mean" if config.init == "mean" else "")
 
 
 def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name: str | None = None,

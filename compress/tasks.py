@@ -280,9 +280,9 @@ def load_task(
     return replace(_checked(loaded, num_labels), spec=spec)
 
 
-def task_of(meta: dict) -> Task:
-    """The task a variant was trained on, loaded again from what its variant.json recorded."""
-    spec = meta.get("data", {}).get("spec")
+def task_of(record) -> Task:
+    """The task a variant was trained on, loaded again from what its record (variant.Record) holds."""
+    spec = record.data.get("spec")
     if not spec:
-        raise UserError(f"variant {meta.get('name')} does not record how to load its task (data.spec in variant.json)")
+        raise UserError(f"variant {record.name} does not record how to load its task (data.spec in variant.json)")
     return load_task(**spec)

@@ -16,7 +16,7 @@ import re
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -55,9 +55,59 @@ def _record_problem(meta) -> str | None:
 
 
 @dataclass
+class Record:
+    """variant.json, typed: what every stage writes about the variant it made.
+
+    Keys a stage adds beyond these (the pruned structure, the sharing, the training run, the
+    artifact, the recipe stamp) stay in `extra` and are written back as they came. Records of
+    schema 0 (no made_by mark, parents as typed, measurements inside) load too.
+    """
+
+    name: str
+    stage: str
+    task: str
+    params: dict
+    metrics: dict
+    parent: str | None = None  # the parent's place in the workspace, e.g. teachers/minilm-l6/sst2
+    teacher: str | None = None
+    num_labels: int | None = None
+    data: dict = field(default_factory=dict)  # source, load spec, fingerprint, sizes
+    parameters: int | None = None
+    unique_parameters: int | None = None  # tied (shared) tensors counted once
+    size_mb: float | None = None
+    machine: dict = field(default_factory=dict)
+    command: str = ""
+    made_by: str | None = None
+    schema: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data) -> "Record":
+        """The record in `data`; ValueError names what is missing."""
+        problem = _record_problem(data)
+        if problem:
+            raise ValueError(problem)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})
+
+    def to_json(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}, **self.extra}
+
+    @property
+    def max_length(self) -> int:
+        return self.params["max_length"]
+
+    @property
+    def accuracy(self) -> float:
+        """Dev accuracy as the stage measured it (the artifact's, for a quantized variant)."""
+        return self.metrics["dev"]["accuracy"]
+
+
+@dataclass
 class Variant:
     path: Path
-    meta: dict
+    record: Record
 
     @classmethod
     def load(cls, path: Path | str) -> "Variant":
@@ -66,37 +116,40 @@ class Variant:
         if not meta_file.is_file():
             raise UserError(f"{path} is not a variant: no {META_FILE}")
         try:
-            meta = json.loads(meta_file.read_text())
+            return cls(path, Record.from_json(json.loads(meta_file.read_text())))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{meta_file} is corrupt: {exc}") from None
-        problem = _record_problem(meta)
-        if problem:
-            raise UserError(f"{meta_file} is not a variant record: {problem}")
-        return cls(path, meta)
+        except ValueError as exc:
+            raise UserError(f"{meta_file} is not a variant record: {exc}") from None
+
+    @property
+    def meta(self) -> dict:
+        """The record as variant.json holds it (a copy: change a record with `update`)."""
+        return self.record.to_json()
 
     @property
     def is_quantized(self) -> bool:
-        return self.meta["stage"] == "quantize"
+        return self.record.stage == "quantize"
 
     @property
     def workspace(self) -> Path:
         """The workspace this variant lies in (an error if it lies in none)."""
-        return workspace_of(self.path, teacher=self.meta["stage"] == "teacher")
+        return workspace_of(self.path, teacher=self.record.stage == "teacher")
 
     def update(self, change: Callable[[dict], None]) -> "Variant":
         """Change variant.json under the workspace lock, on the record as it is on disk now."""
-        self.meta = update_json(self.path / META_FILE, change)
+        self.record = Record.from_json(update_json(self.path / META_FILE, change))
         return self
 
     @property
     def export(self) -> dict | None:
         """The ONNX export's record: onnx/export.json (records of schema 0 held it in variant.json)."""
-        return _read_json(self.path / ONNX_DIR / EXPORT_FILE) or self.meta.get("onnx")
+        return _read_json(self.path / ONNX_DIR / EXPORT_FILE) or self.record.extra.get("onnx")
 
     @property
     def benches(self) -> dict[str, dict]:
         """Measurements by machine key: bench/<key>.json (records of schema 0 held them in variant.json)."""
-        found = dict(self.meta.get("bench", {}))
+        found = dict(self.record.extra.get("bench", {}))
         for f in sorted((self.path / BENCH_DIR).glob("*.json")):
             entry = _read_json(f)
             if entry and isinstance(entry.get("key"), str):
@@ -129,9 +182,9 @@ def derived_dir(parent: Variant, name: str) -> Path:
     """
     check_name(name)
     workspace = parent.workspace
-    if parent.meta["stage"] == "teacher":
-        folder = workspace / "students" / check_name(parent.meta["name"], "teacher name") / check_name(
-            parent.meta["task"], "task name")
+    if parent.record.stage == "teacher":
+        folder = workspace / "students" / check_name(parent.record.name, "teacher name") / check_name(
+            parent.record.task, "task name")
     else:
         folder = parent.path.parent
     target = inside(workspace / "students", folder / name)
@@ -147,7 +200,7 @@ def relative_to_workspace(variant: Variant) -> str:
 
 def parent_path(variant: Variant) -> Path | None:
     """The folder of `variant`'s parent: recorded inside the workspace (older records: absolute or cwd-relative)."""
-    recorded = variant.meta.get("parent")
+    recorded = variant.record.parent
     if not recorded:
         return None
     recorded = Path(recorded)
@@ -162,12 +215,12 @@ def parent_path(variant: Variant) -> Path | None:
 
 def teacher_of(variant: Variant) -> Variant:
     """The teacher a variant descends from: teachers/<teacher>/<task> of its own workspace."""
-    if variant.meta["stage"] == "teacher":
+    if variant.record.stage == "teacher":
         return variant
-    teacher = variant.meta.get("teacher")
+    teacher = variant.record.teacher
     if not isinstance(teacher, str):
         raise UserError(f"{variant.path / META_FILE} does not name its teacher")
-    path = variant.workspace / "teachers" / check_name(teacher, "teacher") / variant.meta["task"]
+    path = variant.workspace / "teachers" / check_name(teacher, "teacher") / variant.record.task
     if not (path / META_FILE).is_file():
         raise UserError(f"{variant.path} descends from teacher {teacher}, which is not at {path}")
     return Variant.load(path)
@@ -205,8 +258,8 @@ def write_record(folder: Path, meta: dict) -> Variant:
     """Write a new variant's record, with compress's mark, the machine and the command that made it."""
     from compress.machine import machine
 
-    variant = Variant(folder, {"schema": SCHEMA, **meta, "made_by": MADE_BY, "machine": machine(),
-                               "command": command_line()})
+    variant = Variant(folder, Record.from_json({**meta, "schema": SCHEMA, "made_by": MADE_BY, "machine": machine(),
+                                                "command": command_line()}))
     write_json(folder / META_FILE, variant.meta)
     return variant
 
@@ -227,14 +280,14 @@ def save_variant(target: Path, model, tokenizer, meta: dict, replace: bool = Fal
         tokenizer.save_pretrained(tmp)
         if structure.is_structured(model.config):  # loadable with trust_remote_code
             shutil.copyfile(structure.__file__, tmp / structure.MODELING_FILE)
-        meta = write_record(tmp, {
+        record = write_record(tmp, {
             **meta,
             "parameters": sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
             "unique_parameters": unique_parameters(model),
             "size_mb": round(folder_size_mb(tmp), 2),
-        }).meta
+        }).record
     distributed.barrier()
-    return Variant(target, meta)
+    return Variant(target, record)
 
 
 def unique_parameters(model) -> int:

@@ -104,10 +104,11 @@ def student_dir(root: Path, name: str) -> Path:
     return root / "ws" / "students" / "tiny" / "reviews" / name
 
 
-def student_meta(teacher, name: str, accuracy: float) -> dict:
-    """A variant record for a model built by hand in a test, as the distill stage would write it."""
+def student_meta(teacher, name: str, accuracy: float = 0.5) -> dict:
+    """A variant record for a model built by hand in a test, as the distill stage would write it
+    (without a teacher: the fields every record needs, for tests of the saved model alone)."""
     return {"name": name, "stage": "distill", "parent": "teachers/tiny/reviews", "teacher": "tiny", "task": "reviews",
-            "num_labels": 2, "data": teacher.meta["data"], "params": {"max_length": 32},
+            "num_labels": 2, "data": teacher.meta["data"] if teacher else {}, "params": {"max_length": 32},
             "metrics": {"dev": {"accuracy": accuracy}}}
 
 

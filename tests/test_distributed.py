@@ -65,7 +65,7 @@ def test_two_processes_match_one_and_write_one_copy(runs):
     from compress.tasks import task_of
 
     tokenizer = AutoTokenizer.from_pretrained(double.path)
-    train = encode(task_of(double.meta).train, tokenizer, 32)
+    train = encode(task_of(double.record).train, tokenizer, 32)
     expected = predict_logits(load_classifier(double.path), train, tokenizer)
     gathered = load_file(double.path / "soft_targets" / files[0])["logits"]
     torch.testing.assert_close(gathered, expected, atol=1e-4, rtol=0)

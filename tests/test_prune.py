@@ -16,7 +16,7 @@ from compress.prune import apply_pruning, choose, current_structure, gates, prun
 from compress.structure import MODELING_FILE, STRUCTURE_KEY, keep_heads, keep_neurons, record
 from compress.variant import Variant, save_variant
 
-from conftest import CONFIGS, FAST, TINY
+from conftest import CONFIGS, FAST, TINY, student_meta
 
 HEADS, WIDTH, HIDDEN = TINY["num_attention_heads"], TINY["intermediate_size"], TINY["hidden_size"]
 HEAD_SIZE = HIDDEN // HEADS
@@ -88,7 +88,7 @@ def test_pruned_checkpoint_reloads_both_ways_with_the_same_logits(arch, tmp_path
     with torch.no_grad():
         expected = model(**inputs()).logits
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    save_variant(tmp_path / "pruned", model, tokenizer, {"name": "pruned"})
+    save_variant(tmp_path / "pruned", model, tokenizer, student_meta(None, "pruned"))
     assert (tmp_path / "pruned" / MODELING_FILE).is_file()
     own = load_classifier(tmp_path / "pruned", attn_implementation="eager").eval()
     remote = AutoModelForSequenceClassification.from_pretrained(

@@ -15,7 +15,7 @@ from compress.share import layer_groups, share, share_layers
 from compress.structure import SHARING_KEY, is_shared
 from compress.variant import Variant, save_variant, unique_parameters
 
-from conftest import CONFIGS, FAST
+from conftest import CONFIGS, FAST, student_meta
 
 
 def tiny(arch: str):
@@ -69,7 +69,7 @@ def test_reload_keeps_the_ties(arch, tmp_path, tiny_base):
     ids = torch.randint(5, 120, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    saved = save_variant(tmp_path / "shared", model, AutoTokenizer.from_pretrained(tiny_base), {"name": "shared"})
+    saved = save_variant(tmp_path / "shared", model, AutoTokenizer.from_pretrained(tiny_base), student_meta(None, "shared"))
     assert saved.meta["unique_parameters"] < saved.meta["parameters"]
     for reloaded in (load_classifier(saved.path, attn_implementation="eager"),
                      AutoModelForSequenceClassification.from_pretrained(saved.path, trust_remote_code=True,
