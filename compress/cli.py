@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from compress.configs import (
+    LABEL_COLUMN,
     RECOVERY_TRAINING,
     BenchConfig,
     DistillConfig,
@@ -53,7 +54,7 @@ def task_options(fn):
                      help="sst2, mrpc, rotten-tomatoes, or a CSV/TSV/JSONL file or folder (train.* and dev.*)."),
         click.option("--data-dir", envvar="COMPRESS_DATA", help="GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA)."),
         click.option("--text-column", help="For your own files: the text column, or two as a,b for pairs."),
-        click.option("--label-column", default="label", help="For your own files: the integer label column."),
+        click.option("--label-column", default=LABEL_COLUMN, help="For your own files: the integer label column."),
         click.option("--num-labels", type=click.IntRange(2, 100_000),
                      help="Classes the task has, when training lacks some [default: the labels seen, 0..K-1]."),
     ]):

@@ -40,6 +40,7 @@ class TrainConfig(Settings):
             object.__setattr__(self, "precision", training_precision("auto"))
 
 
+LABEL_COLUMN = "label"  # your own files' label column, unless --label-column says otherwise
 RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recovery: shorter and gentler
 
 

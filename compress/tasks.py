@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasets
 
+from compress.configs import LABEL_COLUMN
 from compress.errors import UserError, first_line
 from compress.registry import _package_file, offline_unless_hub_reachable
 
@@ -273,7 +274,7 @@ def load_task(
         columns = tuple(c.strip() for c in text_column.split(","))
         if len(columns) > 2 or not all(columns):
             raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
-        loaded = _from_files(path, columns, label_column or "label")
+        loaded = _from_files(path, columns, label_column or LABEL_COLUMN)
         spec["task"] = str(path.resolve())
     else:
         raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")
