@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from compress import structure
 from compress.errors import UserError, first_line
 
-LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError)
+# StrictDataclassError: a config field of the wrong type, caught by transformers' typed configs
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError,
+               StrictDataclassError)
 
 
 def load_config(path: Path):

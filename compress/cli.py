@@ -20,6 +20,7 @@ from compress.configs import (
     ShareConfig,
     TrainConfig,
     cli_options,
+    finite,
     take,
 )
 from compress.errors import UserError, first_line
@@ -78,6 +79,7 @@ def training_options(recovery_flag: str | None = None):
         fn = cli_options(TrainConfig, only=names, **defaults)(force_option(fn))
         if recovery_flag == "--recover-epochs":
             return click.option(recovery_flag, "epochs", type=click.FloatRange(min=0), default=defaults["epochs"],
+                                callback=finite,
                                 help="Epochs of KD from the teacher afterwards (fractions allowed; 0: none).")(fn)
         return cli_options(TrainConfig, only=("epochs",), **defaults)(fn) if recovery_flag else fn
 
@@ -371,7 +373,7 @@ def init_command(directory):
     for name in ("teachers", "students", "reports"):
         (directory / name).mkdir(parents=True, exist_ok=True)
     recipe = directory / "recipe.toml"
-    if recipe.exists():
+    if recipe.exists() or recipe.is_symlink():  # never write through a link
         click.echo(f"{recipe} exists; left as it is")
     else:
         recipe.write_text(demo_recipe().read_text())

@@ -5,6 +5,7 @@ and a recipe's keys are those flags, so the three share one definition. Nothing 
 torch: the CLI can read it and still start fast.
 """
 
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -145,7 +146,7 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: A
         elif low is not None or high is not None:
             kind = (click.IntRange if kind is int else click.FloatRange)(low, high, min_open=low_open, max_open=high_open)
         return click.option(meta["flag"] or f"--{f.name.replace('_', '-')}", f.name, type=kind, default=default,
-                            required=required, help=meta["help"])
+                            required=required, help=meta["help"], callback=finite)
 
     chosen = [f for f in fields(config_class) if f.metadata.get("cli") and (only is None or f.name in only)]
 
@@ -155,6 +156,15 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: A
         return fn
 
     return decorate
+
+
+def finite(ctx, param, value):
+    """A click callback: FloatRange lets inf and nan through, and no setting here means either."""
+    import click
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def take(config_class, params: dict, **fixed):
@@ -175,6 +185,8 @@ def validate(config) -> None:
         if not meta.get("cli") or value is None or isinstance(value, bool):
             continue
         flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag} {value} is not a finite number")
         if meta["choices"] and value not in meta["choices"]:
             raise UserError(f"{flag} must be one of {', '.join(meta['choices'])}, not {value!r}")
         low, high, low_open, high_open = meta["range"]

@@ -28,8 +28,8 @@ from compress.inference import predict_logits
 from compress.latency import ort_latency_ms
 from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
-from compress.variant import EXPORT_FILE, Variant
-from compress.workspace import ONNX_DIR, atomic_dir, write_json
+from compress.variant import Variant
+from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, inside, write_json
 
 PARITY_ATOL = 1e-4
 FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
@@ -135,6 +135,7 @@ def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = E
     fusion, the timings behind the graph kept, and the parity check."""
     if variant.is_quantized:
         raise UserError(f"{variant.path} is quantized: its ONNX file is its artifact; export the variant it was made from")
+    inside(variant.workspace, variant.path)  # it writes into the variant: only into one that lies in a workspace
     tokenizer = load_tokenizer(variant.path)
     model = load_classifier(variant.path, attn_implementation="eager").eval()
     task = task_of(variant.record)

@@ -26,8 +26,8 @@ from compress.export import MODEL, RAW, dedupe_initializers, export
 from compress.inference import predict_logits, task_metrics
 from compress.machine import device
 from compress.tasks import task_of
-from compress.variant import EXPORT_FILE, Variant, derived_dir, relative_to_workspace, write_record
-from compress.workspace import ONNX_DIR, atomic_dir
+from compress.variant import Variant, derived_dir, relative_to_workspace, write_record
+from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir
 
 
 def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -193,7 +193,10 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
         if backend == "torch":
             model = torch_int8(load_classifier(variant.path))
             artifact = tmp / "model_int8.pt"
-            torch.save(model.state_dict(), artifact)
+            try:
+                torch.save(model.state_dict(), artifact)
+            except RuntimeError as exc:  # torch's writer reports a full disk as an internal enforce failure
+                raise UserError(f"cannot write {artifact.name}: {first_line(exc)[:200]}; is the disk full?") from None
             logits = predict_logits(model, dev, tokenizer)
         else:
             (tmp / "onnx").mkdir()

@@ -79,14 +79,17 @@ def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+RECIPE_DECIDES = ("--help", "--force", "--name")  # a recipe names its outputs and decides what to replace
+
+
 def flags(command: click.Command, params: dict, where: str) -> list[str]:
-    """Turn {key: value} into that command's flags, refusing keys it does not have."""
+    """Turn {key: value} into that command's flags, refusing keys it does not have or that the recipe sets."""
     options = {opt: p for p in command.params if isinstance(p, click.Option) for opt in p.opts}
     args = []
     for key, value in params.items():
         flag = f"--{key}"
-        if flag not in options:
-            known = sorted(o[2:] for o in options if o.startswith("--") and o not in ("--help", "--force", "--name"))
+        if flag not in options or flag in RECIPE_DECIDES:
+            known = sorted(o[2:] for o in options if o.startswith("--") and o not in RECIPE_DECIDES)
             raise UserError(f"{where}: unknown parameter '{key}' (choose from {', '.join(known)})")
         if options[flag].is_flag:
             if not isinstance(value, bool):
@@ -101,7 +104,7 @@ def flags(command: click.Command, params: dict, where: str) -> list[str]:
 
 def _stamped(output: Path) -> str | None:
     try:
-        return Variant.load(output).record.extra.get("recipe", {}).get("hash")
+        return (Variant.load(output).recipe_stamp or {}).get("hash")
     except UserError:
         return None
 
@@ -119,17 +122,17 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     recipe = load(path)
     result = Plan(recipe=path)
     teacher = dict(recipe["teacher"])
+    teacher_name = check_name(teacher.pop("name", None) or teacher_default(str(teacher["base"])),
+                              f"recipe {path} [teacher] name")
     task_params = {k: teacher[k] for k in TASK_KEYS if k in teacher}
-    with commands["teacher"].make_context("teacher", flags(commands["teacher"], teacher, f"recipe {path} [teacher]")) as ctx:
+    args = [*flags(commands["teacher"], teacher, f"recipe {path} [teacher]"), "--name", teacher_name]
+    with commands["teacher"].make_context("teacher", list(args)) as ctx:
         options = ctx.params  # the teacher's flags, parsed and checked as the CLI does
     task = load_task(options["task"], options["data_dir"], options["text_column"], options["label_column"],
                      options["num_labels"])
-    teacher_name = check_name(teacher.get("name") or teacher_default(str(teacher["base"])),
-                              f"recipe {path} [teacher] name")
     output = teacher_dir(workspace, teacher_name, task.name)
     students = workspace / "students" / teacher_name / task.name
-    args = flags(commands["teacher"], teacher, f"recipe {path} [teacher]")
-    digest = _digest("teacher", teacher, task.fingerprint)
+    digest = _digest("teacher", recipe["teacher"], task.fingerprint)  # as written, name included
     steps = {"teacher": Step("teacher", teacher_name, args, output, digest)}
     order = [steps["teacher"]]
     previous = "teacher"
@@ -141,6 +144,10 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
         if stage.get("verb") not in STAGE_VERBS:
             raise UserError(f"{where}: verb must be one of {', '.join(STAGE_VERBS)}, not {stage.get('verb')!r}")
         params = {k: v for k, v in stage.items() if k not in ("verb", "from", "name")}
+        per_recipe = sorted(set(params) & {"teacher", *TASK_KEYS})
+        if per_recipe:  # else a stage could write where the plan does not show
+            raise UserError(f"{where}: {', '.join(per_recipe)} cannot be set per stage: the teacher and the task "
+                            "come from [teacher]")
         verb, source = stage["verb"], str(stage.get("from", previous))
         if source not in steps:
             raise UserError(f"{where}: from = '{source}' names no earlier stage (teacher, {', '.join(list(steps)[1:])})")
@@ -186,5 +193,5 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
 
 def stamp(step: Step, recipe: Path) -> None:
     variant = Variant.load(step.output)
-    if variant.record.extra.get("recipe", {}).get("hash") != step.hash:
-        variant.update(lambda meta: meta.update(recipe={"hash": step.hash, "file": str(recipe), "stage": step.verb}))
+    if (variant.recipe_stamp or {}).get("hash") != step.hash:
+        variant.stamp_recipe({"hash": step.hash, "file": str(recipe), "stage": step.verb})

@@ -24,6 +24,7 @@ from compress.errors import UserError, first_line
 from compress.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
+MAX_LABELS = 100_000  # classes a task may have: a head of 100,000 x 768 is large, beyond that a mistake
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,8 @@ def _class_id(value, where: str) -> int:
             label = int(str(value).strip())
         except ValueError:
             raise UserError(f"{where}: label {value!r} is not an integer class id") from None
-    if label < 0:
-        raise UserError(f"{where}: label {label} is negative")
+    if not 0 <= label < MAX_LABELS:
+        raise UserError(f"{where}: label {label} is not a class id from 0 to {MAX_LABELS - 1}")
     return label
 
 
@@ -120,9 +121,6 @@ def _split(
             data["text_pair"].append(str(row[text_columns[1]]))
         data["label"].append(_class_id(row[label_column], where))
     return datasets.Dataset.from_dict(data)
-
-
-MAX_LABELS = 100_000
 
 
 def _labels(values) -> str:
@@ -286,4 +284,7 @@ def task_of(record) -> Task:
     spec = record.data.get("spec")
     if not spec:
         raise UserError(f"variant {record.name} does not record how to load its task (data.spec in variant.json)")
-    return load_task(**spec)
+    try:
+        return load_task(**spec)
+    except (TypeError, AttributeError) as exc:  # a hand-edited spec: wrong keys or types
+        raise UserError(f"variant {record.name}: data.spec in its variant.json cannot load a task ({exc})") from None

@@ -26,7 +26,7 @@ from compress.registry import BASES, resolve_base
 from compress.tasks import Task
 from compress.train import best_epoch, train_record, train_resumable
 from compress.variant import Variant, save_variant
-from compress.workspace import check_name, check_target, clean_stale, inside, partial_dir, scratch_path
+from compress.workspace import check_name, check_target, clean_stale, inside, own_folder, partial_dir, scratch_path
 
 
 def teacher_dir(workspace: Path, name: str, task: str) -> Path:
@@ -109,7 +109,7 @@ def soft_targets(
         predict_logits(model, mine, tokenizer, precision, batch_size=128,
                        desc="soft targets" if distributed.is_main() else None), len(encoded))
     if distributed.is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        own_folder(teacher.path, path.parent.name)
         clean_stale(path.parent)
         tmp = scratch_path(path)
         try:

@@ -18,10 +18,10 @@ import shutil
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 from compress.errors import UserError
 from compress.workspace import (
+    EXPORT_FILE,
     MADE_BY,
     META_FILE,
     ONNX_DIR,
@@ -29,13 +29,13 @@ from compress.workspace import (
     check_name,
     clean_stale,
     inside,
-    update_json,
+    own_folder,
     workspace_of,
     write_json,
 )
 
 SCHEMA = 1  # 1: made_by mark, parents relative to the workspace, measurements in bench/, export in onnx/
-BENCH_DIR, EXPORT_FILE = "bench", "export.json"
+BENCH_DIR, RECIPE_FILE = "bench", "recipe.json"
 
 
 def _record_problem(meta) -> str | None:
@@ -51,6 +51,31 @@ def _record_problem(meta) -> str | None:
             return f"'{outer}.{inner}' is missing"
     if not isinstance(meta["metrics"]["dev"].get("accuracy"), (int, float)):
         return "'metrics.dev.accuracy' is missing"
+    if meta["params"]["max_length"] < 1:
+        return "'params.max_length' is not positive"
+    number, text = (int, float, type(None)), (str, type(None))
+    for key, kinds in (("parent", text), ("teacher", text), ("num_labels", (int, type(None))), ("data", dict),
+                       ("parameters", (int, type(None))), ("unique_parameters", (int, type(None))),
+                       ("size_mb", number), ("command", str), ("schema", int)):
+        if (key in meta and not isinstance(meta[key], kinds)) or isinstance(meta.get(key), bool):
+            return f"'{key}' has the wrong type ({type(meta[key]).__name__})"
+    if not isinstance(meta.get("data", {}).get("spec", {}), dict):
+        return "'data.spec' is not an object"
+    return None
+
+
+def _bench_problem(entry: dict) -> str | None:
+    """What makes a bench/*.json entry unusable, or None."""
+    latency = entry.get("latency_ms")
+    if not isinstance(latency, dict) or not all(
+            isinstance(shapes, dict) and all(isinstance(t, dict) and isinstance(t.get("p50"), (int, float))
+                                             and isinstance(t.get("p90"), (int, float)) for t in shapes.values())
+            for shapes in latency.values()):
+        return "'latency_ms' is not runtime -> shape -> {p50, p90}"
+    if not isinstance(entry.get("dev"), dict) or not isinstance(entry["dev"].get("accuracy"), (int, float)):
+        return "'dev.accuracy' is missing"
+    if not isinstance(entry.get("machine"), dict) or not isinstance(entry.get("accuracy_from"), str):
+        return "'machine' or 'accuracy_from' is missing"
     return None
 
 
@@ -136,31 +161,46 @@ class Variant:
         """The workspace this variant lies in (an error if it lies in none)."""
         return workspace_of(self.path, teacher=self.record.stage == "teacher")
 
-    def update(self, change: Callable[[dict], None]) -> "Variant":
-        """Change variant.json under the workspace lock, on the record as it is on disk now."""
-        self.record = Record.from_json(update_json(self.path / META_FILE, change))
-        return self
+    @property
+    def recipe_stamp(self) -> dict | None:
+        """What `compress run` stamped on this output: recipe.json (records of schema 0 held it inside)."""
+        stamp = _read_json(self.path / RECIPE_FILE) or self.record.extra.get("recipe")
+        return stamp if isinstance(stamp, dict) else None
+
+    def stamp_recipe(self, stamp: dict) -> None:
+        """Record which recipe stage made this output, in a file of its own beside the record."""
+        write_json(inside(self.workspace, self.path / RECIPE_FILE), stamp)
 
     @property
     def export(self) -> dict | None:
-        """The ONNX export's record: onnx/export.json (records of schema 0 held it in variant.json)."""
-        return _read_json(self.path / ONNX_DIR / EXPORT_FILE) or self.record.extra.get("onnx")
+        """The ONNX export's record: onnx/export.json (records of schema 0 held it in variant.json).
+
+        A record without a numeric size (a hand-edited or foreign file) counts as no export."""
+        record = _read_json(self.path / ONNX_DIR / EXPORT_FILE) or self.record.extra.get("onnx")
+        return record if isinstance(record, dict) and isinstance(record.get("size_mb"), (int, float)) else None
 
     @property
     def benches(self) -> dict[str, dict]:
-        """Measurements by machine key: bench/<key>.json (records of schema 0 held them in variant.json)."""
-        found = dict(self.record.extra.get("bench", {}))
+        """Measurements by machine key: bench/<key>.json (records of schema 0 held them in variant.json).
+
+        An unreadable or malformed file is named on stderr and left out."""
+        old = self.record.extra.get("bench", {})
+        found = {key: entry for key, entry in (old.items() if isinstance(old, dict) else ())
+                 if isinstance(entry, dict) and not _bench_problem(entry)}
         for f in sorted((self.path / BENCH_DIR).glob("*.json")):
             entry = _read_json(f)
-            if entry and isinstance(entry.get("key"), str):
+            problem = "not a JSON object with a key" if not entry or not isinstance(entry.get("key"), str) \
+                else _bench_problem(entry)
+            if problem:
+                print(f"compress: warning: skipping {f}: {problem}", file=sys.stderr)
+            else:
                 found[entry["key"]] = entry
         return found
 
     def record_bench(self, key: str, entry: dict) -> "Variant":
         """Write one measurement as a file of its own: concurrent benches of one variant never meet."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-.")[:80]
-        folder = self.path / BENCH_DIR
-        folder.mkdir(exist_ok=True)
+        folder = inside(self.workspace, own_folder(self.path, BENCH_DIR))
         clean_stale(self.path)  # what a killed writer left beside the record
         write_json(folder / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json", {"key": key, **entry})
         return self

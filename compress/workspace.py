@@ -19,13 +19,12 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Callable
 
 from compress.errors import UserError
 
 META_FILE = "variant.json"
 MADE_BY = "compress"  # variant.json's `made_by`: the mark that lets --force replace a folder
-ONNX_DIR = "onnx"
+ONNX_DIR, EXPORT_FILE = "onnx", "export.json"  # a variant's export, and the record that says compress made it
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
@@ -119,29 +118,35 @@ def locked(folder: Path):
         os.close(fd)  # closing releases the lock
 
 
-def update_json(path: Path, change: Callable[[dict], None]) -> dict:
-    """Read-modify-write `path` under the lock of its folder's parent, the lock variants are swapped under.
-
-    Two processes recording into one variant.json (two benches, an export and a bench) both land.
-    """
-    with locked(path.parent.parent):
-        data = json.loads(path.read_text())
-        change(data)
-        write_json(path, data)
-    return data
-
-
 def made_by_compress(folder: Path) -> bool:
     """A variant folder whose record carries compress's mark, or the onnx/ folder of one."""
     if folder.is_symlink() or not folder.is_dir():
         return False
-    if folder.name == ONNX_DIR and not (folder / META_FILE).exists():
-        return made_by_compress(folder.parent)
+    if folder.name == ONNX_DIR and not (folder / META_FILE).exists():  # schema 0 recorded it in variant.json
+        return made_by_compress(folder.parent) and ((folder / EXPORT_FILE).is_file() or _records_export(folder.parent))
     try:
         record = json.loads((folder / META_FILE).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(record, dict) and record.get("made_by") == MADE_BY
+
+
+def _records_export(variant_folder: Path) -> bool:
+    try:
+        return "onnx" in json.loads((variant_folder / META_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def own_folder(parent: Path, name: str) -> Path:
+    """`parent`/`name`, made if missing, refused if it is a link or lies outside `parent`: a variant's
+    own sub-folder (bench/, soft_targets/) that compress writes into."""
+    folder = parent / name
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{folder} is a link or a file, not a folder of its own: compress will not write through it")
+    folder.mkdir(exist_ok=True)
+    inside(parent, folder)
+    return folder
 
 
 def check_target(target: Path, replace: bool = False, reads: tuple[Path, ...] = ()) -> None:

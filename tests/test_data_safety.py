@@ -18,6 +18,7 @@ import pytest
 
 from compress.configs import DistillConfig, TrainConfig
 from compress.distill import distill
+from compress.errors import UserError
 from compress.export import export
 from compress.train import resume_point
 from compress.variant import Variant
@@ -324,3 +325,109 @@ def test_a_torch_int8_variant_benches_from_any_directory(run_cli, ws, tmp_path, 
 @pytest.mark.parametrize("name", ["A", "L6-kd", "a.b_c-1", "_x"])
 def test_ordinary_names_pass(name):
     assert check_name(name) == name
+
+
+# Found by a hostile review of the first version: links inside a variant, variants outside any
+# workspace, hand-edited records and measurement files, and recipe keys that move a stage's output.
+
+def test_links_inside_a_variant_are_never_written_through(run_cli, ws):
+    workspace, student, victim, task = ws
+    (student / "bench").symlink_to(victim)
+    teacher = Variant.load(workspace / "teachers" / "tiny" / TASK)
+    shutil.rmtree(teacher.path / "soft_targets")
+    (teacher.path / "soft_targets").symlink_to(victim)
+    before = snapshot(victim)
+    refused(run_cli, "--workspace", workspace, "bench", student, "--shapes", "1x8", message="is a link or a file")
+    from compress.teacher import soft_targets
+
+    with pytest.raises(UserError, match="is a link or a file"):
+        soft_targets(teacher, task, max_length=16)
+    assert snapshot(victim) == before
+
+
+def test_a_variant_outside_any_workspace_or_behind_a_link_is_not_written_into(run_cli, ws, tmp_path):
+    workspace, student, victim, _ = ws
+    stray = shutil.copytree(student, tmp_path / "stray" / "A")
+    shutil.rmtree(stray / "onnx")
+    (student.parent / "link").symlink_to(stray)
+    before = snapshot(stray, victim)
+    for target in (stray, student.parent / "link"):
+        refused(run_cli, "--workspace", workspace, "export", target, message="is not in a workspace")
+        refused(run_cli, "--workspace", workspace, "bench", target, "--shapes", "1x8", message="is not in a workspace")
+    assert snapshot(stray, victim) == before
+
+
+def test_export_never_replaces_an_onnx_folder_compress_did_not_write(run_cli, ws):
+    workspace, student, _, _ = ws
+    shutil.rmtree(student / "onnx")
+    (student / "onnx").mkdir()
+    (student / "onnx" / "my_model.onnx").write_text("mine")
+    refused(run_cli, "--workspace", workspace, "export", student, message="compress did not make it")
+    assert (student / "onnx" / "my_model.onnx").read_text() == "mine"
+
+
+def test_init_does_not_write_through_a_dangling_link(run_cli, tmp_path):
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "recipe.toml").symlink_to(tmp_path / "elsewhere.toml")
+    code, out, _ = run_cli("init", tmp_path / "ws")
+    assert code == 0 and "left as it is" in out and not (tmp_path / "elsewhere.toml").exists()
+
+
+@pytest.mark.parametrize("field, value", [("parameters", [1]), ("size_mb", "big"), ("parent", ["x"]), ("data", "x"),
+                                          ("params", {"max_length": -5}), ("num_labels", True)])
+def test_a_record_with_a_wrong_type_is_listed_as_broken(run_cli, ws, field, value):
+    workspace, student, _, _ = ws
+    record = json.loads((student / "variant.json").read_text())
+    (student / "variant.json").write_text(json.dumps({**record, field: value}))
+    code, out, err = run_cli("--workspace", workspace, "list")
+    assert code == 0 and f"students/tiny/{TASK}/A  BROKEN:" in out, (out, err)
+    refused(run_cli, "--workspace", workspace, "quantize", student, message="is not a variant record")
+
+
+def test_a_data_spec_that_loads_no_task_is_one_line(run_cli, ws):
+    workspace, student, _, _ = ws
+    record = json.loads((student / "variant.json").read_text())
+    (student / "variant.json").write_text(json.dumps({**record, "data": {**record["data"], "spec": {"foo": 1}}}))
+    refused(run_cli, "--workspace", workspace, "bench", student, "--shapes", "1x8", message="cannot load a task")
+
+
+def test_malformed_measurement_and_export_files_are_skipped_not_fatal(run_cli, ws):
+    workspace, student, _, _ = ws
+    code, _, err = run_cli("--workspace", workspace, "bench", student, "--shapes", "1x8", "--threads", "1")
+    assert code == 0, err
+    (good,) = (student / "bench").iterdir()
+    (student / "bench" / "bad.json").write_text(json.dumps({"key": "x | 1 threads | cpu", "latency_ms": []}))
+    code, out, err = run_cli("--workspace", workspace, "list")
+    assert code == 0 and "skipping" in err and "bad.json" in err, (out, err)
+    assert list(Variant.load(student).benches) == [json.loads(good.read_text())["key"]]  # the good one stays
+    (student / "onnx" / "export.json").write_text(json.dumps({"size_mb": "x"}))
+    assert Variant.load(student).export is None
+    code, _, err = run_cli("--workspace", workspace, "report")
+    assert code == 0, err
+
+
+def test_a_config_field_of_the_wrong_type_is_one_line(run_cli, ws):
+    workspace, student, _, _ = ws
+    config = json.loads((student / "config.json").read_text())
+    (student / "config.json").write_text(json.dumps({**config, "num_hidden_layers": "x"}))
+    refused(run_cli, "--workspace", workspace, "bench", student, "--shapes", "1x8", message="cannot load a model config")
+
+
+def test_infinite_or_nan_numbers_are_refused(run_cli, ws):
+    workspace, student, _, task = ws
+    for value in ("inf", "nan"):
+        refused(run_cli, "--workspace", workspace, "prune", student, "--heads", "0.5", "--recover-epochs", value,
+                message="is not a finite number")
+        refused(run_cli, "--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
+                "--text-column", "sentence", "--epochs", value, message="is not a finite number")
+    assert not list((student.parent).glob(".*partial"))
+
+
+def test_a_recipe_stage_cannot_move_its_output_or_force_itself(run_cli, ws, tmp_path):
+    workspace, _, _, task = ws
+    head = f'[teacher]\nbase = "x"\nname = "tiny"\ntask = "{task.spec["task"]}"\ntext-column = "sentence"\n'
+    for stage, message in (('teacher = "t2"', "teacher cannot be set per stage"),
+                           (f'task = "{task.spec["task"]}"', "task cannot be set per stage"),
+                           ("force = true", "unknown parameter 'force'")):
+        (tmp_path / "r.toml").write_text(head + f'[[stages]]\nverb = "distill"\nname = "mm"\n{stage}\n')
+        refused(run_cli, "--workspace", workspace, "run", tmp_path / "r.toml", "--dry-run", message=message)

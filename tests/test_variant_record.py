@@ -11,7 +11,8 @@ SCHEMA_0 = {  # as sessions before the schema wrote it: parent as typed, export 
     "name": "L1-kd", "stage": "distill", "parent": "/old/place/teachers/tiny/reviews", "teacher": "tiny",
     "task": "reviews", "num_labels": 2, "params": {"max_length": 32, "layers": 1},
     "metrics": {"dev": {"accuracy": 0.75}, "retention": 0.8}, "structure": {"heads_per_layer": [4]},
-    "onnx": {"size_mb": 1.5, "optimized": True}, "bench": {"cpu | 1 threads | cpu": {"latency_ms": {}}},
+    "onnx": {"size_mb": 1.5, "optimized": True}, "bench": {"cpu | 1 threads | cpu": {"latency_ms": {"ort-cpu": {"1x8": {"p50": 1.0, "p90": 1.2}}},
+                                         "dev": {"accuracy": 0.75}, "machine": {}, "accuracy_from": "onnx"}},
 }
 
 
