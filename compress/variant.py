@@ -5,7 +5,7 @@ at teachers/<teacher>/<task>/, everything made from it at students/<teacher>/<ta
 A variant's parent is recorded relative to the workspace, so lineage survives moving the
 workspace and does not depend on where the command was typed. variant.json is the stage's own
 record, written once; later stages add files of their own beside it (onnx/export.json,
-bench/<machine key>.json), so nothing rewrites a record another process may be reading.
+bench/<machine key>.json, recipe.json), so nothing rewrites a record another process may be reading.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 from compress.errors import UserError
@@ -149,7 +150,7 @@ class Variant:
 
     @property
     def meta(self) -> dict:
-        """The record as variant.json holds it (a copy: change a record with `update`)."""
+        """The record as variant.json holds it (a copy: a record is written once, by its stage)."""
         return self.record.to_json()
 
     @property
@@ -179,7 +180,7 @@ class Variant:
         record = _read_json(self.path / ONNX_DIR / EXPORT_FILE) or self.record.extra.get("onnx")
         return record if isinstance(record, dict) and isinstance(record.get("size_mb"), (int, float)) else None
 
-    @property
+    @cached_property
     def benches(self) -> dict[str, dict]:
         """Measurements by machine key: bench/<key>.json (records of schema 0 held them in variant.json).
 
@@ -203,6 +204,7 @@ class Variant:
         folder = inside(self.workspace, own_folder(self.path, BENCH_DIR))
         clean_stale(self.path)  # what a killed writer left beside the record
         write_json(folder / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json", {"key": key, **entry})
+        self.__dict__.pop("benches", None)  # read again on the next look
         return self
 
 

@@ -154,7 +154,7 @@ def check_target(target: Path, replace: bool = False, reads: tuple[Path, ...] = 
     if not (target.exists() or target.is_symlink()):
         return
     if not replace:
-        raise UserError(f"{target} exists (made meanwhile by another process?); --force replaces it")
+        raise UserError(f"{target} exists; --force replaces it")
     resolved = target.resolve()
     for source in reads:
         if source.resolve().is_relative_to(resolved):
