@@ -10,6 +10,7 @@ import click
 
 from compress.configs import (
     LABEL_COLUMN,
+    MAX_LABELS,
     RECOVERY_TRAINING,
     BenchConfig,
     DistillConfig,
@@ -56,7 +57,7 @@ def task_options(fn):
         click.option("--data-dir", envvar="COMPRESS_DATA", help="GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA)."),
         click.option("--text-column", help="For your own files: the text column, or two as a,b for pairs."),
         click.option("--label-column", default=LABEL_COLUMN, help="For your own files: the integer label column."),
-        click.option("--num-labels", type=click.IntRange(2, 100_000),
+        click.option("--num-labels", type=click.IntRange(2, MAX_LABELS),
                      help="Classes the task has, when training lacks some [default: the labels seen, 0..K-1]."),
     ]):
         fn = option(fn)

@@ -42,6 +42,7 @@ class TrainConfig(Settings):
 
 
 LABEL_COLUMN = "label"  # your own files' label column, unless --label-column says otherwise
+MAX_LABELS = 100_000  # classes a task may have: a head of 100,000 x 768 is large, beyond that a mistake
 RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recovery: shorter and gentler
 
 

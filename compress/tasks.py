@@ -19,12 +19,11 @@ from pathlib import Path
 
 import datasets
 
-from compress.configs import LABEL_COLUMN
+from compress.configs import LABEL_COLUMN, MAX_LABELS
 from compress.errors import UserError, first_line
 from compress.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
-MAX_LABELS = 100_000  # classes a task may have: a head of 100,000 x 768 is large, beyond that a mistake
 
 
 @dataclass(frozen=True)
