@@ -48,8 +48,8 @@ class Collator:
     Trainer can keep every column (`remove_unused_columns=False`).
     """
 
-    def __init__(self, tokenizer):
-        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
+        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
     def __call__(self, rows: list[dict]) -> dict:
         batch = self.pad([{k: v for k, v in r.items() if k not in ("length", "teacher_logits")} for r in rows])

@@ -17,7 +17,7 @@ import shutil
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, set_seed
+from transformers import set_seed
 
 from compress import distributed
 from compress.arch import keep_layers
@@ -26,9 +26,10 @@ from compress.configs import DistillConfig, TrainConfig, validate
 from compress.data import data_record, encode
 from compress.errors import UserError
 from compress.inference import evaluate
+from compress.machine import device
 from compress.tasks import Task
 from compress.teacher import soft_targets
-from compress.train import best_epoch, train_record, train_resumable
+from compress.train import Trainer, best_epoch, train_record, train_resumable
 from compress.variant import Variant, derived_dir, relative_to_workspace, save_variant
 from compress.workspace import check_target, partial_dir
 
@@ -93,7 +94,9 @@ class DistillTrainer(Trainer):
 
     def __init__(self, *args, distill: DistillConfig, layer_ids: list[int], teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.distill, self.layer_ids, self.teacher = distill, layer_ids, teacher
+        self.distill, self.layer_ids = distill, layer_ids
+        # the live teacher runs where the student trains (cuda:LOCAL_RANK under torchrun)
+        self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -106,7 +109,7 @@ class DistillTrainer(Trainer):
             return (loss, outputs) if return_outputs else loss
         extra = 0.0
         if hidden:
-            with torch.no_grad():
+            with torch.no_grad(), self.accelerator.autocast():  # in the training precision
                 taught = self.teacher(**inputs, output_hidden_states=True)
             teacher_logits = taught.logits
             mask = inputs["attention_mask"].unsqueeze(-1).float()
@@ -169,7 +172,7 @@ def train_student(
     """
     check_target(target, replace, (parent.path,))
     tokenizer = load_tokenizer(teacher.path)
-    teacher_model = teacher_model if teacher_model is not None else load_classifier(teacher.path)
+    teacher_model = (teacher_model if teacher_model is not None else load_classifier(teacher.path)).to(device())
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)
     if distill_config.kd and distill_config.hidden_loss == "none" and config.epochs > 0:

@@ -13,6 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from compress.errors import UserError
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -26,15 +28,33 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def init() -> None:
-    """Join torchrun's process group once, before any stage runs (the Trainer reuses it)."""
-    if world_size() > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    """Join torchrun's process group once, before any stage runs (the Trainer reuses it).
+
+    On GPUs each process first takes its own, cuda:LOCAL_RANK: NCCL would otherwise put every
+    rank on cuda:0 and stop at the first barrier ("Duplicate GPU detected").
+    """
+    if world_size() == 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if local_rank() >= gpus:
+            raise UserError(f"torchrun started more processes on this machine than it has GPUs ({gpus}): "
+                            f"use --nproc-per-node {gpus}, or CUDA_VISIBLE_DEVICES= to train on the CPU")
+        torch.cuda.set_device(local_rank())
+        dist.init_process_group(backend="nccl", device_id=torch.device("cuda", local_rank()))
+    else:
+        dist.init_process_group(backend="gloo")
 
 
 def barrier() -> None:
+    """Wait for every process; on GPUs the barrier names this process's device."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        dist.barrier(device_ids=[local_rank()] if dist.get_backend() == "nccl" else None)
 
 
 def shard(rows: int) -> list[int]:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from compress.data import length_batches
-from compress.machine import autocast
+from compress.machine import autocast, kernels_for_many_shapes
 
 
 def task_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
@@ -27,6 +27,7 @@ def predict_logits(
 ) -> torch.Tensor:
     """Float32 logits for every row of `encoded`, in row order."""
     model.eval()
+    kernels_for_many_shapes()
     dev = next(model.parameters()).device
     out = torch.empty(len(encoded), model.config.num_labels)
     for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):

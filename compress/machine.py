@@ -68,6 +68,14 @@ def training_precision(requested: str = "auto") -> str:
     return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
 
 
+def kernels_for_many_shapes() -> None:
+    """Batches padded per batch come in many shapes. cuDNN's attention builds a kernel for each new
+    shape (on an H200 the first pass over SST-2's lengths took 4x the second), so on a GPU
+    PyTorch's own flash and memory-efficient attention kernels, which take any shape, run instead."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def autocast(precision: str, device_type: str):
     """The autocast context for inference in `precision` (a no-op for fp32)."""
     if precision == "fp32":

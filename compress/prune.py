@@ -60,10 +60,11 @@ def gates(model, structure: dict, requires_grad: bool = False):
     heads or neurons; the gradient of the loss with respect to the gates is the Taylor score.
     """
     layers = model.get_submodule(structure["layers"])
+    on = next(model.parameters()).device
     heads, neurons, handles = [], [], []
     for layer, kept, width in zip(layers, structure["heads"], structure["neurons"], strict=True):
-        heads.append(torch.ones(len(kept), requires_grad=requires_grad))
-        neurons.append(torch.ones(width, requires_grad=requires_grad))
+        heads.append(torch.ones(len(kept), requires_grad=requires_grad, device=on))
+        neurons.append(torch.ones(width, requires_grad=requires_grad, device=on))
         if kept:
             hook = _gate_hook(heads[-1], structure["head_size"])
             handles.append(layer.get_submodule(structure["out"]).register_forward_pre_hook(hook))
@@ -85,8 +86,9 @@ def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, 
 
 
 def _loss(model, batch: dict) -> torch.Tensor:
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    return F.cross_entropy(model(**inputs).logits, batch["labels"])
+    on = next(model.parameters()).device
+    inputs = {k: v.to(on) for k, v in batch.items() if k != "labels"}
+    return F.cross_entropy(model(**inputs).logits, batch["labels"].to(on))
 
 
 def taylor_scores(model, structure: dict, batches: list[dict]) -> tuple[list, list]:
@@ -113,7 +115,7 @@ def magnitude_scores(model, structure: dict) -> tuple[list, list]:
             out = layer.get_submodule(structure["out"]).weight
             for p in range(len(kept)):
                 part = slice(p * size, (p + 1) * size)
-                head_norms[p] = torch.cat([w[part].flatten() for w in rows] + [out[:, part].flatten()]).norm()
+                head_norms[p] = float(torch.cat([w[part].flatten() for w in rows] + [out[:, part].flatten()]).norm())
         heads.append(head_norms)
         if width:
             w_in, w_out = layer.get_submodule(structure["ffn_in"]).weight, layer.get_submodule(structure["ffn_out"]).weight
@@ -130,12 +132,14 @@ def random_scores(structure: dict, seed: int) -> tuple[list, list]:
 
 
 def scores(model, structure: dict, importance: str, batches: list[dict], seed: int) -> tuple[list, list]:
-    """Per-layer importance of each head and each FFN neuron the model has."""
+    """Per-layer importance of each head and each FFN neuron the model has (on the CPU, wherever it ran)."""
     if importance == "taylor":
-        return taylor_scores(model, structure, batches)
-    if importance == "magnitude":
-        return magnitude_scores(model, structure)
-    return random_scores(structure, seed)
+        heads, neurons = taylor_scores(model, structure, batches)
+    elif importance == "magnitude":
+        heads, neurons = magnitude_scores(model, structure)
+    else:
+        heads, neurons = random_scores(structure, seed)
+    return [s.detach().cpu() for s in heads], [s.detach().cpu() for s in neurons]
 
 
 def choose(layer_scores: list[torch.Tensor], fraction: float, scope: str) -> list[list[int]]:

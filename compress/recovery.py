@@ -15,6 +15,7 @@ from compress.data import encode
 from compress.distill import train_student
 from compress.errors import UserError
 from compress.inference import evaluate
+from compress.machine import device
 from compress.tasks import Task, task_of
 from compress.variant import Variant, derived_dir, teacher_of
 from compress.workspace import check_target
@@ -46,7 +47,7 @@ def shrink(variant: Variant, stage: str, name: str, change: Change, kd: KD, para
     target = derived_dir(variant, name)
     check_target(target, replace, (variant.path,))
     tokenizer = load_tokenizer(variant.path)
-    model = load_classifier(variant.path)
+    model = load_classifier(variant.path).to(device())  # scoring and measuring run where training will
     record = change(model, task, tokenizer, train_config)
     before, _ = evaluate(model, encode(task.dev, tokenizer, train_config.max_length), tokenizer, task.metrics)
     return train_student(

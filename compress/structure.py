@@ -89,10 +89,14 @@ def _slice_position_bias(module, args, kwargs):
     """MPNet computes one relative-position bias for all original heads: keep this layer's heads.
 
     The ids are a plain attribute, not a buffer: buffers that are not saved come back
-    uninitialised when from_pretrained builds the model on the meta device.
+    uninitialised when from_pretrained builds the model on the meta device. Their index tensor is
+    made once per device: a CUDA graph cannot capture the host-to-device copy that makes it.
     """
     def keep(bias):
-        return bias.index_select(1, torch.tensor(module.kept_head_ids, device=bias.device))
+        made = module.__dict__.setdefault("kept_head_index", {})
+        if bias.device not in made:
+            made[bias.device] = torch.tensor(module.kept_head_ids, device=bias.device)
+        return bias.index_select(1, made[bias.device])
 
     if len(args) > 2 and args[2] is not None:
         args = (*args[:2], keep(args[2]), *args[3:])
@@ -124,6 +128,7 @@ def keep_heads(layer: nn.Module, spec: dict, current: list[int], kept: list[int]
         attention.all_head_size = len(kept) * size
     if spec.get("position_bias_arg") is not None:
         attention.kept_head_ids = list(kept)
+        attention.kept_head_index = {}  # {device: index tensor}, made at the next forward
         if not getattr(attention, "_slices_position_bias", False):
             attention.register_forward_pre_hook(_slice_position_bias, with_kwargs=True)
             attention._slices_position_bias = True

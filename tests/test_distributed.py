@@ -1,4 +1,6 @@
-"""torchrun: two CPU processes (gloo, loopback) write the same variant a single process does."""
+"""torchrun: two CPU processes (gloo, loopback) write the same variant a single process does.
+
+The GPU side (one process per GPU, NCCL) is in test_gpu.py."""
 
 import json
 import os
@@ -27,7 +29,7 @@ TINY_BASE = []
 @pytest.fixture
 def runs(tiny_base, learnable_csv, tmp_path):
     TINY_BASE[:] = [tiny_base]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on the CPU, GPU or not
     out = {}
     for processes, batch in ((1, 16), (2, 8)):  # the same effective batch
         workspace = tmp_path / f"ws{processes}"
