@@ -17,7 +17,7 @@ from compress.configs import BenchConfig, validate
 from compress.data import check_max_length, encode
 from compress.errors import UserError, first_line
 from compress.inference import predict_logits, task_metrics
-from compress.latency import ort_latency_ms, torch_latency_ms
+from compress.latency import in_precision, ort_latency_ms, torch_latency_ms
 from compress.machine import machine
 from compress.quantize import torch_int8
 from compress.tasks import task_of
@@ -66,9 +66,12 @@ def _onnx_artifact(variant: Variant):
     return path if path.is_file() else None
 
 
-def _torch_model(variant: Variant):
-    """The variant in eager PyTorch: its checkpoint, or its parent re-quantized with its saved int8 weights."""
+def _torch_model(variant: Variant, device: str):
+    """The variant in eager PyTorch on `device`: its checkpoint, or (CPU only) its parent re-quantized
+    with its saved int8 weights."""
     if variant.record.params.get("backend") == "torch":
+        if device != "cpu":
+            return None
         model = torch_int8(load_classifier(parent_path(variant)))
         artifact = variant.path / variant.record.extra["artifact"]
         try:
@@ -77,49 +80,93 @@ def _torch_model(variant: Variant):
             raise UserError(f"cannot load the int8 weights {artifact}: {first_line(exc)}") from None
         return model
     if (variant.path / "model.safetensors").is_file():
-        return load_classifier(variant.path).eval()
+        return load_classifier(variant.path).to(device).eval()
     return None
+
+
+GPU_EXTRA = "pip install -e '.[gpu]' (onnxruntime-gpu) to measure ONNX Runtime's CUDA provider too"
 
 
 def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None = BenchConfig.threads,
           device: str = BenchConfig.device, runs: int = BenchConfig.runs) -> Variant:
-    """Latency (p50, p90, examples/s) per shape in ORT and eager PyTorch, and the artifact's accuracy."""
+    """Latency (p50, p90, examples/s) per shape and runtime, and the deployed artifact's accuracy.
+
+    CPU: ORT and eager PyTorch fp32. GPU: PyTorch in fp32, fp16 and bf16, each eager and replayed
+    from a CUDA graph (eager timings at batch 1 measure kernel launches, not the model), and ORT's
+    CUDA provider where onnxruntime-gpu is installed.
+    """
     validate(BenchConfig(threads=threads, device=device, runs=runs))
-    if device == "cuda" and (not torch.cuda.is_available() or PROVIDERS["cuda"] not in ort.get_available_providers()):
-        raise UserError("--device cuda: no CUDA GPU (or no CUDA build of onnxruntime) on this machine")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: PyTorch sees no CUDA GPU on this machine")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    onnx_path, model = _onnx_artifact(variant), _torch_model(variant)
+    onnx_path, model = _onnx_artifact(variant), _torch_model(variant, device)
+    if device == "cuda" and onnx_path is not None and PROVIDERS["cuda"] not in ort.get_available_providers():
+        onnx_path = None
+        if model is not None:
+            print(f"ONNX Runtime has no CUDA provider here: {GPU_EXTRA}")
     if onnx_path is None and model is None:
-        raise UserError(f"{variant.path} has neither an ONNX export nor a PyTorch checkpoint to measure")
+        raise Unmeasurable(_why_unmeasurable(variant, device))
     config, tokenizer = load_config(variant.path), load_tokenizer(variant.path)
     for _, sequence in shapes:
         check_max_length(sequence, tokenizer, config, flag="--shapes sequence")
     vocab = config.vocab_size
-    results, accuracy_source = {}, None
+    results, accuracy_source, by_precision = {}, None, {}
     task = task_of(variant.record)
     dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
+    labels = np.asarray(dev["label"])
     if onnx_path is not None:
         sess = runtime.session(onnx_path, threads=threads, provider=PROVIDERS[device])
         results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes)
         logits, accuracy_source = runtime.logits(sess, dev, tokenizer), f"onnx ({onnx_path.name}, ORT {device})"
     if model is not None:
-        model = model.to(device)
         names = tokenizer.model_input_names
-        results[f"torch-{device}"] = _per_shape(
-            lambda b, s: torch_latency_ms(model, b, s, runs, vocab_size=vocab, input_names=names), shapes)
+        for precision in precisions(device):
+            served = in_precision(model, precision)
+            runtime_name = f"torch-{device}" if device == "cpu" else f"torch-{device}-{precision}"
+            for graph in (False, True) if device == "cuda" else (False,):
+                try:
+                    results[runtime_name + ("-graph" if graph else "")] = _per_shape(
+                        lambda b, s, m=served, g=graph: torch_latency_ms(m, b, s, runs, vocab_size=vocab,
+                                                                         input_names=names, graph=g), shapes)
+                except RuntimeError as exc:  # a model whose forward cannot be captured is timed eager only
+                    print(f"{variant.path}: no CUDA graph of {precision}: {first_line(exc)[:200]}")
+            if device == "cuda":
+                by_precision[precision] = task_metrics(
+                    predict_logits(served, dev, tokenizer).numpy(), labels, task.metrics)["accuracy"]
+            del served
         if accuracy_source is None:
-            logits, accuracy_source = predict_logits(model, dev, tokenizer), f"pytorch ({device})"
+            logits, accuracy_source = predict_logits(model, dev, tokenizer), f"pytorch fp32 ({device})"
     info = machine()
     key = machine_key(info, threads, device)
     entry = {
         "machine": {**info, "threads": threads},
         "runs": runs,
         "latency_ms": results,
-        "dev": task_metrics(logits.numpy(), np.asarray(dev["label"]), task.metrics),
+        "dev": task_metrics(logits.numpy(), labels, task.metrics),
         "accuracy_from": accuracy_source,
+        **({"accuracy_by_precision": by_precision} if by_precision else {}),
     }
     return variant.record_bench(key, entry)
+
+
+class Unmeasurable(UserError):
+    """This variant has nothing that runs on the device asked for (the other variants still can)."""
+
+
+def _why_unmeasurable(variant: Variant, device: str) -> str:
+    if variant.record.params.get("backend") == "torch":
+        return f"{variant.path}: PyTorch int8 (torch.ao dynamic) runs on the CPU only; bench it with --device cpu"
+    if _onnx_artifact(variant) is not None:
+        return f"{variant.path} is an ONNX artifact and ONNX Runtime has no CUDA provider here: {GPU_EXTRA}"
+    return f"{variant.path} has neither an ONNX export nor a PyTorch checkpoint to measure"
+
+
+def precisions(device: str) -> tuple[str, ...]:
+    """The weight precisions PyTorch is timed in: fp32 on the CPU; on a GPU fp16 and (where it has it) bf16 too."""
+    if device == "cpu":
+        return ("fp32",)
+    return ("fp32", "fp16", "bf16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
 
 
 def _per_shape(measure, shapes) -> dict:

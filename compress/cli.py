@@ -286,19 +286,31 @@ def quantize_command(variant, name, force, **params):
 @click.pass_obj
 def bench_command(obj, variants, shapes, threads, device, runs):
     """Measure latency (ORT and PyTorch) and artifact accuracy of VARIANTS [default: every variant]."""
-    from compress.bench import bench, key_here, parse_shapes
+    from compress.bench import Unmeasurable, bench, key_here, parse_shapes
     from compress.variant import find_variants
 
     parsed = parse_shapes(shapes)
     targets = [load_variant(v) for v in variants] or find_variants(obj["workspace"])
     if not targets:
         raise UserError(f"no variants in {obj['workspace']} to measure")
+    measured = 0
     for variant in targets:
-        result = bench(variant, parsed, threads, device, runs)
+        try:
+            result = bench(variant, parsed, threads, device, runs)
+        except Unmeasurable as exc:
+            click.echo(f"skipped {exc}")
+            continue
+        measured += 1
         entry = result.benches[key_here(threads, device)]
-        timings = "; ".join(f"{runtime} {shape} {t['p50']:.2f} ms" for runtime, by_shape in entry["latency_ms"].items()
-                            for shape, t in by_shape.items())
-        click.echo(f"{variant.path}: accuracy {entry['dev']['accuracy']:.4f}; {timings}")
+        timings = [(shape, runtime, t["p50"]) for runtime, by_shape in entry["latency_ms"].items()
+                   for shape, t in by_shape.items()]
+        if device == "cuda":  # six PyTorch runtimes and maybe ORT's: the fastest per shape
+            timings = [min((t for t in timings if t[0] == shape), key=lambda t: t[2]) for shape in dict.fromkeys(
+                t[0] for t in timings)]
+        click.echo(f"{variant.path}: accuracy {entry['dev']['accuracy']:.4f}; "
+                   + "; ".join(f"{runtime} {shape} {p50:.2f} ms" for shape, runtime, p50 in timings))
+    if not measured:
+        raise UserError(f"nothing could be measured on {device}")
 
 
 @cli.command("report")

@@ -120,8 +120,8 @@ class BenchConfig(Settings):
     shapes: str = setting("1x32,1x128,32x128", "BATCHxSEQUENCE shapes, comma-separated "
                           "(batch 1 short and long, and a served batch).")
     threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1)
-    device: str = setting("cpu", "Where to measure: the CPU, or a GPU through ORT's CUDA provider.",
-                          choices=("cpu", "cuda"))
+    device: str = setting("cpu", "Where to measure: the CPU, or the GPU (PyTorch fp32/fp16/bf16, eager and CUDA "
+                          "graph; ORT's CUDA provider with the gpu extra).", choices=("cpu", "cuda"))
     runs: int = setting(30, "Timed runs per shape, after a warm-up (median and p90 need 30).", low=30)
 
 

@@ -1,17 +1,19 @@
-"""Latency of one forward pass at a batch x sequence shape: ONNX Runtime or eager PyTorch.
+"""Latency of one forward pass at a batch x sequence shape: ONNX Runtime or PyTorch, on the CPU or a GPU.
 
 Random token ids and no padding, a warm-up, then `runs` timed runs: median (p50) and p90.
+On a GPU every timed run ends in a synchronize, so a time is the forward's, not its launch's.
 On shared machines compare ratios taken in one run, not absolute times.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
 import torch
 
-from compress.machine import autocast
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _inputs(batch: int, sequence: int, vocab_size: int) -> dict[str, np.ndarray]:
@@ -21,13 +23,16 @@ def _inputs(batch: int, sequence: int, vocab_size: int) -> dict[str, np.ndarray]
             "attention_mask": np.ones(shape, np.int64), "token_type_ids": np.zeros(shape, np.int64)}
 
 
-def _timed(call, runs: int, warmup: int) -> dict:
+def _timed(call, runs: int, warmup: int, sync=None) -> dict:
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         call()
+    sync()
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         call()
+        sync()
         times.append((time.perf_counter() - started) * 1000)
     return {"p50": round(float(np.percentile(times, 50)), 3), "p90": round(float(np.percentile(times, 90)), 3),
             "runs": runs}
@@ -39,14 +44,33 @@ def ort_latency_ms(sess, batch: int, sequence: int, runs: int = 30, warmup: int 
     return _timed(lambda: sess.run(None, inputs), runs, warmup)
 
 
+def in_precision(model, precision: str):
+    """A copy of `model` with its weights in `precision` (fp16/bf16), as it would be served; fp32 is `model`."""
+    return model if precision == "fp32" else copy.deepcopy(model).to(DTYPES[precision])
+
+
+def _captured(model, inputs: dict):
+    """One forward recorded as a CUDA graph: replaying it launches every kernel at once, which is what
+    a graph-capturing runtime (CUDA graphs, torch.compile's reduce-overhead) gives a served model."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialisation must not be captured
+        for _ in range(3):
+            model(**inputs)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(**inputs)
+    return graph.replay
+
+
 @torch.inference_mode()
 def torch_latency_ms(model, batch: int, sequence: int, runs: int = 30, warmup: int = 5, vocab_size: int = 1000,
-                     precision: str = "fp32", input_names=("input_ids", "attention_mask")) -> dict:
-    inputs = {k: torch.from_numpy(v) for k, v in _inputs(batch, sequence, vocab_size).items() if k in input_names}
+                     input_names=("input_ids", "attention_mask"), graph: bool = False) -> dict:
+    """Time `model` as it is (its device and dtype). `graph`: replay a captured CUDA graph (GPU only)."""
+    on = next(model.parameters()).device
+    inputs = {k: torch.from_numpy(v).to(on) for k, v in _inputs(batch, sequence, vocab_size).items()
+              if k in input_names}
     model.eval()
-
-    def forward():
-        with autocast(precision, "cpu"):
-            model(**inputs)
-
-    return _timed(forward, runs, warmup)
+    forward = _captured(model, inputs) if graph else (lambda: model(**inputs))
+    return _timed(forward, runs, warmup, torch.cuda.synchronize if on.type == "cuda" else None)

@@ -32,13 +32,22 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def runtime_group(runtime: str) -> str:
+    """The column a runtime is shown in. A GPU is measured in three precisions, eager and as a CUDA
+    graph; the report shows each kind at its fastest precision (the table names which)."""
+    if runtime.startswith("torch-cuda-"):
+        return "torch-cuda graph" if runtime.endswith("-graph") else "torch-cuda eager"
+    return runtime
+
+
 @dataclass
 class Row:
+    number: int  # the point's label in the plots, and the table's first column
     variant: Variant
     lineage: list[str]
     accuracy: float
     accuracy_from: str
-    latency: dict = field(default_factory=dict)  # (machine, runtime, shape) -> {"p50", "p90"}
+    latency: dict = field(default_factory=dict)  # (machine, runtime group, shape) -> {"p50", "p90", "runtime"}
 
     @property
     def name(self) -> str:
@@ -58,15 +67,17 @@ def _lineage(variant: Variant, by_path: dict[str, Variant]) -> list[str]:
 def _rows(variants: list[Variant]) -> list[Row]:
     by_path = {str(v.path.resolve()): v for v in variants}
     rows = []
-    for v in variants:
+    for number, v in enumerate(variants, 1):
         measured = list(v.benches.values())
         dev = measured[-1]["dev"] if measured else v.record.metrics["dev"]
         source = measured[-1]["accuracy_from"] if measured else "training-time evaluation (PyTorch fp32)"
-        row = Row(v, _lineage(v, by_path), dev["accuracy"], source)
+        row = Row(number, v, _lineage(v, by_path), dev["accuracy"], source)
         for machine, entry in v.benches.items():
             for runtime, shapes in entry["latency_ms"].items():
                 for shape, timing in shapes.items():
-                    row.latency[(machine, runtime, shape)] = timing
+                    key = (machine, runtime_group(runtime), shape)
+                    if key not in row.latency or timing["p50"] < row.latency[key]["p50"]:
+                        row.latency[key] = {**timing, "runtime": runtime}
         rows.append(row)
     return rows
 
@@ -84,8 +95,8 @@ def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str]) -> st
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="#4c72b0", zorder=3)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="#dd8452", lw=1.5,
             ls="--", zorder=2, label="Pareto frontier")
-    for r, (x, y) in zip(measured, points):
-        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for r, (x, y) in zip(measured, points):  # numbers, not names: twenty names overprint each other
+        ax.annotate(str(r.number), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         if r is teacher:
             ax.scatter([x], [y], marker="*", s=220, color="#c44e52", zorder=4, label="teacher")
     ax.set_xscale("log")
@@ -99,6 +110,14 @@ def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str]) -> st
     plt.close(fig)
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]
+
+
+def _device_of(machine_key: str) -> str:
+    """A panel's device in words: 'GPU NVIDIA H200' or 'CPU AMD EPYC, 2 threads' (from bench.machine_key)."""
+    hardware, threads, device = (part.strip() for part in machine_key.rsplit("|", 2))
+    if device == "cuda" and " + " in hardware:
+        return f"GPU {hardware.rsplit(' + ', 1)[1]}"
+    return f"CPU {hardware}, {threads}"
 
 
 def build(workspace: Path, task: str | None = None, teacher: str | None = None) -> dict:
@@ -124,7 +143,7 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
             timing, base = r.latency.get(key), teacher_row.latency.get(key) if teacher_row else None
             cells.append({"timing": timing, "speedup": base["p50"] / timing["p50"] if timing and base else None})
         table.append({
-            "name": r.name, "lineage": " → ".join(r.lineage), "stage": record.stage,
+            "number": r.number, "name": r.name, "lineage": " → ".join(r.lineage), "stage": record.stage,
             "params": ", ".join(f"{k}={v}" for k, v in record.params.items()
                                 if k not in ("base_path", "warmup", "weight_decay") and v is not None),
             "parameters": record.parameters, "unique_parameters": record.unique_parameters or record.parameters,
@@ -134,7 +153,7 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
             "cells": cells, "command": record.command,
         })
     plots = [{"key": key, "svg": _plot(rows, teacher_row, key)} for key in keys]
-    return {"task": tasks.pop(), "teacher": teacher_row.name if teacher_row else teacher,
+    return {"task": tasks.pop(), "teacher": teacher_row.name if teacher_row else teacher, "device_of": _device_of,
             "keys": keys, "table": table, "plots": plots, "machines": machines}
 
 

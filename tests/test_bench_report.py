@@ -61,8 +61,6 @@ def test_bench_refuses_what_it_cannot_measure(measured_workspace, tmp_path):
     _, teacher, _, _ = measured_workspace
     with pytest.raises(UserError, match="--runs 5 is outside \\[30, inf\\)"):
         bench(teacher, SHAPES, runs=5)
-    with pytest.raises(UserError, match="no CUDA GPU"):
-        bench(teacher, SHAPES, device="cuda")
     with pytest.raises(UserError, match="--shapes sequence 1024 is outside"):
         bench(teacher, [(1, 1024)])
 
