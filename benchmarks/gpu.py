@@ -184,7 +184,7 @@ def main() -> None:
     students = results.data["students"] = {}
     teacher = ws / "teachers" / "minilm-b32" / TASK
     made = {"teacher": teacher}
-    for name, flags in (("L3-kd", ()), ("L3-kd-cosine", ("--hidden-loss", "cosine"))):
+    for name, flags in (("L3-kd", ()), ("L3-kd-hidden-cosine", ("--intermediate", "hidden-cosine"))):
         command, wall = compress(ws, "distill", "--teacher", "minilm-b32", "--task", TASK, "--layers", 3,
                                  "--epochs", 1, "--batch-size", 32, "--name", name, *flags)
         made[name] = ws / "students" / "minilm-b32" / TASK / name

@@ -48,6 +48,9 @@ ARCHITECTURES = {
 }
 
 
+TEACHER_LAYERS_KEY = "compress_teacher_layers"  # in a student's config: the teacher layer each layer was made from
+
+
 def layout(config) -> Layout:
     try:
         return ARCHITECTURES[config.model_type]
@@ -62,9 +65,12 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def keep_layers(model: nn.Module, layer_ids: list[int]) -> None:
-    """Keep only the layers `layer_ids`, in that order; the config's depth and recorded shapes follow."""
+    """Keep only the layers `layer_ids`, in that order; the config's depth and recorded shapes follow,
+    and so does the teacher layer each kept layer was made from (the default layer map of KD)."""
     parent_path, _, name = layout(model.config).layers.rpartition(".")
     layers = encoder_layers(model)
+    made_from = getattr(model.config, TEACHER_LAYERS_KEY, None) or list(range(len(layers)))
+    setattr(model.config, TEACHER_LAYERS_KEY, [made_from[i] for i in layer_ids])
     setattr(model.get_submodule(parent_path), name, nn.ModuleList([layers[i] for i in layer_ids]))
     model.config.num_hidden_layers = len(layer_ids)  # DistilBERT maps this to n_layers
     structure = getattr(model.config, STRUCTURE_KEY, None)

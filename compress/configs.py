@@ -52,6 +52,14 @@ class KD(Settings):
 
     temperature: float = setting(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True)
     alpha: float = setting(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels.", low=0, high=1)
+    intermediate: str = setting("", "Intermediate-layer losses and their weights, like hidden=1,attention=1 (names: "
+                                "hidden, hidden-cosine, embeddings, attention, value-relation); runs the teacher live.")
+    layer_map: str = setting("", "The teacher layer each student layer learns from, like 1,3,5 "
+                             "[default: the teacher layer it was made from].")
+    intermediate_epochs: float = setting(0.0, "TinyBERT's two phases: this many epochs on the intermediate losses "
+                                         "alone first, then the epochs on the logits.", low=0)
+    augment: int = setting(0, "New examples per training example: words swapped for their nearest neighbours in the "
+                           "teacher's embeddings, learned from the teacher's soft targets only.", low=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,9 +67,6 @@ class DistillConfig(KD):
     layers: int = setting(3, "Student depth N.", low=1)
     init: str = setting("alternate", "Teacher layers to copy: alternate (evenly spread, ends included), first, last, "
                         "or a list like 0,2,4.")
-    hidden_loss: str = setting("none", "Also match each student layer to the teacher layer it came from "
-                               "(runs the teacher live).", choices=("none", "cosine", "mse"))
-    hidden_weight: float = setting(1.0, "Weight of the hidden-state term.", low=0)
     kd: bool = setting(True, "Train the same student on labels alone: the baseline.", flag="--no-kd")
 
 
@@ -102,6 +107,8 @@ class QuantizeConfig(Settings):
     fp32_ffn_output: bool = setting(False, "Dynamic int8: keep the FFN output projections in fp32 (static always "
                                     "does): they read the GELU's outliers; most of the accuracy back for some of "
                                     "the speed.")
+    qat_epochs: float = setting(0.0, "Quantization-aware KD recovery first: epochs in which the Linear layers see "
+                                "the int8 rounding ORT dynamic int8 applies (dynamic mode only).", low=0)
     calibration: int = setting(256, "Training examples to calibrate static int8 on.", low=1)
     backend: str = setting("ort", "ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.", choices=("ort", "torch"))
     max_drop: float | None = setting(None, "Refuse (and write nothing) if dev accuracy falls by more than this many "

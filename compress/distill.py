@@ -3,10 +3,11 @@
 Loss (Hinton et al. 2015; DistilBERT, Sanh et al. 2019), with teacher and student logits z:
 
     alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, y)
-    [+ beta * hidden-state loss between each student layer and the teacher layer it came from]
+    [+ the weighted intermediate losses of compress.losses: hidden states, attention, value relations]
 
-Without a hidden-state loss the teacher logits come from the cached soft targets, so no teacher
-forward runs at all. The config is data (DistillConfig) and hidden losses are looked up by name.
+Without intermediate losses the teacher logits come from the cached soft targets, so no teacher
+forward runs at all. TinyBERT's two phases (intermediate layers first, then the logits) and its
+data augmentation (compress.augment) are options of the same config, which is data (DistillConfig).
 """
 
 from __future__ import annotations
@@ -21,11 +22,22 @@ from transformers import set_seed
 
 from compress import distributed
 from compress.arch import keep_layers
+from compress.augment import NEIGHBOURS, REPLACE_PROBABILITY, augmented
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import DistillConfig, TrainConfig, validate
 from compress.data import data_record, encode
 from compress.errors import UserError
 from compress.inference import evaluate
+from compress.losses import (
+    Taps,
+    head_dim,
+    intermediate_loss,
+    kd_loss,
+    layer_map,
+    parse_intermediate,
+    projections_needed,
+    tapped,
+)
 from compress.machine import device
 from compress.tasks import Task
 from compress.teacher import soft_targets
@@ -63,67 +75,81 @@ def make_student(teacher: torch.nn.Module, layer_ids: list[int]) -> torch.nn.Mod
     return student
 
 
-def kd_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float) -> torch.Tensor:
-    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels).
-
-    T^2 keeps the soft term's gradients on the scale of the hard term's as T changes (Hinton 2015).
-    """
-    soft = F.kl_div(
-        F.log_softmax(student_logits / temperature, dim=-1),
-        F.log_softmax(teacher_logits / temperature, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    hard = F.cross_entropy(student_logits, labels)
-    return alpha * temperature**2 * soft + (1 - alpha) * hard
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-HIDDEN_LOSSES = {
-    # (student hidden, teacher hidden, attention mask [batch, seq, 1]) -> scalar
-    "cosine": lambda s, t, m: _masked_mean(1 - F.cosine_similarity(s, t, dim=-1).unsqueeze(-1), m),
-    "mse": lambda s, t, m: _masked_mean(F.mse_loss(s, t, reduction="none").mean(-1, keepdim=True), m),
-}
-
-
 class DistillTrainer(Trainer):
-    """A Trainer whose loss is `kd_loss`, reading teacher logits from the batch or a live teacher."""
+    """A Trainer whose loss is the distillation loss of one phase:
 
-    def __init__(self, *args, distill: DistillConfig, layer_ids: list[int], teacher=None, **kwargs):
+    - joint: `kd_loss` on the logits plus the weighted intermediate losses;
+    - intermediate: the intermediate losses alone (TinyBERT's first phase);
+    - prediction: `kd_loss` alone (its second phase).
+
+    Teacher logits come from the cached soft targets in the batch unless the teacher runs live
+    (any intermediate loss); the live teacher runs where the student trains (cuda:LOCAL_RANK
+    under torchrun), in the training precision, without gradients.
+    """
+
+    def __init__(self, *args, distill: DistillConfig, phase: str = "joint", teacher=None,
+                 layer_map: list[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.distill, self.layer_ids = distill, layer_ids
-        # the live teacher runs where the student trains (cuda:LOCAL_RANK under torchrun)
-        self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
+        self.distill, self.phase, self.layer_map = distill, phase, layer_map
+        self.weights = parse_intermediate(distill.intermediate) if phase != "prediction" else {}
+        self.teacher = teacher.to(self.args.device).eval() if teacher is not None and self.weights else None
+        self.parts = projections_needed(self.weights)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         teacher_logits = inputs.pop("teacher_logits", None)
-        hidden = self.distill.hidden_loss != "none" and model.training
-        outputs = model(**inputs, output_hidden_states=hidden)
-        if not self.distill.kd or (teacher_logits is None and not hidden):  # baseline, or eval
+        live = self.teacher is not None and model.training
+        if not self.distill.kd or not (live or teacher_logits is not None):  # the baseline, or evaluation
+            outputs = model(**inputs)
             loss = F.cross_entropy(outputs.logits.float(), labels)
             return (loss, outputs) if return_outputs else loss
         extra = 0.0
-        if hidden:
-            with torch.no_grad(), self.accelerator.autocast():  # in the training precision
+        if live:
+            student_model = self.accelerator.unwrap_model(model)
+            with tapped(student_model, list(range(len(self.layer_map))), self.parts) as student_parts:
+                outputs = model(**inputs, output_hidden_states=True)
+            with torch.no_grad(), self.accelerator.autocast(), \
+                    tapped(self.teacher, self.layer_map, self.parts) as teacher_parts:
                 taught = self.teacher(**inputs, output_hidden_states=True)
             teacher_logits = taught.logits
-            mask = inputs["attention_mask"].unsqueeze(-1).float()
-            pairs = [(outputs.hidden_states[j + 1], taught.hidden_states[i + 1]) for j, i in enumerate(self.layer_ids)]
-            measure = HIDDEN_LOSSES[self.distill.hidden_loss]
-            extra = self.distill.hidden_weight * sum(measure(s.float(), t.float(), mask) for s, t in pairs) / len(pairs)
-        loss = kd_loss(outputs.logits.float(), teacher_logits.float(), labels,
-                       self.distill.temperature, self.distill.alpha) + extra
+            extra = intermediate_loss(
+                self.weights,
+                Taps(outputs.hidden_states, student_parts, head_dim(student_model.config)),
+                Taps(taught.hidden_states, teacher_parts, head_dim(self.teacher.config)),
+                list(enumerate(self.layer_map)), inputs["attention_mask"])
+        else:
+            outputs = model(**inputs)
+        if self.phase == "intermediate":
+            loss = extra
+        else:
+            loss = kd_loss(outputs.logits.float(), teacher_logits.float(), labels,
+                           self.distill.temperature, self.distill.alpha) + extra
         return (loss, outputs) if return_outputs else loss
 
 
 def default_name(distill: DistillConfig) -> str:
+    """L<N>-kd or L<N>-nokd, then what was added: the intermediate losses, two phases, augmentation."""
     name = f"L{distill.layers}-{'kd' if distill.kd else 'nokd'}"
-    return name + (f"-{distill.hidden_loss}" if distill.kd and distill.hidden_loss != "none" else "")
+    if distill.kd:
+        name += "".join(f"-{loss}" for loss in parse_intermediate(distill.intermediate))
+        name += "-2phase" if distill.intermediate_epochs else ""
+        name += f"-aug{distill.augment}" if distill.augment else ""
+    return name
+
+
+def check_kd_options(distill_config: DistillConfig) -> dict[str, float]:
+    """The intermediate losses' weights, once the options are known to make sense together."""
+    validate(distill_config)
+    weights = parse_intermediate(distill_config.intermediate)
+    if not distill_config.kd and (weights or distill_config.augment or distill_config.intermediate_epochs):
+        raise UserError("--no-kd trains on labels alone: --intermediate, --intermediate-epochs and --augment "
+                        "need the teacher")
+    if distill_config.intermediate_epochs and not weights:
+        raise UserError("--intermediate-epochs trains on the intermediate losses first: name them with --intermediate")
+    if distill_config.layer_map and not weights:
+        raise UserError("--layer-map pairs layers for the intermediate losses: name them with --intermediate")
+    return weights
 
 
 def distill(
@@ -142,7 +168,7 @@ def distill(
             f"teacher {teacher.record.name} was fine-tuned on other {task.name} data "
             f"({teacher.record.data.get('source', 'unknown source')}) than {task.source or 'this task'}: "
             "fine-tune it again (compress teacher --force), or pass --reuse-teacher")
-    validate(distill_config)
+    check_kd_options(distill_config)
     depth = load_config(teacher.path).num_hidden_layers
     layer_ids = select_layers(depth, distill_config.layers, distill_config.init)
     teacher_model = load_classifier(teacher.path)
@@ -153,46 +179,62 @@ def distill(
         student, teacher, task, distill_config, config, teacher, derived_dir(teacher, name),
         meta={"name": name, "stage": "distill",
               "params": {**distill_config.as_dict(), "layer_ids": layer_ids, **config.as_dict()}},
-        teacher_model=teacher_model, layer_ids=layer_ids, progress=progress, replace=replace,
+        teacher_model=teacher_model, progress=progress, replace=replace,
     )
 
 
 def train_student(
     student, teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig, parent: Variant,
-    target, meta: dict, teacher_model=None, layer_ids: list[int] | None = None, progress: bool = True,
-    metrics_before: dict | None = None, replace: bool = False,
+    target, meta: dict, teacher_model=None, progress: bool = True, metrics_before: dict | None = None,
+    replace: bool = False,
 ) -> Variant:
     """Train `student`, made from `parent`, on `teacher`'s soft targets (labels alone for the baseline)
     and save it at `target`.
 
-    Every stage that changes a student (distill, prune, layerdrop, share) ends here, so each
-    variant records the same metrics: dev, the teacher's dev, agreement with it and retention.
+    Every stage that changes a student (distill, prune, layerdrop, share, qat) ends here, so each
+    variant records the same metrics: dev, the teacher's dev, agreement with it and retention, and
+    each can add the intermediate losses, TinyBERT's two phases and augmentation (`distill_config`).
     `config.epochs == 0` saves the student untrained. A stopped run resumes from its partial
     folder; `replace` (--force) starts afresh and replaces an existing `target`.
     """
+    weights = check_kd_options(distill_config)
     check_target(target, replace, (parent.path,))
     tokenizer = load_tokenizer(teacher.path)
     teacher_model = (teacher_model if teacher_model is not None else load_classifier(teacher.path)).to(device())
+    pairs = layer_map(student.config, teacher_model.config.num_hidden_layers, distill_config.layer_map)
+    record = {"layer_map": pairs} if weights else {}
+    original = task
+    if distill_config.augment and config.epochs > 0:
+        task = augmented(task, tokenizer, teacher_model.get_input_embeddings().weight, distill_config.augment,
+                         config.seed)
+        record["augmentation"] = {"per_example": distill_config.augment, "seed": config.seed,
+                                  "added": len(task.train) - len(original.train),
+                                  "replace_probability": REPLACE_PROBABILITY, "neighbours": NEIGHBOURS}
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)
-    if distill_config.kd and distill_config.hidden_loss == "none" and config.epochs > 0:
+    phases = [("intermediate", TrainConfig(**{**config.as_dict(), "epochs": distill_config.intermediate_epochs})),
+              ("prediction", config)] if distill_config.intermediate_epochs else [("joint", config)]
+    if distill_config.kd and config.epochs > 0 and (not weights or distill_config.intermediate_epochs):
         logits = soft_targets(teacher, task, config.max_length, config.precision, model=teacher_model,
                               tokenizer=tokenizer, encoded=train)
         train = train.add_column("teacher_logits", logits.tolist())
-    live_teacher = teacher_model.eval() if distill_config.hidden_loss != "none" and distill_config.kd else None
 
     partial = partial_dir(target)
-    record = {}
     if config.epochs > 0:
         run_key = {"teacher": str(teacher.path), "parent": str(parent.path), "fingerprint": task.fingerprint, "meta": meta,
                    **distill_config.as_dict(), **config.as_dict()}
-        trained = train_resumable(
-            student, tokenizer, train, dev, config, partial, run_key, task.metrics, trainer_class=DistillTrainer,
-            progress=progress, fresh=replace, distill=distill_config, layer_ids=layer_ids, teacher=live_teacher,
-        )
-        student = trained.model
-        record = {"metrics": {"best_epoch": best_epoch(trained.history), "history": trained.history},
-                  "train": train_record(trained, config)}
+        histories, wall_s = [], 0.0
+        for phase, phase_config in phases:
+            trained = train_resumable(
+                student, tokenizer, train, dev, phase_config, partial / phase, {**run_key, "phase": phase},
+                task.metrics, trainer_class=DistillTrainer, progress=progress, fresh=replace,
+                keep_best=phase != "intermediate", distill=distill_config, phase=phase,
+                teacher=teacher_model if weights else None, layer_map=pairs,
+            )
+            student, wall_s = trained.model, wall_s + trained.wall_s
+            histories += [{**h, "phase": phase} for h in trained.history] if len(phases) > 1 else trained.history
+        record.update({"metrics": {"best_epoch": best_epoch(trained.history), "history": histories},
+                       "train": {**train_record(trained, config), "wall_s": round(wall_s, 1)}})
     metrics, student_logits = evaluate(student, dev, tokenizer, task.metrics)
     teacher_metrics, teacher_logits = evaluate(teacher_model, dev, tokenizer, task.metrics)
     metrics["agreement"] = float((student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean())
@@ -202,7 +244,7 @@ def train_student(
         "teacher": teacher.record.name,
         "task": task.name,
         "num_labels": task.num_labels,
-        "data": data_record(task),
+        "data": data_record(original),
         **record,
         "metrics": {"dev": metrics, **({"dev_before_training": metrics_before} if metrics_before else {}),
                     "teacher_dev": teacher_metrics, "retention": metrics["accuracy"] / teacher_metrics["accuracy"],

@@ -7,6 +7,7 @@ variant's own teacher at the variant's own max length, so the cached soft target
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Callable
 
 from compress.checkpoint import load_classifier, load_tokenizer
@@ -35,8 +36,9 @@ def recovery_setup(variant: Variant, config: TrainConfig) -> tuple[Task, Variant
 
 
 def kd_for(model, kd: KD) -> DistillConfig:
-    """Logit KD for the whole of `model` (no layer map: recovery keeps the student's own layers)."""
-    return DistillConfig(layers=model.config.num_hidden_layers, temperature=kd.temperature, alpha=kd.alpha)
+    """KD for the whole of `model` with the stage's KD settings (logits, and any intermediate losses,
+    two phases or augmentation): recovery keeps the student's own layers."""
+    return DistillConfig(layers=model.config.num_hidden_layers, **{f.name: getattr(kd, f.name) for f in fields(KD)})
 
 
 def shrink(variant: Variant, stage: str, name: str, change: Change, kd: KD, params: dict, train_config: TrainConfig,

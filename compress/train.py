@@ -28,10 +28,12 @@ from compress.machine import device, kernels_for_many_shapes
 from compress.workspace import write_json
 
 
-def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = True) -> TrainingArguments:
+def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = True,
+                       keep_best: bool = True) -> TrainingArguments:
     """The Trainer's settings. On a GPU, a step of a small encoder costs less than launching it, so
     nothing may stop the host from running ahead: batches are pinned and copied without blocking,
-    and the per-step NaN check (a device-to-host sync) is off. Evaluation takes bigger batches there."""
+    and the per-step NaN check (a device-to-host sync) is off. Evaluation takes bigger batches there.
+    `keep_best=False` keeps the last epoch (a phase whose loss is not the dev metric's)."""
     gpu = device() == "cuda"
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -44,7 +46,7 @@ def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = T
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="epoch",
-        load_best_model_at_end=True,
+        load_best_model_at_end=keep_best,
         metric_for_best_model="accuracy",
         greater_is_better=True,
         save_total_limit=2,
@@ -121,11 +123,11 @@ class Trained:
 def train_resumable(
     model, tokenizer, train: datasets.Dataset, dev: datasets.Dataset, config: TrainConfig, work_dir: Path,
     run_key: dict, metric_names: tuple[str, ...], trainer_class=Trainer, progress: bool = True, fresh: bool = False,
-    **trainer_kwargs,
+    keep_best: bool = True, **trainer_kwargs,
 ) -> Trained:
     """Train with per-epoch eval and checkpoints in `work_dir`, resuming a run with the same `run_key`.
 
-    Returns the best epoch's model. A run with other settings in `work_dir` is discarded, and so
+    Returns the best epoch's model (the last one's without `keep_best`). A run with other settings in `work_dir` is discarded, and so
     is any run with `fresh` (--force starts clean).
     """
     if distributed.is_main():
@@ -139,7 +141,7 @@ def train_resumable(
     checkpoints = work_dir / "checkpoints"
     trainer = trainer_class(
         model=model,
-        args=training_arguments(checkpoints, config, progress),
+        args=training_arguments(checkpoints, config, progress, keep_best),
         train_dataset=train,
         eval_dataset=dev,
         processing_class=tokenizer,

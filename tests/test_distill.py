@@ -13,9 +13,10 @@ from compress.arch import encoder_layers
 from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import DistillConfig, TrainConfig
 from compress.data import encode
-from compress.distill import HIDDEN_LOSSES, distill, kd_loss, make_student, select_layers
+from compress.distill import distill, make_student, select_layers
 from compress.errors import UserError
 from compress.inference import predict_logits
+from compress.losses import kd_loss
 from compress.workspace import partial_dir
 
 from conftest import CONFIGS, TINY
@@ -83,19 +84,6 @@ def test_kd_loss_equals_a_hand_computation():
         assert got.item() == pytest.approx(expected, rel=1e-5), (temperature, alpha)
 
 
-def test_hidden_losses_ignore_padding_and_vanish_on_equal_states():
-    torch.manual_seed(0)
-    s, t = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).unsqueeze(-1).float()
-    for name, measure in HIDDEN_LOSSES.items():
-        assert measure(s, s, mask).item() == pytest.approx(0.0, abs=1e-6), name
-        changed = t.clone()
-        changed[0, 3:] = 100.0  # padded positions: must not count
-        assert measure(s, changed, mask).item() == pytest.approx(measure(s, t, mask).item(), rel=1e-6), name
-    expected = F.mse_loss(s[1], t[1], reduction="mean") * 5 / 8 + F.mse_loss(s[0, :3], t[0, :3], reduction="mean") * 3 / 8
-    assert HIDDEN_LOSSES["mse"](s, t, mask).item() == pytest.approx(expected.item(), rel=1e-5)
-
-
 def kl_to_teacher(teacher_path, student_path, task, temperature=2.0):
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     encoded = encode(task.train, tokenizer, 32)
@@ -133,22 +121,24 @@ def test_distillation_brings_the_student_closer_to_the_teacher_than_labels_do(ti
     assert not partial_dir(kd.path).exists()
 
 
-def test_hidden_state_loss_runs_the_teacher_live(tiny_teacher, monkeypatch):
+def test_intermediate_losses_run_the_teacher_live(tiny_teacher, monkeypatch):
     teacher, task = tiny_teacher
     import compress.distill as stage
 
     def no_cache(*args, **kwargs):
-        raise AssertionError("the hidden-state loss must not read soft targets")
+        raise AssertionError("intermediate losses in one phase take the live teacher's logits, not soft targets")
 
     monkeypatch.setattr(stage, "soft_targets", no_cache)
-    student = distill(teacher, task, DistillConfig(layers=1, hidden_loss="cosine"),
-                      STUDENT_TRAINING, name="L1-cos", progress=False)
-    assert student.meta["params"]["hidden_loss"] == "cosine"
+    student = distill(teacher, task, DistillConfig(layers=1, intermediate="hidden-cosine,attention=0.5"),
+                      STUDENT_TRAINING, progress=False)
+    assert student.path.name == "L1-kd-hidden-cosine-attention"
+    assert student.meta["params"]["intermediate"] == "hidden-cosine,attention=0.5"
+    assert student.meta["layer_map"] == [0]
     assert student.meta["metrics"]["dev"]["accuracy"] > 0.5
 
 
-def test_hidden_loss_pairs_each_student_layer_with_the_teacher_layer_it_came_from(tiny_teacher, tmp_path):
-    """A student that is an exact copy of the teacher has zero hidden loss under the right pairing only."""
+def test_intermediate_loss_pairs_each_student_layer_with_the_teacher_layer_of_the_map(tiny_teacher, tmp_path):
+    """A student that is an exact copy of the teacher has zero loss under the right pairing only."""
     from transformers import TrainingArguments
 
     from compress.data import Collator
@@ -159,14 +149,14 @@ def test_hidden_loss_pairs_each_student_layer_with_the_teacher_layer_it_came_fro
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    student = make_student(model, [0, 1]).train()  # the hidden loss applies in training only
+    student = make_student(model, [0, 1]).train()  # the intermediate losses apply in training only
     tokenizer = load_tokenizer(teacher.path)
     batch = Collator(tokenizer)(list(encode(task.dev, tokenizer, 32).select(range(8))))
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
 
-    def loss(layer_ids):
-        trainer = DistillTrainer(model=student, args=args, layer_ids=layer_ids, teacher=model,
-                                 distill=DistillConfig(layers=2, hidden_loss="mse", alpha=1.0))
+    def loss(layer_map):
+        trainer = DistillTrainer(model=student, args=args, layer_map=layer_map, teacher=model,
+                                 distill=DistillConfig(layers=2, intermediate="hidden,value-relation", alpha=1.0))
         return float(trainer.compute_loss(student, batch).detach())
 
     assert loss([0, 1]) == pytest.approx(0.0, abs=1e-6)

@@ -82,7 +82,7 @@ def test_bench_on_the_gpu_times_every_precision_eager_and_graph(tiny_teacher):
 @cuda
 def test_hidden_state_distillation_runs_with_the_teacher_on_the_gpu(tiny_teacher):
     teacher, task = tiny_teacher
-    student = distill(teacher, task, DistillConfig(layers=1, hidden_loss="cosine"), FAST, progress=False)
+    student = distill(teacher, task, DistillConfig(layers=1, intermediate="hidden-cosine"), FAST, progress=False)
     assert student.record.metrics["dev"]["accuracy"] >= 0.8
     assert student.meta["train"]["device"] == "cuda"
 

@@ -1,0 +1,100 @@
+"""Data augmentation for small tasks, labelled by the teacher alone (after TinyBERT, Jiao et al. 2020).
+
+TinyBERT replaces words with a masked language model's guesses or GloVe neighbours; neither can be
+had offline, so a word here is replaced by one of its nearest neighbours (cosine) in the teacher's
+own input-embedding table, which the teacher reads the word through anyway. Only words that are a
+single token are replaced, only by tokens that are whole words of letters: never a word piece,
+never a special token. Pair tasks are augmented sentence by sentence, keeping the pair.
+
+Augmented rows carry the label -100: gold labels are not invented, so those rows train on the
+teacher's soft targets only (`losses.kd_loss`).
+"""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import torch
+
+from compress.tasks import Task
+
+REPLACE_PROBABILITY = 0.4  # TinyBERT's p_t: the chance each replaceable word is replaced
+NEIGHBOURS = 15  # TinyBERT's K: a replacement is drawn from the word's K nearest neighbours
+NO_LABEL = -100  # what cross-entropy ignores
+
+
+def word_starts(tokenizer) -> np.ndarray:
+    """Per vocabulary id: whether the token is a whole word of letters that starts a word in the
+    tokenizer's own convention (WordPiece: no '##'; byte-level BPE: 'Ġ'; SentencePiece: '▁')."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    if any(t.startswith("##") for t in tokens):
+        marker = ""
+    else:
+        marker = "Ġ" if sum(t.startswith("Ġ") for t in tokens) > sum(t.startswith("▁") for t in tokens) else "▁"
+    special = set(tokenizer.all_special_ids)
+    return np.array([
+        i not in special and t.startswith(marker) and t[len(marker):].isalpha() and t[len(marker):].isascii()
+        for i, t in enumerate(tokens)
+    ])
+
+
+def nearest_neighbours(embeddings: torch.Tensor, sources: np.ndarray, candidates: np.ndarray, k: int) -> dict:
+    """For each id in `sources`, the k candidate ids closest by cosine in `embeddings` (itself excluded)."""
+    table = torch.nn.functional.normalize(embeddings.detach().float().cpu(), dim=-1)
+    candidate_ids = torch.as_tensor(np.flatnonzero(candidates))
+    pool = table[candidate_ids]
+    found = {}
+    for start in range(0, len(sources), 1024):
+        chunk = torch.as_tensor(sources[start:start + 1024])
+        similarity = table[chunk] @ pool.T
+        similarity[candidate_ids[None, :] == chunk[:, None]] = -2.0  # never the word itself
+        top = similarity.topk(min(k, len(candidate_ids) - 1), dim=-1).indices
+        for source, row in zip(chunk.tolist(), candidate_ids[top].tolist()):
+            found[source] = row
+    return found
+
+
+def augment_texts(texts: list[str], tokenizer, embeddings: torch.Tensor, n: int, rng: np.random.Generator,
+                  starts: np.ndarray, neighbours: dict | None = None) -> list[list[str]]:
+    """n variants of each text (one list per text), each with at least one word replaced where any can be."""
+    encoded = tokenizer(texts, add_special_tokens=False)
+    replaceable = []
+    for i, ids in enumerate(encoded["input_ids"]):
+        words = encoded.word_ids(i)
+        pieces = {w: words.count(w) for w in set(words) if w is not None}
+        replaceable.append([p for p, (w, t) in enumerate(zip(words, ids)) if w is not None and pieces[w] == 1 and starts[t]])
+    if neighbours is None:
+        sources = np.unique([ids[p] for ids, spots in zip(encoded["input_ids"], replaceable) for p in spots])
+        neighbours = nearest_neighbours(embeddings, sources.astype(np.int64), starts, NEIGHBOURS)
+    variants = []
+    for ids, spots in zip(encoded["input_ids"], replaceable):
+        mine = []
+        for _ in range(n):
+            new = list(ids)
+            chosen = [p for p in spots if rng.random() < REPLACE_PROBABILITY]
+            if spots and not chosen:
+                chosen = [spots[rng.integers(len(spots))]]
+            for p in chosen:
+                options = neighbours[ids[p]]
+                new[p] = options[rng.integers(len(options))]
+            mine.append(tokenizer.decode(new))
+        variants.append(mine)
+    return variants
+
+
+def augmented(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed: int) -> Task:
+    """`task` with n augmented copies of every training example appended, labelled NO_LABEL.
+
+    Deterministic under `seed`; the new training set has its own fingerprint, so the teacher's
+    soft targets for it are cached apart from those of the original rows.
+    """
+    rng = np.random.default_rng(seed)
+    starts = word_starts(tokenizer)
+    columns = [c for c in ("text", "text_pair") if c in task.train.column_names]
+    per_column = {c: augment_texts(list(task.train[c]), tokenizer, embeddings, n, rng, starts) for c in columns}
+    rows = {c: [variant for variants in per_column[c] for variant in variants] for c in columns}
+    rows["label"] = [NO_LABEL] * len(rows[columns[0]])
+    new = datasets.Dataset.from_dict(rows, features=task.train.features)
+    train = datasets.concatenate_datasets([task.train, new.select_columns(task.train.column_names)])
+    return Task(name=task.name, train=train, dev=task.dev, num_labels=task.num_labels, metrics=task.metrics,
+                source=task.source, spec=task.spec)
