@@ -18,7 +18,7 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
-from compress.configs import QuantizeConfig, validate
+from compress.configs import RECOVERY_TRAINING, QuantizeConfig, TrainConfig, validate
 from compress.console import hushed
 from compress.data import encode
 from compress.errors import UserError, first_line
@@ -40,7 +40,8 @@ def default_name(variant: Variant, config: QuantizeConfig) -> str:
         return f"{variant.record.name}-torch-int8"
     ffn = "-ffn-fp32" if config.fp32_ffn_output and config.mode == "dynamic" else ""  # static always keeps them fp32
     kind = "fp16" if config.mode == "fp16" else f"int8-{config.mode}"
-    return f"{variant.record.name}-{kind}{ffn}" + ("-pc" if config.per_channel else "")
+    qat = "-qat" if config.qat_epochs else ""
+    return f"{variant.record.name}{qat}-{kind}{ffn}" + ("-pc" if config.per_channel else "")
 
 
 # Tanh: the approximate GELU. The pooler's tanh matches too: its classifier staying fp32 costs nothing.
@@ -177,6 +178,8 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     if fp32_ffn_output and (backend == "torch" or mode == "fp16"):
         raise UserError("--fp32-ffn-output applies to ORT int8 only")
     name = name or default_name(variant, config)
+    if config.qat_epochs:
+        variant = quantization_aware(variant, config, replace)
     target = derived_dir(variant, name)
     tokenizer = load_tokenizer(variant.path)
     task = task_of(variant.record)
@@ -251,6 +254,21 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
             "size_ratio": round(size / parent_size, 4) if parent_size else None,
         })
     return Variant.load(target)
+
+
+def quantization_aware(variant: Variant, config: QuantizeConfig, replace: bool) -> Variant:
+    """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.qat): the
+    variant to quantize instead. An existing one is reused unless `replace`."""
+    from compress import qat
+
+    if config.mode != "dynamic" or config.backend != "ort":
+        raise UserError("--qat-epochs simulates ORT dynamic int8: use it with --mode dynamic --backend ort")
+    made = derived_dir(variant, qat.default_name(variant))
+    if made.is_dir() and not replace:
+        print(f"{made} exists; quantizing it (--force trains it again)")
+        return Variant.load(made)
+    return qat.qat(variant, config.per_channel, TrainConfig(**{**RECOVERY_TRAINING, "epochs": config.qat_epochs}),
+                   replace=replace)
 
 
 def onnx_inputs(path: Path) -> list[str]:

@@ -1,0 +1,82 @@
+"""Quantization-aware recovery: its simulated rounding is ORT dynamic int8's, it applies in training
+only, and `quantize --qat-epochs` makes the QAT variant and its int8 artifact."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from transformers import AutoModelForSequenceClassification
+
+from compress.configs import QuantizeConfig
+from compress.distill import distill
+from compress.qat import int8_linear, simulate_int8
+from compress.quantize import quantize
+
+from conftest import CONFIGS, FAST
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_simulated_rounding_matches_ort_dynamic_int8(tmp_path, per_channel):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 24)
+    with torch.no_grad():
+        linear.weight[3] *= 8  # a row with a wider range: per-channel scales differ from the tensor's
+    x = torch.randn(2, 5, 48) * 3 + 1  # an asymmetric range, as GELU outputs have
+    fp32 = tmp_path / "linear.onnx"
+    torch.onnx.export(linear, (x,), str(fp32), input_names=["x"], output_names=["y"], dynamo=False, opset_version=17)
+    int8 = tmp_path / "linear-int8.onnx"
+    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=per_channel)
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(int8)).graph.node)
+    ort_out = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        simulated = int8_linear(linear, x, per_channel).numpy()
+        exact = linear(x).numpy()
+    rounding = np.abs(exact - ort_out).max()
+    assert rounding > 1e-3  # int8 does change the result...
+    assert np.abs(simulated - ort_out).max() < 1e-4 * np.abs(ort_out).max()  # ...exactly as simulated
+
+
+def test_int8_rounding_applies_in_training_only_and_lets_gradients_through():
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(CONFIGS["bert"])
+    ids = torch.randint(5, 100, (2, 8))
+    model.eval()
+    before = model(input_ids=ids).logits
+    assert simulate_int8(model, per_channel=False) == 6 * 6  # q, k, v, attention out, FFN in and out per layer
+    assert torch.equal(model(input_ids=ids).logits, before)  # evaluation stays fp32
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train()
+    rounded = model(input_ids=ids).logits
+    assert not torch.allclose(rounded, before, atol=1e-4)
+    rounded.sum().backward()
+    weight = model.bert.encoder.layer[0].attention.self.query.weight
+    assert weight.grad is not None and weight.grad.abs().sum() > 0  # straight through the rounding
+    assert set(model.state_dict()) == set(AutoModelForSequenceClassification.from_config(CONFIGS["bert"]).state_dict())
+
+
+def test_quantize_with_qat_makes_the_qat_variant_then_its_int8_artifact(tiny_teacher):
+    teacher, task = tiny_teacher
+    from compress.configs import DistillConfig
+
+    student = distill(teacher, task, DistillConfig(layers=1), FAST, progress=False)
+    int8 = quantize(student, QuantizeConfig(qat_epochs=1))
+    assert int8.path.name == "L1-kd-qat-int8-dynamic"
+    qat = int8.path.parent / "L1-kd-qat"
+    assert int8.meta["parent"].endswith("students/tiny/reviews/L1-kd-qat")
+    assert (qat / "variant.json").is_file() and (int8.path / "onnx" / "model.onnx").is_file()
+    from compress.variant import Variant
+
+    made = Variant.load(qat).meta
+    assert made["stage"] == "qat" and made["parent"].endswith("L1-kd") and made["qat"]["simulated_linear_layers"] == 6
+    assert 0.0 <= int8.meta["metrics"]["dev"]["accuracy"] <= 1.0
+    for config, says in ((QuantizeConfig(qat_epochs=1, mode="static"), "--mode dynamic"),
+                         (QuantizeConfig(qat_epochs=1, backend="torch"), "--mode dynamic --backend ort")):
+        from compress.errors import UserError
+
+        with pytest.raises(UserError, match=says):
+            quantize(student, config, name="never")
+        assert not (student.path.parent / "never").exists()
