@@ -147,7 +147,8 @@ def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, na
 @cli_options(DistillConfig)
 @click.option("--reuse-teacher", is_flag=True,
               help="Use the workspace's teacher even if it was fine-tuned on other data under this task's name.")
-@click.option("--name", help="Variant name [default: L<N>-kd, L<N>-nokd or L<N>-kd-<hidden loss>].")
+@click.option("--name", help="Variant name [default: L<N>-nokd, or L<N>-kd then -<loss> for each intermediate "
+              "loss, -2phase, -aug<N>].")
 @training_options()
 @click.pass_obj
 def distill(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, reuse_teacher, name, force,

@@ -154,7 +154,7 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: A
         elif low is not None or high is not None:
             kind = (click.IntRange if kind is int else click.FloatRange)(low, high, min_open=low_open, max_open=high_open)
         return click.option(meta["flag"] or f"--{f.name.replace('_', '-')}", f.name, type=kind, default=default,
-                            required=required, help=meta["help"], callback=finite)
+                            required=required, help=meta["help"], callback=finite, show_default=default != "")
 
     chosen = [f for f in fields(config_class) if f.metadata.get("cli") and (only is None or f.name in only)]
 
