@@ -68,6 +68,35 @@ def distill_section(data: dict) -> list[str]:
     return lines
 
 
+def distill_quality_section(data: dict) -> list[str]:
+    """Each TinyBERT-class option against plain logit KD, and int8 with and without QAT."""
+    lines = []
+    for task, result in data.items():
+        if task not in TASK_NAMES:
+            continue
+        teacher = result["teacher"]
+        lines += [f"### TinyBERT-class distillation on {TASK_NAMES[task]}, 6 of 12 layers "
+                  "(`benchmarks/results/distill-quality.json`)", "",
+                  f"Teacher (12-layer MPNet): {_pct(teacher['accuracy'])}"
+                  + (f", F1 {teacher['f1']:.4f}" if teacher.get("f1") else "") + ".", "",
+                  "| row | seed | dev acc. | F1 | retention | s per epoch | per-epoch time / logit KD |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, row in result.get("rows", {}).items():
+            ratio, f1 = row.get("epoch_time_ratio_to_logit_kd"), row.get("f1")
+            lines.append(f"| {key.split('/')[0]} | {row['seed']} | {_pct(row['accuracy'])} | "
+                         f"{f'{f1:.4f}' if f1 else '—'} | {row['retention']:.3f} | {row['seconds_per_epoch']:.0f} | "
+                         f"{f'{ratio:.2f}' if ratio else '—'} |")
+        if result.get("int8"):
+            lines += ["", "| student | fp32 acc. | ORT dynamic int8 | drop (points) | after 1 epoch of QAT | drop (points) |",
+                      "|---|---|---|---|---|---|"]
+            for key, row in result["int8"].items():
+                plain, qat = row["plain"], row["qat"]
+                lines.append(f"| {key} | {_pct(row['fp32_accuracy'])} | {_pct(plain['accuracy'])} | "
+                             f"{plain['drop_points']:+.2f} | {_pct(qat['accuracy'])} | {qat['drop_points']:+.2f} |")
+        lines.append("")
+    return lines[:-1]
+
+
 def quantize_section(data: dict) -> list[str]:
     lines = ["### Quantization (`benchmarks/results/quantize.json`, "
              f"{data.get('threads')} threads, speed-up over the same variant's ORT fp32 in the same run)", "",
@@ -238,7 +267,8 @@ def tables() -> str:
     parts = []
     for name, section in (("headline-sst2", lambda d: headline_section(d, "sst2")),
                           ("headline-mrpc", lambda d: headline_section(d, "mrpc")), ("teacher", teacher_section),
-                          ("distill", distill_section), ("prune", prune_section),
+                          ("distill", distill_section), ("distill-quality", distill_quality_section),
+                          ("prune", prune_section),
                           ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section),
                           ("distributed", distributed_section), ("gpu", gpu_section)):
         data = _load(name)
