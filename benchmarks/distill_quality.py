@@ -73,6 +73,29 @@ def int8_row(ws: Path, task: str, row: str, seed: int) -> dict:
     return out
 
 
+RETENTION_TARGET, INT8_DROP_TARGET = 0.97, 0.5  # ../shared/design.md
+
+
+def targets(result: dict) -> dict:
+    """Where one task's rows stand against the design's targets, and by how much they miss."""
+    out = {}
+    rows = result.get("rows", {})
+    if rows:
+        best = max(rows, key=lambda k: rows[k]["retention"])
+        value = rows[best]["retention"]
+        out["student_retention"] = {"target": RETENTION_TARGET, "best_row": best, "value": round(value, 4),
+                                    "met": value >= RETENTION_TARGET,
+                                    "missed_by": round(max(0.0, RETENTION_TARGET - value), 4)}
+    for key, row in result.get("int8", {}).items():
+        # QAT is also one more epoch of KD: against its own fp32 weights the int8 artifact may lose more
+        drop, own = row["qat"]["drop_points"], round(100 * (row["qat"]["qat_fp32_accuracy"] - row["qat"]["accuracy"]), 2)
+        out[f"int8_drop_points {key}"] = {
+            "target": INT8_DROP_TARGET, "plain": row["plain"]["drop_points"], "qat": drop,
+            "qat_against_its_own_fp32_weights": own, "met": drop <= INT8_DROP_TARGET,
+            "missed_by": round(max(0.0, drop - INT8_DROP_TARGET), 2)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", type=Path, default=Path("."))
@@ -101,6 +124,8 @@ def main() -> None:
         results.data[args.task].setdefault("int8", {})[f"{row}/seed{args.seed}"] = int8_row(
             args.workspace, args.task, row, args.seed)
         results.save()
+    results.data[args.task]["targets"] = targets(results.data[args.task])
+    results.save()
 
 
 if __name__ == "__main__":

@@ -244,6 +244,20 @@ def summary() -> str:
                      f"({best[0]}) runs {best[1]['value']}x faster in ORT at batch 1 x 128 at retention "
                      f"{best[1]['retention']:.3f} (target {chains['target']}x at {chains['retention_target']}: "
                      f"{'met' if chains['met'] else 'not met'}).")
+    quality = _load("distill-quality") or {}
+    for task, result in quality.items():
+        if task not in TASK_NAMES or not result.get("rows"):
+            continue
+        rows = result["rows"]
+        best_key = max(rows, key=lambda k: rows[k]["retention"])
+        plain = rows.get("logit-kd/seed42")
+        line = (f"- {TASK_NAMES[task]}, TinyBERT-class options: the best 6-layer student ({best_key.split('/')[0]}) keeps "
+                f"{rows[best_key]['retention']:.3f} of the teacher's accuracy (target 0.97)"
+                + (f", against {plain['retention']:.3f} with logit KD alone" if plain else ""))
+        for key, row in result.get("int8", {}).items():
+            line += (f"; ORT dynamic int8 of {key.split('/')[0]} costs {row['plain']['drop_points']:.2f} points, "
+                     f"{row['qat']['drop_points']:.2f} after one epoch of QAT (target 0.5)")
+        lines.append(line + ".")
     gpu = _load("gpu")
     if gpu:
         run, student = gpu["training"]["batch 32"], gpu["mpnet_shapes"]["models"]["L6-kd"]

@@ -226,7 +226,8 @@ def train_student(
         histories, wall_s = [], 0.0
         for phase, phase_config in phases:
             trained = train_resumable(
-                student, tokenizer, train, dev, phase_config, partial / phase, {**run_key, "phase": phase},
+                student, tokenizer, train, dev, phase_config, partial / phase if len(phases) > 1 else partial,
+                {**run_key, "phase": phase},
                 task.metrics, trainer_class=DistillTrainer, progress=progress, fresh=replace,
                 keep_best=phase != "intermediate", distill=distill_config, phase=phase,
                 teacher=teacher_model if weights else None, layer_map=pairs,

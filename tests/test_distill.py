@@ -183,3 +183,34 @@ def test_distill_command_baseline_and_errors(run_cli, tiny_teacher, tmp_path):
     assert "no teacher 'nobody' for reviews" in err and "unknown base 'nobody'" in err
     assert sorted(p.name for p in students.iterdir()) == before
     assert not (workspace / "teachers" / "nobody").exists()
+
+
+def test_two_phases_train_the_intermediate_losses_first_then_the_logits(tiny_teacher, monkeypatch):
+    teacher, task = tiny_teacher
+    import compress.distill as stage
+
+    phases = []
+    real_train = stage.train_resumable
+    monkeypatch.setattr(stage, "train_resumable", lambda *a, **k: phases.append(k["phase"]) or real_train(*a, **k))
+    config = TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, seed=1, precision="fp32")
+    student = distill(teacher, task, DistillConfig(layers=1, intermediate="hidden", intermediate_epochs=1), config,
+                      progress=False)
+    assert phases == ["intermediate", "prediction"]
+    assert student.path.name == "L1-kd-hidden-2phase"
+    assert [h["phase"] for h in student.meta["metrics"]["history"]] == ["intermediate", "prediction"]
+    assert not partial_dir(student.path).exists()
+
+
+@pytest.mark.parametrize("config, says", [
+    (DistillConfig(layers=1, kd=False, augment=2), "--no-kd trains on labels alone"),
+    (DistillConfig(layers=1, intermediate_epochs=1), "name them with --intermediate"),
+    (DistillConfig(layers=1, layer_map="0"), "name them with --intermediate"),
+    (DistillConfig(layers=1, intermediate="hidden", layer_map="0,1"), "must name 1 teacher layers"),
+    (DistillConfig(layers=1, intermediate="attentoin"), "unknown loss 'attentoin'"),
+])
+def test_distillation_options_that_cannot_work_are_refused_before_anything_is_written(tiny_teacher, config, says):
+    teacher, task = tiny_teacher
+    with pytest.raises(UserError, match=says):
+        distill(teacher, task, config, STUDENT_TRAINING, name="never", progress=False)
+    assert not (teacher.path.parents[2] / "students" / "tiny" / task.name / "never").exists()
+    assert not partial_dir(teacher.path.parents[2] / "students" / "tiny" / task.name / "never").exists()
