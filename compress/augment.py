@@ -12,6 +12,10 @@ teacher's soft targets only (`losses.kd_loss`).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections import Counter
+
 import datasets
 import numpy as np
 import torch
@@ -25,12 +29,11 @@ NO_LABEL = -100  # what cross-entropy ignores
 
 def word_starts(tokenizer) -> np.ndarray:
     """Per vocabulary id: whether the token is a whole word of letters that starts a word in the
-    tokenizer's own convention (WordPiece: no '##'; byte-level BPE: 'Ġ'; SentencePiece: '▁')."""
+    tokenizer's own convention (WordPiece: no '##'; byte-level BPE: 'Ġ'; SentencePiece: '▁'), read
+    from the tokenizer's model (a byte-level BPE vocabulary holds '##' tokens too)."""
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    if any(t.startswith("##") for t in tokens):
-        marker = ""
-    else:
-        marker = "Ġ" if sum(t.startswith("Ġ") for t in tokens) > sum(t.startswith("▁") for t in tokens) else "▁"
+    kind = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["type"]
+    marker = {"WordPiece": "", "BPE": "Ġ"}.get(kind, "▁")
     special = set(tokenizer.all_special_ids)
     return np.array([
         i not in special and t.startswith(marker) and t[len(marker):].isalpha() and t[len(marker):].isascii()
@@ -55,17 +58,16 @@ def nearest_neighbours(embeddings: torch.Tensor, sources: np.ndarray, candidates
 
 
 def augment_texts(texts: list[str], tokenizer, embeddings: torch.Tensor, n: int, rng: np.random.Generator,
-                  starts: np.ndarray, neighbours: dict | None = None) -> list[list[str]]:
+                  starts: np.ndarray) -> list[list[str]]:
     """n variants of each text (one list per text), each with at least one word replaced where any can be."""
     encoded = tokenizer(texts, add_special_tokens=False)
     replaceable = []
     for i, ids in enumerate(encoded["input_ids"]):
         words = encoded.word_ids(i)
-        pieces = {w: words.count(w) for w in set(words) if w is not None}
+        pieces = Counter(w for w in words if w is not None)
         replaceable.append([p for p, (w, t) in enumerate(zip(words, ids)) if w is not None and pieces[w] == 1 and starts[t]])
-    if neighbours is None:
-        sources = np.unique([ids[p] for ids, spots in zip(encoded["input_ids"], replaceable) for p in spots])
-        neighbours = nearest_neighbours(embeddings, sources.astype(np.int64), starts, NEIGHBOURS)
+    sources = np.unique([ids[p] for ids, spots in zip(encoded["input_ids"], replaceable) for p in spots])
+    neighbours = nearest_neighbours(embeddings, sources.astype(np.int64), starts, NEIGHBOURS)
     variants = []
     for ids, spots in zip(encoded["input_ids"], replaceable):
         mine = []
@@ -94,7 +96,7 @@ def augmented(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed: int
     per_column = {c: augment_texts(list(task.train[c]), tokenizer, embeddings, n, rng, starts) for c in columns}
     rows = {c: [variant for variants in per_column[c] for variant in variants] for c in columns}
     rows["label"] = [NO_LABEL] * len(rows[columns[0]])
-    new = datasets.Dataset.from_dict(rows, features=task.train.features)
-    train = datasets.concatenate_datasets([task.train, new.select_columns(task.train.column_names)])
-    return Task(name=task.name, train=train, dev=task.dev, num_labels=task.num_labels, metrics=task.metrics,
-                source=task.source, spec=task.spec)
+    original = task.train.cast_column("label", datasets.Value("int64"))  # a hub task's ClassLabel rejects -100
+    new = datasets.Dataset.from_dict(rows, features=original.features)
+    return dataclasses.replace(task, train=datasets.concatenate_datasets(
+        [original, new.select_columns(original.column_names)]))

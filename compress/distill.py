@@ -201,8 +201,10 @@ def train_student(
     check_target(target, replace, (parent.path,))
     tokenizer = load_tokenizer(teacher.path)
     teacher_model = (teacher_model if teacher_model is not None else load_classifier(teacher.path)).to(device())
-    pairs = layer_map(student.config, teacher_model.config.num_hidden_layers, distill_config.layer_map)
-    record = {"layer_map": pairs} if weights else {}
+    trains = config.epochs > 0
+    pairs = layer_map(student.config, teacher_model.config.num_hidden_layers, distill_config.layer_map) \
+        if weights and trains else None
+    record = {"layer_map": pairs} if pairs else {}
     original = task
     if distill_config.augment and config.epochs > 0:
         task = augmented(task, tokenizer, teacher_model.get_input_embeddings().weight, distill_config.augment,

@@ -120,10 +120,13 @@ INTERMEDIATE_LOSSES = {
 
 
 def parse_intermediate(spec: str) -> dict[str, float]:
-    """'hidden=1,attention=0.5' (a bare name weighs 1) -> {name: weight}, each name from the table."""
+    """'hidden=1,attention=0.5' (a bare name weighs 1) -> {name: weight}, each name from the table, in
+    the table's order (so the variant's default name does not depend on the order typed)."""
     weights = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, weight = part.partition("=")
+        if name in weights:
+            raise UserError(f"--intermediate names {name} twice")
         if name not in INTERMEDIATE_LOSSES:
             raise UserError(f"--intermediate: unknown loss '{name}' (known: {', '.join(INTERMEDIATE_LOSSES)})")
         try:
@@ -132,7 +135,7 @@ def parse_intermediate(spec: str) -> dict[str, float]:
             raise UserError(f"--intermediate: the weight of {name} must be a number, not '{weight}'") from None
         if not math.isfinite(weights[name]) or weights[name] < 0:
             raise UserError(f"--intermediate: the weight of {name} must be a finite number >= 0")
-    return weights
+    return {name: weights[name] for name in INTERMEDIATE_LOSSES if name in weights}  # one order: one name
 
 
 def layer_map(student_config, teacher_depth: int, spec: str = "") -> list[int]:

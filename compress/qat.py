@@ -6,8 +6,12 @@ to uint8 over that call's own range including zero (scale (max - min) / 255, zer
 round(-min / scale)). While this stage trains, the Linear layers of the encoder compute with
 exactly those rounded values, gradients passing straight through the rounding (Jacob et al.
 2018), so the weights settle where the rounding costs little. The variant it saves is fp32;
-`quantize` then applies the real int8 and measures the artifact. ORT's fused attention rounds
-query, key and value with one weight scale; here each projection has its own, a small difference.
+`quantize` then applies the real int8 and measures the artifact.
+
+Where this differs from ORT, knowingly: ORT's fused attention rounds query, key and value with
+one weight scale, here each projection has its own; ORT also quantizes the embeddings and the
+pooler, which stay fp32 here; under bf16 autocast the product of the rounded values is computed
+in bf16, like every other training matmul (the rounding itself is exact: tests/test_qat.py).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from compress.inference import predict_logits, task_metrics
 from compress.machine import device
 from compress.tasks import task_of
 from compress.variant import Variant, derived_dir, relative_to_workspace, write_record
-from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir
+from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, check_target
 
 
 def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -178,14 +178,15 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     if fp32_ffn_output and (backend == "torch" or mode == "fp16"):
         raise UserError("--fp32-ffn-output applies to ORT int8 only")
     name = name or default_name(variant, config)
-    if config.qat_epochs:
-        variant = quantization_aware(variant, config, replace)
     target = derived_dir(variant, name)
+    asked, parent_accuracy = variant, variant.record.metrics["dev"]["accuracy"]  # with QAT too: the drop from it
+    if config.qat_epochs:
+        check_target(target, replace, (variant.path,))
+        variant = quantization_aware(variant, config, replace)
     tokenizer = load_tokenizer(variant.path)
     task = task_of(variant.record)
     max_length = variant.record.params["max_length"]
     dev = encode(task.dev, tokenizer, max_length)
-    parent_accuracy = variant.record.metrics["dev"]["accuracy"]
     if backend == "ort" and not (variant.path / ONNX_DIR / MODEL).is_file():
         print(f"{variant.path} has no ONNX export yet; exporting it first")
         export(variant)
@@ -232,7 +233,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
         drop = 100 * (parent_accuracy - metrics["accuracy"])
         if max_drop is not None and drop > max_drop:
             raise UserError(f"{name} refused: accuracy {metrics['accuracy']:.4f} is {drop:.2f} points below "
-                            f"{variant.record.name}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
+                            f"{asked.record.name}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
         parent_size = (variant.export or {}).get("size_mb") if backend == "ort" else variant.record.size_mb
         size = round(artifact.stat().st_size / 1e6, 2)
         write_record(tmp, {
@@ -244,10 +245,11 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
             "num_labels": variant.record.num_labels,
             "params": {"mode": mode, "backend": backend, "per_channel": per_channel,
                        "fp32_ffn_output": backend == "ort" and (mode == "static" or fp32_ffn_output),
-                       "calibration": calibration if mode == "static" else None, "max_length": max_length},
+                       "calibration": calibration if mode == "static" else None, "max_length": max_length,
+                       "qat_epochs": config.qat_epochs},
             "data": variant.record.data,
             "metrics": {"dev": metrics, "parent_dev": variant.record.metrics["dev"],
-                        "drop_points": round(drop, 3)},
+                        "drop_points": round(drop, 3), "drop_from": asked.record.name},
             "artifact": str(artifact.relative_to(tmp)),
             "parameters": variant.record.parameters,
             "size_mb": size,
@@ -258,13 +260,18 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
 
 def quantization_aware(variant: Variant, config: QuantizeConfig, replace: bool) -> Variant:
     """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.qat): the
-    variant to quantize instead. An existing one is reused unless `replace`."""
+    variant to quantize instead. One made before with the same settings is reused unless `replace`;
+    it stays a variant of its own even if --max-drop then refuses the int8 artifact."""
     from compress import qat
 
     if config.mode != "dynamic" or config.backend != "ort":
         raise UserError("--qat-epochs simulates ORT dynamic int8: use it with --mode dynamic --backend ort")
     made = derived_dir(variant, qat.default_name(variant))
     if made.is_dir() and not replace:
+        params = Variant.load(made).record.params
+        if (params.get("per_channel"), params.get("epochs")) != (config.per_channel, config.qat_epochs):
+            raise UserError(f"{made} was trained with other settings (per channel {params.get('per_channel')}, "
+                            f"{params.get('epochs')} epochs); --force trains it again")
         print(f"{made} exists; quantizing it (--force trains it again)")
         return Variant.load(made)
     return qat.qat(variant, config.per_channel, TrainConfig(**{**RECOVERY_TRAINING, "epochs": config.qat_epochs}),

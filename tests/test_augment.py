@@ -38,6 +38,21 @@ def test_only_whole_words_of_letters_are_candidates(tokenizer):
         assert not starts[vocab[token]], token
 
 
+def test_a_byte_level_bpe_vocabulary_marks_word_starts_by_its_space_marker():
+    """RoBERTa-style vocabularies hold '##' tokens too: the convention is read from the tokenizer's model."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["## the film was great, the actors were great ##"] * 50, vocab_size=300,
+                            special_tokens=["<s>", "</s>", "<pad>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    starts, vocab = word_starts(tokenizer), tokenizer.get_vocab()
+    assert "##" in vocab and not starts[vocab["##"]]
+    assert starts[vocab["Ġfilm"]] and not starts[vocab["<s>"]]
+    assert not any(starts[i] for token, i in vocab.items() if not token.startswith("Ġ"))
+
+
 def test_nearest_neighbours_are_by_cosine_and_never_the_word_itself():
     table = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, -0.1], [0.95, 0.0]])
     found = nearest_neighbours(table, np.array([0, 2]), np.array([True, True, True, True, False]), k=2)
@@ -64,8 +79,11 @@ def test_augmentation_is_deterministic_and_replaces_words_only(tokenizer, embedd
             assert [t for t in original if t in special] == [t for t in new if t in special]
 
 
-def test_augmented_task_keeps_pairs_and_invents_no_labels(tokenizer, embeddings):
-    train = datasets.Dataset.from_dict({"text": PAIRS, "text_pair": PAIRS[::-1], "label": [1, 0]})
+@pytest.mark.parametrize("label", [datasets.Value("int64"), datasets.ClassLabel(num_classes=2)])  # files | hub
+def test_augmented_task_keeps_pairs_and_invents_no_labels(tokenizer, embeddings, label):
+    train = datasets.Dataset.from_dict({"text": PAIRS, "text_pair": PAIRS[::-1], "label": [1, 0]},
+                                       features=datasets.Features(text=datasets.Value("string"),
+                                                                  text_pair=datasets.Value("string"), label=label))
     task = Task(name="pairs", train=train, dev=train, num_labels=2)
     bigger = augmented(task, tokenizer, embeddings, 2, seed=3)
     assert len(bigger.train) == 6 and bigger.train.column_names == train.column_names

@@ -119,6 +119,7 @@ def test_layer_map_follows_the_layers_through_every_cut():
     teacher = AutoModelForSequenceClassification.from_config(copy.deepcopy(CONFIGS["bert"]))
     student = make_student(teacher, [0, 2, 4, 5])
     assert getattr(student.config, TEACHER_LAYERS_KEY) == [0, 2, 4, 5]
+    assert layer_map(student.config, 6) == [0, 2, 4, 5]  # the uniform map would say 0, 2, 3, 5
     cut = make_student(student, [1, 3])  # as LayerDrop's or pruning's cut does
     assert layer_map(cut.config, 6) == [2, 5]
     assert layer_map(cut.config, 6, "1,4") == [1, 4]
@@ -130,9 +131,9 @@ def test_layer_map_follows_the_layers_through_every_cut():
 
 
 def test_the_loss_spec_names_losses_from_the_table():
-    assert parse_intermediate("hidden=2,attention") == {"hidden": 2.0, "attention": 1.0}
+    assert list(parse_intermediate("attention,hidden=2").items()) == [("hidden", 2.0), ("attention", 1.0)]
     assert parse_intermediate("") == {}
-    for spec, says in (("hiden=1", "unknown loss 'hiden'"), ("hidden=x", "must be a number"),
+    for spec, says in (("hiden=1", "unknown loss 'hiden'"), ("hidden,hidden=2", "names hidden twice"), ("hidden=x", "must be a number"),
                        ("hidden=-1", "finite number >= 0"), ("hidden=nan", "finite number >= 0")):
         with pytest.raises(UserError, match=says):
             parse_intermediate(spec)

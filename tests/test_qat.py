@@ -73,7 +73,9 @@ def test_quantize_with_qat_makes_the_qat_variant_then_its_int8_artifact(tiny_tea
     made = Variant.load(qat).meta
     assert made["stage"] == "qat" and made["parent"].endswith("L1-kd") and made["qat"]["simulated_linear_layers"] == 6
     assert 0.0 <= int8.meta["metrics"]["dev"]["accuracy"] <= 1.0
-    for config, says in ((QuantizeConfig(qat_epochs=1, mode="static"), "--mode dynamic"),
+    assert int8.meta["params"]["qat_epochs"] == 1 and int8.meta["metrics"]["drop_from"] == "L1-kd"
+    for config, says in ((QuantizeConfig(qat_epochs=2), "trained with other settings"),
+                         (QuantizeConfig(qat_epochs=1, mode="static"), "--mode dynamic"),
                          (QuantizeConfig(qat_epochs=1, backend="torch"), "--mode dynamic --backend ort")):
         from compress.errors import UserError
 
