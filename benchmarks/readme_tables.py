@@ -87,12 +87,15 @@ def distill_quality_section(data: dict) -> list[str]:
                          f"{f'{f1:.4f}' if f1 else '—'} | {row['retention']:.3f} | {row['seconds_per_epoch']:.0f} | "
                          f"{f'{ratio:.2f}' if ratio else '—'} |")
         if result.get("int8"):
-            lines += ["", "| student | fp32 acc. | ORT dynamic int8 | drop (points) | after 1 epoch of QAT | drop (points) |",
-                      "|---|---|---|---|---|---|"]
+            lines += ["", "| student | fp32 acc. | ORT dynamic int8 | drop (points) | QAT variant fp32 | "
+                      "its ORT dynamic int8 | drop from the student | drop from its own fp32 |",
+                      "|---|---|---|---|---|---|---|---|"]
             for key, row in result["int8"].items():
                 plain, qat = row["plain"], row["qat"]
+                own = 100 * (qat["qat_fp32_accuracy"] - qat["accuracy"])
                 lines.append(f"| {key} | {_pct(row['fp32_accuracy'])} | {_pct(plain['accuracy'])} | "
-                             f"{plain['drop_points']:+.2f} | {_pct(qat['accuracy'])} | {qat['drop_points']:+.2f} |")
+                             f"{plain['drop_points']:+.2f} | {_pct(qat['qat_fp32_accuracy'])} | {_pct(qat['accuracy'])} | "
+                             f"{qat['drop_points']:+.2f} | {own:+.2f} |")
         lines.append("")
     return lines[:-1]
 
@@ -255,8 +258,10 @@ def summary() -> str:
                 f"{rows[best_key]['retention']:.3f} of the teacher's accuracy (target 0.97)"
                 + (f", against {plain['retention']:.3f} with logit KD alone" if plain else ""))
         for key, row in result.get("int8", {}).items():
-            line += (f"; ORT dynamic int8 of {key.split('/')[0]} costs {row['plain']['drop_points']:.2f} points, "
-                     f"{row['qat']['drop_points']:.2f} after one epoch of QAT (target 0.5)")
+            own = 100 * (row["qat"]["qat_fp32_accuracy"] - row["qat"]["accuracy"])
+            line += (f"; ORT dynamic int8 of the {key.split('/')[0]} student costs {row['plain']['drop_points']:.2f} "
+                     f"points, {row['qat']['drop_points']:.2f} after one epoch of QAT (target 0.5; {own:.2f} against "
+                     "the QAT variant's own fp32 weights)")
         lines.append(line + ".")
     gpu = _load("gpu")
     if gpu:
