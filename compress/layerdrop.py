@@ -15,6 +15,7 @@ One command makes three variants beside the parent:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -136,9 +137,9 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
 
     untrained = TrainConfig(**{**train_config.as_dict(), "epochs": 0})
     made = [full, shrink(full, "keep-layers", name, cut, config, params, untrained, progress, replace)]
-    if baseline:
-        made.append(shrink(variant, "keep-layers", f"{name}-baseline", cut, config, {**params, "rate": 0.0},
-                           train_config, progress, replace))
+    if baseline:  # a --layer-map names layers of the full depth: the cut learns by the layers' recorded origins
+        made.append(shrink(variant, "keep-layers", f"{name}-baseline", cut, dataclasses.replace(config, layer_map=""),
+                           {**params, "rate": 0.0}, train_config, progress, replace))
     return made
 
 

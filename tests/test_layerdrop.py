@@ -88,3 +88,15 @@ def test_layerdrop_stage_makes_the_cut_model_and_its_baseline(tiny_teacher, tmp_
         assert variant.meta["metrics"]["dev"]["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
     with pytest.raises(UserError, match="--rate 1.0 is outside"):
         layerdrop(copy_, LayerDropConfig(rate=1.0), config, progress=False)
+
+
+def test_layerdrop_with_intermediate_losses_maps_the_full_model_and_the_cut_by_their_own_depths(tiny_teacher, tmp_path):
+    """--layer-map names the full model's layers; the recovered cut (fewer layers) learns by the layers' origins."""
+    teacher, task = tiny_teacher
+    copy_ = Variant.load(shutil.copytree(teacher.path, tmp_path / "ws" / "teachers" / "tiny" / task.name))
+    config = TrainConfig(**{**FAST.as_dict(), "epochs": 1})
+    full, cut, baseline = layerdrop(copy_, LayerDropConfig(rate=0.5, keep="1,", intermediate="hidden,attention",
+                                                           layer_map="1,1"), config, progress=False)
+    assert full.meta["layer_map"] == [1, 1]
+    assert "layer_map" not in cut.meta  # cut, not trained
+    assert baseline.meta["layer_map"] == [1]  # the kept layer is the teacher's layer 1
