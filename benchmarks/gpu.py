@@ -31,7 +31,7 @@ from compress.latency import in_precision, torch_latency_ms
 from compress.machine import autocast, kernels_for_many_shapes
 from compress.prune import current_structure
 from compress.registry import resolve_base
-from compress.structure import STRUCTURE_KEY, keep_heads, keep_neurons, record
+from compress.structure import STRUCTURE_KEY, apply_structure, record
 from compress.tasks import load_task
 from compress.variant import Variant
 
@@ -87,15 +87,13 @@ def teacher_run(workspace: Path, base: Path, name: str, batch_size: int, lr: flo
 
 
 def pruned_to(model, heads: list[int], neurons: list[int]):
-    """`model` cut to these per-layer head and neuron counts (which ones does not change latency)."""
+    """`model` cut to these per-layer head and neuron counts, with new random weights: which heads
+    and neurons are kept, and their values, do not change latency."""
     structure = current_structure(model)
+    structure["heads"] = [kept[:count] for kept, count in zip(structure["heads"], heads)]
+    structure["neurons"] = list(neurons)
     record(model, STRUCTURE_KEY, structure)
-    for i, layer in enumerate(model.get_submodule(structure["layers"])):
-        kept = structure["heads"][i][: heads[i]]
-        keep_heads(layer, structure, structure["heads"][i], kept)
-        structure["heads"][i] = kept
-        keep_neurons(layer, structure, list(range(neurons[i])))
-        structure["neurons"][i] = neurons[i]
+    apply_structure(model, structure)
     return model
 
 

@@ -26,8 +26,9 @@ class Layout:
     ffn_in: str  # FFN up-projection: its output rows are the intermediate neurons
     ffn_out: str
     position_bias_arg: int | None = None  # MPNet passes one relative-position bias for all heads
+    per_head_bias: str | None = None  # the module computing it, from the task model (see compress.removal)
     attention_block: tuple[str, ...] = ("attention.",)  # parameter prefixes of the attention sublayer
-    returns_tuple: bool = False  # MPNet layers return (hidden states, ...), the others a tensor
+    returns_tuple: bool = False  # MPNet and DeBERTa layers return (hidden states, attention), the others a tensor
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -39,14 +40,28 @@ BERT_LAYER = dict(attention="attention.self", query="attention.self.query", key=
 ARCHITECTURES = {
     "bert": Layout("bert.encoder.layer", **BERT_LAYER),
     "roberta": Layout("roberta.encoder.layer", **BERT_LAYER),
+    "xlm-roberta": Layout("roberta.encoder.layer", **BERT_LAYER),
+    "electra": Layout("electra.encoder.layer", **BERT_LAYER),
+    # DeBERTa-v2/v3: with share_att_key (their configs' default) the relative positions go through
+    # each layer's own query and key projections, so pruning those prunes the position heads too
+    "deberta-v2": Layout("deberta.encoder.layer", **{**BERT_LAYER, "query": "attention.self.query_proj",
+                         "key": "attention.self.key_proj", "value": "attention.self.value_proj"}, returns_tuple=True),
     "distilbert": Layout("distilbert.transformer.layer", attention="attention", query="attention.q_lin",
                          key="attention.k_lin", value="attention.v_lin", out="attention.out_lin",
                          ffn_in="ffn.lin1", ffn_out="ffn.lin2", attention_block=("attention.", "sa_layer_norm.")),
     "mpnet": Layout("mpnet.encoder.layer", attention="attention.attn", query="attention.attn.q",
                     key="attention.attn.k", value="attention.attn.v", out="attention.attn.o",
-                    ffn_in="intermediate.dense", ffn_out="output.dense", position_bias_arg=2, returns_tuple=True),
+                    ffn_in="intermediate.dense", ffn_out="output.dense", position_bias_arg=2, returns_tuple=True,
+                    per_head_bias="mpnet.encoder.relative_attention_bias"),
 }
 
+
+# Families transformers models that compress cannot shrink yet, and why (one line each, shown to the user)
+NOT_YET = {
+    "modernbert": "its fused query/key/value projection and gated FFN need their own removal rules "
+                  "(torch-pruning's graph maps the fused projection's key and value rows to the wrong columns), "
+                  "and its per-layer global/local attention pattern must follow a layer cut",
+}
 
 TEACHER_LAYERS_KEY = "compress_teacher_layers"  # in a student's config: the teacher layer each layer was made from
 
@@ -55,6 +70,8 @@ def layout(config) -> Layout:
     try:
         return ARCHITECTURES[config.model_type]
     except KeyError:
+        if config.model_type in NOT_YET:
+            raise UserError(f"architecture '{config.model_type}' is not supported yet: {NOT_YET[config.model_type]}") from None
         raise UserError(
             f"architecture '{config.model_type}' is not supported (supported: {', '.join(ARCHITECTURES)})"
         ) from None

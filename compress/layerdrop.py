@@ -74,7 +74,7 @@ class DroppableForward:
 
     def __call__(self, hidden_states, *args, **kwargs):
         if self.layer.training and self.schedule.current[self.index]:
-            return (hidden_states,) if self.returns_tuple else hidden_states
+            return (hidden_states, None) if self.returns_tuple else hidden_states  # (states, attention)
         return self.forward(hidden_states, *args, **kwargs)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -158,9 +159,15 @@ def layer_map(student_config, teacher_depth: int, spec: str = "") -> list[int]:
     return [(j + 1) * teacher_depth // depth - 1 for j in range(depth)]
 
 
+def _keep_first(found: dict, key, module, args, out) -> None:
+    found.setdefault(key, out)  # returns None: the hook must not replace the module's output
+
+
 @contextlib.contextmanager
 def tapped(model, layers: list[int], parts: tuple[str, ...]):
-    """Collect the outputs of `parts` (query, key, value) of `layers` while the block runs."""
+    """Collect the outputs of `parts` (query, key, value) of `layers` during one forward: each
+    module's first call, on the tokens (DeBERTa then projects its relative positions through the
+    same query and key modules)."""
     found: dict[tuple[int, str], torch.Tensor] = {}
     where = layout(model.config)
     blocks = model.get_submodule(where.layers)
@@ -171,8 +178,7 @@ def tapped(model, layers: list[int], parts: tuple[str, ...]):
                 module = blocks[layer].get_submodule(getattr(where, part))
             except AttributeError:  # pruned to no heads (Headless): nothing to tap
                 continue
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, out, key=(layer, part): found.__setitem__(key, out)))
+            handles.append(module.register_forward_hook(partial(_keep_first, found, (layer, part))))
     try:
         yield found
     finally:

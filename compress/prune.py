@@ -1,17 +1,20 @@
 """Stage: structured pruning of attention heads, FFN neurons and whole layers, then recovery by KD.
 
-Importance, higher = keep:
+Importance, higher = keep, each a torch-pruning Importance that scores a group's channels:
   taylor     |dL/d gate|, summed over training batches, for a gate of 1 that multiplies each head's
              context (Michel et al. 2019, "Are Sixteen Heads Really Better than One?") or each FFN
-             neuron's activation (first-order Taylor, Molchanov et al. 2017);
-  magnitude  the L2 norm of the weights that belong to the head or neuron;
-  random     the control that shows the scores matter.
+             neuron's activation (first-order Taylor, Molchanov et al. 2017): our own Importance,
+             since torch-pruning's GroupTaylorImportance scores weights times their gradients;
+  magnitude  the L2 norm of the weights that belong to the head or neuron (GroupMagnitudeImportance);
+  random     the control that shows the scores matter (RandomImportance, seeded).
 With --scope global, scores are L2-normalised per layer (as Michel et al. do) and ranked across
 layers, so a layer may lose every head; per-layer removes the same fraction from each layer.
 Whole layers are scored by how much the loss on the scoring batches rises when each is removed.
 
-Removal is physical (compress.structure slices the matrices and records the per-layer shapes in
-the config); the pruned model then recovers with KD from its teacher through the distill stage.
+Removal is physical: torch-pruning's dependency graph removes each head's or neuron's coupled
+weights (compress.removal), and the config records the per-layer shapes (compress.structure) so the
+checkpoint reloads. torch-pruning has no notion of removing a whole layer: that stays arch.keep_layers.
+The pruned model then recovers with KD from its teacher through the distill stage.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import copy
 
 import torch
 import torch.nn.functional as F
+import torch_pruning as tp
 
 from compress.arch import keep_layers, layout
 from compress.configs import PruneConfig, TrainConfig, validate
 from compress.data import encode, length_batches
 from compress.errors import UserError
 from compress.recovery import shrink
-from compress.structure import STRUCTURE_KEY, keep_heads, keep_neurons, record
+from compress.removal import remove, trace
+from compress.structure import STRUCTURE_KEY, record
 from compress.variant import Variant
 
 
@@ -40,7 +45,7 @@ def current_structure(model) -> dict:
     width = first.get_submodule(spec.ffn_in).out_features
     heads = model.config.num_attention_heads
     depth = model.config.num_hidden_layers
-    return {**spec.as_dict(), "head_size": first.get_submodule(spec.query).out_features // heads,
+    return {**spec.as_dict(), "model_type": model.config.model_type, "head_size": first.get_submodule(spec.query).out_features // heads,
             "full_heads": heads, "full_neurons": width,
             "heads": [list(range(heads)) for _ in range(depth)], "neurons": [width] * depth}
 
@@ -105,41 +110,51 @@ def taylor_scores(model, structure: dict, batches: list[dict]) -> tuple[list, li
     return scores[: len(heads)], scores[len(heads):]
 
 
-def magnitude_scores(model, structure: dict) -> tuple[list, list]:
-    size = structure["head_size"]
-    heads, neurons = [], []
-    for layer, kept, width in zip(model.get_submodule(structure["layers"]), structure["heads"], structure["neurons"]):
-        head_norms = torch.zeros(len(kept))
-        if kept:
-            rows = [layer.get_submodule(structure[n]).weight for n in ("query", "key", "value")]
-            out = layer.get_submodule(structure["out"]).weight
-            for p in range(len(kept)):
-                part = slice(p * size, (p + 1) * size)
-                head_norms[p] = float(torch.cat([w[part].flatten() for w in rows] + [out[:, part].flatten()]).norm())
-        heads.append(head_norms)
-        if width:
-            w_in, w_out = layer.get_submodule(structure["ffn_in"]).weight, layer.get_submodule(structure["ffn_out"]).weight
-            neurons.append((w_in.pow(2).sum(1) + w_out.pow(2).sum(0)).sqrt().detach())
-        else:
-            neurons.append(torch.zeros(0))
-    return heads, neurons
+class GateTaylorImportance(tp.importance.Importance):
+    """The taylor scores above as a torch-pruning Importance. One backward pass per batch scores
+    every layer; a group is then answered by its root module (a query or an FFN up-projection),
+    each head's score spread evenly over its channels."""
 
-
-def random_scores(structure: dict, seed: int) -> tuple[list, list]:
-    generator = torch.Generator().manual_seed(seed)
-    return ([torch.rand(len(k), generator=generator) for k in structure["heads"]],
-            [torch.rand(w, generator=generator) for w in structure["neurons"]])
-
-
-def scores(model, structure: dict, importance: str, batches: list[dict], seed: int) -> tuple[list, list]:
-    """Per-layer importance of each head and each FFN neuron the model has (on the CPU, wherever it ran)."""
-    if importance == "taylor":
+    def __init__(self, model, structure: dict, batches: list[dict]):
         heads, neurons = taylor_scores(model, structure, batches)
-    elif importance == "magnitude":
-        heads, neurons = magnitude_scores(model, structure)
-    else:
-        heads, neurons = random_scores(structure, seed)
-    return [s.detach().cpu() for s in heads], [s.detach().cpu() for s in neurons]
+        size = structure["head_size"]
+        self.by_root = {}
+        for layer, head, neuron in zip(model.get_submodule(structure["layers"]), heads, neurons):
+            if head.numel():
+                self.by_root[layer.get_submodule(structure["query"])] = (head / size).repeat_interleave(size)
+            if neuron.numel():
+                self.by_root[layer.get_submodule(structure["ffn_in"])] = neuron
+
+    def __call__(self, group) -> torch.Tensor:
+        return self.by_root[group[0].dep.target.module][group[0].idxs]
+
+
+# per channel: the squared L2 mass of its weights across the group, so a unit's sum is its norm squared
+MAGNITUDE = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="sum", normalizer=None)
+
+
+def _unit_scores(graph, layer, root: str, units: int, size: int, scorer) -> torch.Tensor:
+    if not units:
+        return torch.zeros(0)
+    group = graph.get_pruning_group(layer.get_submodule(root), tp.prune_linear_out_channels,
+                                    idxs=list(range(units * size)))
+    return scorer(group).detach().float().cpu().view(units, size).sum(1)
+
+
+def scores(model, graph, structure: dict, importance: str, batches: list[dict], seed: int) -> tuple[list, list]:
+    """Per-layer importance of each head and each FFN neuron the model has (on the CPU, wherever it ran)."""
+    scorer = {"taylor": lambda: GateTaylorImportance(model, structure, batches), "magnitude": lambda: MAGNITUDE,
+              "random": tp.importance.RandomImportance}[importance]()
+    heads, neurons = [], []
+    with torch.random.fork_rng(devices=[]):  # RandomImportance draws from the global generator
+        torch.manual_seed(seed)
+        for layer, kept, width in zip(model.get_submodule(structure["layers"]), structure["heads"],
+                                      structure["neurons"]):
+            heads.append(_unit_scores(graph, layer, structure["query"], len(kept), structure["head_size"], scorer))
+            neurons.append(_unit_scores(graph, layer, structure["ffn_in"], width, 1, scorer))
+    if importance == "magnitude":
+        heads, neurons = [h.sqrt() for h in heads], [n.sqrt() for n in neurons]
+    return heads, neurons
 
 
 def choose(layer_scores: list[torch.Tensor], fraction: float, scope: str) -> list[list[int]]:
@@ -195,8 +210,8 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
     structure = getattr(model.config, STRUCTURE_KEY)
     if not config.heads and not config.neurons:
         return removed
-    head_scores, neuron_scores = scores(model, structure, config.importance, batches, seed)
-    layers = model.get_submodule(structure["layers"])
+    graph = trace(model, batches[0])
+    head_scores, neuron_scores = scores(model, graph, structure, config.importance, batches, seed)
     head_choice = choose(head_scores, config.heads, config.scope) if config.heads else None
     neuron_choice = choose(neuron_scores, config.neurons, config.scope) if config.neurons else None
     for flag, fraction, choice, layer_scores, what in (
@@ -205,21 +220,9 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
         if choice is not None and not any(choice):
             raise UserError(f"{flag} {fraction} would remove all {sum(map(len, layer_scores))} {what} of the model: "
                             "choose a smaller fraction")
-    if config.heads:
-        for i, (layer, positions) in enumerate(zip(layers, head_choice)):
-            current = structure["heads"][i]
-            kept = [current[p] for p in positions]
-            if kept != current:
-                keep_heads(layer, structure, current, kept)
-                removed["heads"] += len(current) - len(kept)
-                structure["heads"][i] = kept
-    if config.neurons:
-        for i, (layer, positions) in enumerate(zip(layers, neuron_choice)):
-            if len(positions) != structure["neurons"][i]:
-                keep_neurons(layer, structure, positions)
-                removed["neurons"] += structure["neurons"][i] - len(positions)
-                structure["neurons"][i] = len(positions)
-    return removed
+    kept_heads = [[current[p] for p in positions] for current, positions in zip(structure["heads"], head_choice)] \
+        if head_choice else None
+    return {**removed, **remove(model, graph, structure, kept_heads, neuron_choice)}
 
 
 def check(config: PruneConfig) -> None:

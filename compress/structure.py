@@ -22,29 +22,24 @@ import torch
 from torch import nn
 from transformers import (
     BertForSequenceClassification,
+    DebertaV2ForSequenceClassification,
     DistilBertForSequenceClassification,
+    ElectraForSequenceClassification,
     MPNetForSequenceClassification,
     RobertaForSequenceClassification,
+    XLMRobertaForSequenceClassification,
 )
 
 STRUCTURE_KEY = "compress_structure"
 SHARING_KEY = "compress_sharing"
 MODELING_FILE = "modeling_compress.py"
-HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads")  # BERT, RoBERTa, MPNet | DistilBERT
+HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads")  # BERT and the others | DistilBERT
 
 
-def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A new Linear keeping rows (dim 0: outputs) or columns (dim 1: inputs) `index` of `linear`."""
-    weight = linear.weight.detach().index_select(dim, index.to(linear.weight.device)).clone()
-    bias = linear.bias.detach().clone() if linear.bias is not None else None
-    if dim == 0 and bias is not None:
-        bias = bias.index_select(0, index.to(bias.device))
-    out_features, in_features = weight.shape
-    new = nn.Linear(in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype)
-    new.weight.data.copy_(weight)
-    if bias is not None:
-        new.bias.data.copy_(bias)
-    return new
+def resized(linear: nn.Linear, out_features: int | None = None, in_features: int | None = None) -> nn.Linear:
+    """An uninitialised Linear of `linear`'s kind with a recorded pruned shape: its weights load next."""
+    return nn.Linear(in_features or linear.in_features, out_features or linear.out_features,
+                     bias=linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype)
 
 
 class BiasOnly(nn.Module):
@@ -105,27 +100,30 @@ def _slice_position_bias(module, args, kwargs):
     return args, kwargs
 
 
-def keep_heads(layer: nn.Module, spec: dict, current: list[int], kept: list[int]) -> None:
-    """Slice `layer`'s attention to the heads `kept` (original ids), given those it has (`current`)."""
-    attention = layer.get_submodule(spec["attention"])
-    size = spec["head_size"]
+def remove_every_head(layer: nn.Module, spec: dict) -> None:
+    """What is left of attention with no heads: its output bias (torch-pruning keeps at least one channel)."""
     out = layer.get_submodule(spec["out"])
-    if not kept:
-        inside = _relative(spec["out"], spec["attention"])
-        _set(layer, spec["attention"], Headless(inside, out.bias) if inside else Headless())
-        if not inside:
-            _set(layer, spec["out"], BiasOnly(out.bias))
-        return
-    positions = torch.tensor([current.index(h) for h in kept])
-    index = (positions[:, None] * size + torch.arange(size)).flatten()
-    for name in ("query", "key", "value"):
-        _set(layer, spec[name], slice_linear(layer.get_submodule(spec[name]), index, dim=0))
-    _set(layer, spec["out"], slice_linear(out, index, dim=1))
+    inside = _relative(spec["out"], spec["attention"])
+    _set(layer, spec["attention"], Headless(inside, out.bias) if inside else Headless())
+    if not inside:
+        _set(layer, spec["out"], BiasOnly(out.bias))
+
+
+def remove_every_neuron(layer: nn.Module, spec: dict) -> None:
+    """What is left of an FFN with no neurons: its output bias."""
+    _set(layer, spec["ffn_in"], nn.Identity())
+    _set(layer, spec["ffn_out"], BiasOnly(layer.get_submodule(spec["ffn_out"]).bias))
+
+
+def set_heads(layer: nn.Module, spec: dict, kept: list[int]) -> None:
+    """Tell `layer`'s attention it now has the heads `kept` (original ids): its forward reshapes by the
+    head count, and MPNet's shared position bias must be sliced to the same heads."""
+    attention = layer.get_submodule(spec["attention"])
     for attr in HEAD_COUNT_ATTRS:
         if hasattr(attention, attr):
             setattr(attention, attr, len(kept))
     if hasattr(attention, "all_head_size"):  # MPNet reshapes its context with it
-        attention.all_head_size = len(kept) * size
+        attention.all_head_size = len(kept) * spec["head_size"]
     if spec.get("position_bias_arg") is not None:
         attention.kept_head_ids = list(kept)
         attention.kept_head_index = {}  # {device: index tensor}, made at the next forward
@@ -134,27 +132,24 @@ def keep_heads(layer: nn.Module, spec: dict, current: list[int], kept: list[int]
             attention._slices_position_bias = True
 
 
-def keep_neurons(layer: nn.Module, spec: dict, positions: list[int]) -> None:
-    """Slice `layer`'s FFN to the intermediate neurons at `positions`."""
-    ffn_in, ffn_out = layer.get_submodule(spec["ffn_in"]), layer.get_submodule(spec["ffn_out"])
-    if not positions:
-        _set(layer, spec["ffn_in"], nn.Identity())
-        _set(layer, spec["ffn_out"], BiasOnly(ffn_out.bias))
-        return
-    index = torch.tensor(positions)
-    _set(layer, spec["ffn_in"], slice_linear(ffn_in, index, dim=0))
-    _set(layer, spec["ffn_out"], slice_linear(ffn_out, index, dim=1))
-
-
 def apply_structure(model: nn.Module, structure: dict) -> None:
-    """Slice a freshly built full-size model to the recorded per-layer heads and FFN widths."""
+    """Give a freshly built full-size model the recorded per-layer heads and FFN widths, before its
+    weights load. Only shapes matter here, so this needs no pruning library: the file runs without compress."""
     layers = model.get_submodule(structure["layers"])
-    heads = structure["full_heads"]
+    width = structure["head_size"]
     for layer, kept, neurons in zip(layers, structure["heads"], structure["neurons"], strict=True):
-        if len(kept) < heads:
-            keep_heads(layer, structure, list(range(heads)), kept)
-        if neurons < structure["full_neurons"]:
-            keep_neurons(layer, structure, list(range(neurons)))
+        if not kept:
+            remove_every_head(layer, structure)
+        elif len(kept) < structure["full_heads"]:
+            for name in ("query", "key", "value"):
+                _set(layer, structure[name], resized(layer.get_submodule(structure[name]), out_features=len(kept) * width))
+            _set(layer, structure["out"], resized(layer.get_submodule(structure["out"]), in_features=len(kept) * width))
+            set_heads(layer, structure, kept)
+        if not neurons:
+            remove_every_neuron(layer, structure)
+        elif neurons < structure["full_neurons"]:
+            _set(layer, structure["ffn_in"], resized(layer.get_submodule(structure["ffn_in"]), out_features=neurons))
+            _set(layer, structure["ffn_out"], resized(layer.get_submodule(structure["ffn_out"]), in_features=neurons))
 
 
 def is_shared(name: str, sharing: dict) -> bool:
@@ -227,9 +222,24 @@ class StructuredMPNetForSequenceClassification(_Structured, MPNetForSequenceClas
     pass
 
 
+class StructuredXLMRobertaForSequenceClassification(_Structured, XLMRobertaForSequenceClassification):
+    pass
+
+
+class StructuredElectraForSequenceClassification(_Structured, ElectraForSequenceClassification):
+    pass
+
+
+class StructuredDebertaV2ForSequenceClassification(_Structured, DebertaV2ForSequenceClassification):
+    pass
+
+
 CLASSES = {
     "bert": StructuredBertForSequenceClassification,
     "roberta": StructuredRobertaForSequenceClassification,
     "distilbert": StructuredDistilBertForSequenceClassification,
     "mpnet": StructuredMPNetForSequenceClassification,
+    "xlm-roberta": StructuredXLMRobertaForSequenceClassification,
+    "electra": StructuredElectraForSequenceClassification,
+    "deberta-v2": StructuredDebertaV2ForSequenceClassification,
 }

@@ -13,9 +13,12 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    DebertaV2Config,
     DistilBertConfig,
+    ElectraConfig,
     MPNetConfig,
     RobertaConfig,
+    XLMRobertaConfig,
 )
 
 from compress.cli import main
@@ -33,6 +36,12 @@ CONFIGS = {
     "roberta": RobertaConfig(**TINY),
     "distilbert": DistilBertConfig(vocab_size=120, dim=32, hidden_dim=64, n_heads=4, n_layers=6, initializer_range=0.3),
     "mpnet": MPNetConfig(**TINY),
+    "xlm-roberta": XLMRobertaConfig(**TINY),
+    "electra": ElectraConfig(embedding_size=16, **TINY),  # narrower embeddings, as ELECTRA's small models have
+    # DeBERTa-v3's attention: relative positions in log buckets, c2p and p2c, through shared key projections
+    "deberta-v2": DebertaV2Config(**TINY, relative_attention=True, pos_att_type=["p2c", "c2p"], share_att_key=True,
+                                  position_buckets=8, max_relative_positions=32, norm_rel_ebd="layer_norm",
+                                  position_biased_input=False, type_vocab_size=0),
 }
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    ElectraConfig,
+    ModernBertConfig,
 )
 
 from compress.arch import encoder_layers
@@ -43,8 +43,9 @@ def test_student_starts_as_the_chosen_teacher_layers_weight_for_weight(arch):
 
 
 def test_unsupported_architecture_is_a_clear_error():
-    model = AutoModelForSequenceClassification.from_config(ElectraConfig(**TINY, embedding_size=32))
-    with pytest.raises(UserError, match="architecture 'electra' is not supported"):
+    model = AutoModelForSequenceClassification.from_config(ModernBertConfig(
+        **TINY, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2))
+    with pytest.raises(UserError, match="architecture 'modernbert' is not supported yet: its fused query/key/value"):
         make_student(model, [0])
 
 

@@ -182,6 +182,13 @@ def test_export_and_quantize_commands(run_cli, teacher_copy, tmp_path):
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (args, err)
 
 
+# int8 file over fp32 file for these tiny models, where the embeddings are most of the weights. ELECTRA's
+# are half as wide, so the graph's fixed bytes weigh more; DeBERTa's export holds each query and key
+# weight twice: for the tokens (int8) and for the relative-position table, a constant input that ORT's
+# dynamic int8 leaves in fp32.
+INT8_SIZE_RATIO = {"electra": 0.35, "deberta-v2": 0.4}
+
+
 @pytest.mark.parametrize("arch", CONFIGS)
 def test_pruned_models_export_with_parity_and_quantize(arch, tiny_teacher, tmp_path):
     """Non-uniform heads and widths, a layer without heads and one without FFN neurons."""
@@ -195,7 +202,7 @@ def test_pruned_models_export_with_parity_and_quantize(arch, tiny_teacher, tmp_p
     if arch == "bert":  # uneven head counts: attention stays unfused, the rest fuses
         assert "Attention" not in record["fused_ops"] and record["fused_ops"]["SkipLayerNormalization"]
     quantized = quantize(variant)
-    assert quantized.meta["size_ratio"] < 0.3
+    assert quantized.meta["size_ratio"] < INT8_SIZE_RATIO.get(arch, 0.3)
 
 
 def test_pruned_model_with_even_layers_keeps_fused_attention(tiny_teacher, tmp_path):

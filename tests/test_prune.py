@@ -13,7 +13,8 @@ from compress.data import encode
 from compress.errors import UserError
 from compress.inference import predict_logits
 from compress.prune import apply_pruning, choose, current_structure, gates, prune, scoring_batches
-from compress.structure import MODELING_FILE, STRUCTURE_KEY, keep_heads, keep_neurons, record
+from compress.removal import remove, trace
+from compress.structure import MODELING_FILE, STRUCTURE_KEY, record
 from compress.variant import Variant, save_variant
 
 from conftest import CONFIGS, FAST, TINY, student_meta
@@ -38,15 +39,12 @@ def inputs():
 
 
 def prune_physically(model) -> dict:
+    """Remove DROP_HEADS and DROP_NEURONS through torch-pruning's graph, as the prune stage does."""
     structure = current_structure(model)
     record(model, STRUCTURE_KEY, structure)
-    for i, layer in enumerate(model.get_submodule(structure["layers"])):
-        kept = [h for h in range(HEADS) if h not in DROP_HEADS[i]]
-        keep_heads(layer, structure, list(range(HEADS)), kept)
-        structure["heads"][i] = kept
-        positions = [n for n in range(WIDTH) if n not in DROP_NEURONS[i]]
-        keep_neurons(layer, structure, positions)
-        structure["neurons"][i] = len(positions)
+    heads = [[h for h in range(HEADS) if h not in DROP_HEADS[i]] for i in range(len(DROP_HEADS))]
+    neurons = [[n for n in range(WIDTH) if n not in DROP_NEURONS[i]] for i in range(len(DROP_NEURONS))]
+    remove(model, trace(model, inputs()), structure, heads, neurons)
     return structure
 
 

@@ -1,0 +1,98 @@
+"""Physical removal of attention heads and FFN neurons, done by torch-pruning's dependency graph.
+
+torch-pruning traces the model once and, for the channels of a layer's query (or FFN up-projection),
+finds every coupled tensor: the key and value rows and the output projection's columns (or the
+down-projection's columns). Its group then removes them all. What it does not do is kept here:
+- the attention module's head count, which its forward reshapes by (structure.set_heads);
+- a layer that loses every head or neuron: torch-pruning keeps at least one channel, so that layer
+  becomes structure.Headless / BiasOnly (what masking it computes);
+- MPNet's relative-position bias, one tensor read by every layer per head: traced as it is, it
+  couples the heads of all layers, so it is detached while tracing and each layer slices its copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from compress.arch import layout
+from compress.errors import UserError
+from compress.structure import remove_every_head, remove_every_neuron, set_heads
+
+
+@contextlib.contextmanager
+def _detached(model: nn.Module, path: str | None):
+    handle = model.get_submodule(path).register_forward_hook(lambda module, args, out: out.detach()) if path else None
+    try:
+        yield
+    finally:
+        if handle:
+            handle.remove()
+
+
+def trace(model: nn.Module, example: dict) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of `model`, traced on one batch of its inputs."""
+    on = next(model.parameters()).device
+    inputs = {k: v.to(on) for k, v in example.items() if k != "labels"}
+    with torch.enable_grad(), _detached(model, layout(model.config).per_head_bias):  # it traces autograd's graph
+        return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+
+
+def _group(graph: tp.DependencyGraph, layer: nn.Module, root: str, coupled: tuple[str, ...], idxs: list[int]):
+    """torch-pruning's group for channels `idxs` of `root`'s outputs, checked to hold exactly the
+    modules `coupled` of this layer: a wider group would edit tensors no recorded shape describes."""
+    group = graph.get_pruning_group(layer.get_submodule(root), tp.prune_linear_out_channels, idxs=idxs)
+    names = {module: name for name, module in layer.named_modules()}
+    touched = {names.get(dep.target.module, "<outside the layer>") for dep, _ in group
+               if isinstance(dep.target.module, nn.Linear)}
+    if touched != set(coupled):
+        raise UserError(f"torch-pruning coupled {root} with {sorted(touched)} instead of {sorted(coupled)}: "
+                        f"cannot prune {type(layer).__name__}'s layout")
+    return group
+
+
+def remove_heads(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, current: list[int],
+                 kept: list[int]) -> None:
+    """Keep only the heads `kept` (original ids) of `layer`, which has the heads `current`."""
+    if not kept:
+        remove_every_head(layer, structure)
+        return
+    size = structure["head_size"]
+    gone = [p for p, head in enumerate(current) if head not in kept]
+    idxs = [p * size + i for p in gone for i in range(size)]
+    coupled = tuple(structure[n] for n in ("query", "key", "value", "out"))
+    _group(graph, layer, structure["query"], coupled, idxs).prune()
+    set_heads(layer, structure, kept)
+
+
+def remove_neurons(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, positions: list[int]) -> None:
+    """Keep only the FFN neurons at `positions` of `layer`."""
+    if not positions:
+        remove_every_neuron(layer, structure)
+        return
+    width = layer.get_submodule(structure["ffn_in"]).out_features
+    idxs = sorted(set(range(width)) - set(positions))
+    _group(graph, layer, structure["ffn_in"], (structure["ffn_in"], structure["ffn_out"]), idxs).prune()
+
+
+def remove(model: nn.Module, graph: tp.DependencyGraph, structure: dict, heads: list[list[int]] | None,
+           neurons: list[list[int]] | None) -> dict:
+    """Keep, per layer, the heads `heads[i]` (original ids) and the FFN neurons at `neurons[i]`
+    (positions now); None keeps all. `graph` is `trace(model, ...)`. Updates `structure` in place
+    and returns the counts removed."""
+    removed = {"heads": 0, "neurons": 0}
+    with torch.no_grad():
+        for i, layer in enumerate(model.get_submodule(structure["layers"])):
+            current = structure["heads"][i]
+            if heads is not None and heads[i] != current:
+                remove_heads(graph, layer, structure, current, heads[i])
+                removed["heads"] += len(current) - len(heads[i])
+                structure["heads"][i] = list(heads[i])
+            if neurons is not None and len(neurons[i]) != structure["neurons"][i]:
+                remove_neurons(graph, layer, structure, neurons[i])
+                removed["neurons"] += structure["neurons"][i] - len(neurons[i])
+                structure["neurons"][i] = len(neurons[i])
+    return removed
