@@ -42,8 +42,8 @@ ARCHITECTURES = {
     "roberta": Layout("roberta.encoder.layer", **BERT_LAYER),
     "xlm-roberta": Layout("roberta.encoder.layer", **BERT_LAYER),
     "electra": Layout("electra.encoder.layer", **BERT_LAYER),
-    # DeBERTa-v2/v3: with share_att_key (their configs' default) the relative positions go through
-    # each layer's own query and key projections, so pruning those prunes the position heads too
+    # DeBERTa-v2/v3: with share_att_key (set by the released checkpoints) the relative positions go
+    # through each layer's own query and key projections, so pruning those prunes the position heads too
     "deberta-v2": Layout("deberta.encoder.layer", **{**BERT_LAYER, "query": "attention.self.query_proj",
                          "key": "attention.self.key_proj", "value": "attention.self.value_proj"}, returns_tuple=True),
     "distilbert": Layout("distilbert.transformer.layer", attention="attention", query="attention.q_lin",
@@ -75,6 +75,14 @@ def layout(config) -> Layout:
         raise UserError(
             f"architecture '{config.model_type}' is not supported (supported: {', '.join(ARCHITECTURES)})"
         ) from None
+
+
+def head_pruning_blocker(config) -> str | None:
+    """Why the heads of this model cannot be removed, or None."""
+    if config.model_type == "deberta-v2" and config.relative_attention and not config.share_att_key:
+        return ("DeBERTa without share_att_key projects relative positions through separate per-head "
+                "pos_key_proj/pos_query_proj, which compress does not cut")
+    return None
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -12,7 +12,8 @@ et al. 2020 and 2021):
 
 Attention and value relations are computed from each layer's own query, key and value
 projections, so they do not depend on the attention kernel (SDPA returns no weights) nor on
-attention dropout; MPNet's relative-position bias is left out. They are compared per head where
+attention dropout; MPNet's relative-position bias and DeBERTa's position terms (c2p, p2c) are left
+out, so for those the attention term compares the content part of the scores. They are compared per head where
 student and teacher layer have as many heads, else as one relation over all heads (MiniLM-v2's
 relation heads with R = 1), so a pruned layer still learns from its teacher layer; a layer with no
 heads left has nothing to compare. compress makes students from teacher layers and pruning keeps

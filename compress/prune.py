@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from compress.arch import keep_layers, layout
+from compress.arch import head_pruning_blocker, keep_layers, layout
 from compress.configs import PruneConfig, TrainConfig, validate
 from compress.data import encode, length_batches
 from compress.errors import UserError
 from compress.recovery import shrink
 from compress.removal import remove, trace
-from compress.structure import STRUCTURE_KEY, record
+from compress.structure import SHARING_KEY, STRUCTURE_KEY, record
 from compress.variant import Variant
 
 
@@ -45,7 +45,7 @@ def current_structure(model) -> dict:
     width = first.get_submodule(spec.ffn_in).out_features
     heads = model.config.num_attention_heads
     depth = model.config.num_hidden_layers
-    return {**spec.as_dict(), "model_type": model.config.model_type, "head_size": first.get_submodule(spec.query).out_features // heads,
+    return {**spec.as_dict(), "head_size": first.get_submodule(spec.query).out_features // heads,
             "full_heads": heads, "full_neurons": width,
             "heads": [list(range(heads)) for _ in range(depth)], "neurons": [width] * depth}
 
@@ -133,12 +133,18 @@ class GateTaylorImportance(tp.importance.Importance):
 MAGNITUDE = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="sum", normalizer=None)
 
 
-def _unit_scores(graph, layer, root: str, units: int, size: int, scorer) -> torch.Tensor:
+# A unit (head, neuron) from its channels' scores: taylor and magnitude add up (the magnitude of a
+# unit is the root of its squared mass); random takes one channel's draw, since a sum of draws would
+# be nearly a constant times the head size and rank layers by their head count.
+PER_UNIT = {"taylor": lambda c: c.sum(1), "magnitude": lambda c: c.sum(1).sqrt(), "random": lambda c: c[:, 0]}
+
+
+def _unit_scores(graph, layer, root: str, units: int, size: int, scorer, importance: str) -> torch.Tensor:
     if not units:
         return torch.zeros(0)
     group = graph.get_pruning_group(layer.get_submodule(root), tp.prune_linear_out_channels,
                                     idxs=list(range(units * size)))
-    return scorer(group).detach().float().cpu().view(units, size).sum(1)
+    return PER_UNIT[importance](scorer(group).detach().float().cpu().view(units, size))
 
 
 def scores(model, graph, structure: dict, importance: str, batches: list[dict], seed: int) -> tuple[list, list]:
@@ -150,10 +156,9 @@ def scores(model, graph, structure: dict, importance: str, batches: list[dict], 
         torch.manual_seed(seed)
         for layer, kept, width in zip(model.get_submodule(structure["layers"]), structure["heads"],
                                       structure["neurons"]):
-            heads.append(_unit_scores(graph, layer, structure["query"], len(kept), structure["head_size"], scorer))
-            neurons.append(_unit_scores(graph, layer, structure["ffn_in"], width, 1, scorer))
-    if importance == "magnitude":
-        heads, neurons = [h.sqrt() for h in heads], [n.sqrt() for n in neurons]
+            heads.append(_unit_scores(graph, layer, structure["query"], len(kept), structure["head_size"], scorer,
+                                      importance))
+            neurons.append(_unit_scores(graph, layer, structure["ffn_in"], width, 1, scorer, importance))
     return heads, neurons
 
 
@@ -202,6 +207,10 @@ def layers_to_remove(model, spec: str, importance: str, batches: list[dict], see
 
 def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dict], seed: int) -> dict:
     """Remove layers, then heads and neurons, in place; returns what was removed."""
+    if getattr(model.config, SHARING_KEY, None):  # each layer would get its own, differently cut copy
+        raise UserError("this variant shares parameters across layers: prune its parent, then share the result")
+    if config.heads and (blocked := head_pruning_blocker(model.config)):
+        raise UserError(f"--heads: {blocked} (--neurons and --layers still apply)")
     record(model, STRUCTURE_KEY, structure)  # keep_layers keeps the recorded shapes in step
     removed = {"layers": [], "heads": 0, "neurons": 0}
     if config.layers:
@@ -242,7 +251,7 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
     """Prune `variant` physically, then recover it with KD for `train_config.epochs` (0: no recovery)."""
     check(config)
 
-    def remove(model, task, tokenizer, train: TrainConfig) -> dict:
+    def cut(model, task, tokenizer, train: TrainConfig) -> dict:
         before = current_structure(model)
         batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed)
         removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed)
@@ -253,5 +262,5 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
                               "heads_before": sum(len(h) for h in before["heads"]),
                               "neurons_before": sum(before["neurons"])}}
 
-    return shrink(variant, "prune", name or default_name(variant, config), remove, config, config.as_dict(),
+    return shrink(variant, "prune", name or default_name(variant, config), cut, config, config.as_dict(),
                   train_config, progress, replace)

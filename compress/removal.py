@@ -34,11 +34,15 @@ def _detached(model: nn.Module, path: str | None):
 
 
 def trace(model: nn.Module, example: dict) -> tp.DependencyGraph:
-    """torch-pruning's dependency graph of `model`, traced on one batch of its inputs."""
-    on = next(model.parameters()).device
-    inputs = {k: v.to(on) for k, v in example.items() if k != "labels"}
-    with torch.enable_grad(), _detached(model, layout(model.config).per_head_bias):  # it traces autograd's graph
-        return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+    """torch-pruning's dependency graph of `model`, traced on one short row of its inputs: the
+    graph keeps that forward's activations alive, and the coupling does not depend on the shape."""
+    on, training = next(model.parameters()).device, model.training
+    inputs = {k: v[:1, :8].to(on) for k, v in example.items() if k != "labels"}
+    try:
+        with torch.enable_grad(), _detached(model, layout(model.config).per_head_bias):  # it traces autograd
+            return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+    finally:
+        model.train(training)  # tracing leaves the model in eval mode
 
 
 def _group(graph: tp.DependencyGraph, layer: nn.Module, root: str, coupled: tuple[str, ...], idxs: list[int]):
@@ -47,7 +51,8 @@ def _group(graph: tp.DependencyGraph, layer: nn.Module, root: str, coupled: tupl
     group = graph.get_pruning_group(layer.get_submodule(root), tp.prune_linear_out_channels, idxs=idxs)
     names = {module: name for name, module in layer.named_modules()}
     touched = {names.get(dep.target.module, "<outside the layer>") for dep, _ in group
-               if isinstance(dep.target.module, nn.Linear)}
+               if isinstance(dep.target.module, nn.Module)
+               and next(dep.target.module.parameters(recurse=False), None) is not None}
     if touched != set(coupled):
         raise UserError(f"torch-pruning coupled {root} with {sorted(touched)} instead of {sorted(coupled)}: "
                         f"cannot prune {type(layer).__name__}'s layout")
@@ -56,7 +61,8 @@ def _group(graph: tp.DependencyGraph, layer: nn.Module, root: str, coupled: tupl
 
 def remove_heads(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, current: list[int],
                  kept: list[int]) -> None:
-    """Keep only the heads `kept` (original ids) of `layer`, which has the heads `current`."""
+    """Keep only the heads `kept` (original ids) of `layer`, which has the heads `current`, in the
+    order they have now (the order `kept` is recorded in)."""
     if not kept:
         remove_every_head(layer, structure)
         return
@@ -81,12 +87,14 @@ def remove_neurons(graph: tp.DependencyGraph, layer: nn.Module, structure: dict,
 def remove(model: nn.Module, graph: tp.DependencyGraph, structure: dict, heads: list[list[int]] | None,
            neurons: list[list[int]] | None) -> dict:
     """Keep, per layer, the heads `heads[i]` (original ids) and the FFN neurons at `neurons[i]`
-    (positions now); None keeps all. `graph` is `trace(model, ...)`. Updates `structure` in place
+    (positions now), each in ascending order; None keeps all. `graph` is `trace(model, ...)`. Updates `structure` in place
     and returns the counts removed."""
     removed = {"heads": 0, "neurons": 0}
     with torch.no_grad():
         for i, layer in enumerate(model.get_submodule(structure["layers"])):
             current = structure["heads"][i]
+            if heads is not None and [h for h in current if h in heads[i]] != heads[i]:
+                raise ValueError(f"layer {i}: keep heads {heads[i]} in the order the layer has them, {current}")
             if heads is not None and heads[i] != current:
                 remove_heads(graph, layer, structure, current, heads[i])
                 removed["heads"] += len(current) - len(heads[i])

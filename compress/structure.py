@@ -37,7 +37,8 @@ HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads")  # BERT and the others | D
 
 
 def resized(linear: nn.Linear, out_features: int | None = None, in_features: int | None = None) -> nn.Linear:
-    """An uninitialised Linear of `linear`'s kind with a recorded pruned shape: its weights load next."""
+    """A Linear of `linear`'s kind in a recorded pruned shape, whose values do not matter: the
+    checkpoint's weights load into it next (from_pretrained builds it on the meta device)."""
     return nn.Linear(in_features or linear.in_features, out_features or linear.out_features,
                      bias=linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype)
 
@@ -136,14 +137,14 @@ def apply_structure(model: nn.Module, structure: dict) -> None:
     """Give a freshly built full-size model the recorded per-layer heads and FFN widths, before its
     weights load. Only shapes matter here, so this needs no pruning library: the file runs without compress."""
     layers = model.get_submodule(structure["layers"])
-    width = structure["head_size"]
+    head_size = structure["head_size"]
     for layer, kept, neurons in zip(layers, structure["heads"], structure["neurons"], strict=True):
         if not kept:
             remove_every_head(layer, structure)
         elif len(kept) < structure["full_heads"]:
             for name in ("query", "key", "value"):
-                _set(layer, structure[name], resized(layer.get_submodule(structure[name]), out_features=len(kept) * width))
-            _set(layer, structure["out"], resized(layer.get_submodule(structure["out"]), in_features=len(kept) * width))
+                _set(layer, structure[name], resized(layer.get_submodule(structure[name]), out_features=len(kept) * head_size))
+            _set(layer, structure["out"], resized(layer.get_submodule(structure["out"]), in_features=len(kept) * head_size))
             set_heads(layer, structure, kept)
         if not neurons:
             remove_every_neuron(layer, structure)

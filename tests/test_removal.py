@@ -1,11 +1,16 @@
 """torch-pruning does the removal: the same weights and logits as the hand slicing it replaced, and
 its importances score heads and neurons as the hand-written formulas did."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
+from transformers import AutoModelForSequenceClassification
 
-from compress.prune import current_structure, scores, taylor_scores
+from compress.configs import PruneConfig
+from compress.errors import UserError
+from compress.prune import apply_pruning, current_structure, scores, taylor_scores
 from compress.removal import remove, trace
 from compress.structure import STRUCTURE_KEY, record, remove_every_head, remove_every_neuron, set_heads
 
@@ -107,3 +112,30 @@ def test_taylor_importance_is_the_gate_gradient_and_random_is_seeded():
     first, again, other = (scores(model, graph, structure, "random", [], seed=s) for s in (3, 3, 4))
     assert all(torch.equal(a, b) for a, b in zip(first[0] + first[1], again[0] + again[1]))
     assert not torch.equal(first[0][0], other[0][0])
+
+
+def test_random_scores_one_uniform_draw_per_head():
+    """A sum of per-channel draws would rank heads by layer width, not at random."""
+    model = tiny("bert")
+    structure = current_structure(model)
+    heads, neurons = scores(model, trace(model, inputs()), structure, "random", [], seed=0)
+    assert all(0 <= float(s) < 1 for s in torch.cat(heads + neurons))
+
+
+def test_tracing_keeps_the_training_mode():
+    model = tiny("bert").train()
+    trace(model, inputs())
+    assert model.training
+
+
+def test_shared_variants_and_unshared_deberta_positions_are_refused_before_scoring():
+    model = tiny("bert")
+    model.config.compress_sharing = {"groups": [[0, 1]]}
+    with pytest.raises(UserError, match="prune its parent, then share"):
+        apply_pruning(model, current_structure(model), PruneConfig(neurons=0.5), [], seed=0)
+    config = copy.deepcopy(CONFIGS["deberta-v2"])
+    config.share_att_key = False
+    torch.manual_seed(0)
+    deberta = AutoModelForSequenceClassification.from_config(config)
+    with pytest.raises(UserError, match="--heads: DeBERTa without share_att_key"):
+        apply_pruning(deberta, current_structure(deberta), PruneConfig(heads=0.5), [], seed=0)
