@@ -56,7 +56,7 @@ ARCHITECTURES = {
 }
 
 
-# Families transformers models that compress cannot shrink yet, and why (one line each, shown to the user)
+# Families transformers models but compress cannot shrink yet, and why (one line each, shown to the user)
 NOT_YET = {
     "modernbert": "its fused query/key/value projection and gated FFN need their own removal rules "
                   "(torch-pruning's graph maps the fused projection's key and value rows to the wrong columns), "
