@@ -206,7 +206,7 @@ def train_student(
         if weights and trains else None
     record = {"layer_map": pairs} if pairs else {}
     original = task
-    if distill_config.augment and config.epochs > 0:
+    if distill_config.augment and trains:
         task = augmented(task, tokenizer, teacher_model.get_input_embeddings().weight, distill_config.augment,
                          config.seed)
         record["augmentation"] = {"per_example": distill_config.augment, "seed": config.seed,
@@ -216,13 +216,13 @@ def train_student(
     dev = encode(task.dev, tokenizer, config.max_length)
     phases = [("intermediate", TrainConfig(**{**config.as_dict(), "epochs": distill_config.intermediate_epochs})),
               ("prediction", config)] if distill_config.intermediate_epochs else [("joint", config)]
-    if distill_config.kd and config.epochs > 0 and (not weights or distill_config.intermediate_epochs):
+    if distill_config.kd and trains and (not weights or distill_config.intermediate_epochs):
         logits = soft_targets(teacher, task, config.max_length, config.precision, model=teacher_model,
                               tokenizer=tokenizer, encoded=train)
         train = train.add_column("teacher_logits", logits.tolist())
 
     partial = partial_dir(target)
-    if config.epochs > 0:
+    if trains:
         run_key = {"teacher": str(teacher.path), "parent": str(parent.path), "fingerprint": task.fingerprint, "meta": meta,
                    **distill_config.as_dict(), **config.as_dict()}
         histories, wall_s = [], 0.0

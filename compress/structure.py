@@ -36,11 +36,12 @@ MODELING_FILE = "modeling_compress.py"
 HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads")  # BERT and the others | DistilBERT
 
 
-def resized(linear: nn.Linear, out_features: int | None = None, in_features: int | None = None) -> nn.Linear:
-    """A Linear of `linear`'s kind in a recorded pruned shape, whose values do not matter: the
-    checkpoint's weights load into it next (from_pretrained builds it on the meta device)."""
-    return nn.Linear(in_features or linear.in_features, out_features or linear.out_features,
-                     bias=linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype)
+def resize(layer: nn.Module, path: str, out_features: int | None = None, in_features: int | None = None) -> None:
+    """Replace the Linear at `path` with one of its kind in a recorded pruned shape, whose values do not
+    matter: the checkpoint's weights load into it next (from_pretrained builds it on the meta device)."""
+    linear = layer.get_submodule(path)
+    _set(layer, path, nn.Linear(in_features or linear.in_features, out_features or linear.out_features,
+                                bias=linear.bias is not None, device=linear.weight.device, dtype=linear.weight.dtype))
 
 
 class BiasOnly(nn.Module):
@@ -143,14 +144,14 @@ def apply_structure(model: nn.Module, structure: dict) -> None:
             remove_every_head(layer, structure)
         elif len(kept) < structure["full_heads"]:
             for name in ("query", "key", "value"):
-                _set(layer, structure[name], resized(layer.get_submodule(structure[name]), out_features=len(kept) * head_size))
-            _set(layer, structure["out"], resized(layer.get_submodule(structure["out"]), in_features=len(kept) * head_size))
+                resize(layer, structure[name], out_features=len(kept) * head_size)
+            resize(layer, structure["out"], in_features=len(kept) * head_size)
             set_heads(layer, structure, kept)
         if not neurons:
             remove_every_neuron(layer, structure)
         elif neurons < structure["full_neurons"]:
-            _set(layer, structure["ffn_in"], resized(layer.get_submodule(structure["ffn_in"]), out_features=neurons))
-            _set(layer, structure["ffn_out"], resized(layer.get_submodule(structure["ffn_out"]), in_features=neurons))
+            resize(layer, structure["ffn_in"], out_features=neurons)
+            resize(layer, structure["ffn_out"], in_features=neurons)
 
 
 def is_shared(name: str, sharing: dict) -> bool:
