@@ -130,6 +130,28 @@ def parity(model, sess, encoded, tokenizer) -> dict:
             "disagreements_off_ties": int((~agree & clear).sum()), "rows": len(encoded)}
 
 
+def write_graphs(model, tokenizer, folder: Path, opset: int = ExportConfig.opset,
+                 optimize: bool = ExportConfig.optimize) -> dict:
+    """Write folder/raw.onnx and folder/model.onnx, the faster of the plain and the optimised graph;
+    returns how (opset, inputs, fusions, the timings behind the choice). `compress search` times
+    random-weight candidates built by this same function."""
+    inputs = _torch_export(model, tokenizer, folder / RAW, opset)
+    record = {"opset": opset, "inputs": inputs, "optimized": False}
+    if optimize:
+        fused = _optimize(folder / RAW, folder / "optimized.onnx", model.config)
+        dedupe_initializers(folder / "optimized.onnx")
+        probe = _probe({"raw": folder / RAW, "optimized": folder / "optimized.onnx"})
+        keep = probe["optimized"] <= probe["raw"]
+        record.update(optimized=keep, fused_ops=fused, latency_probe_ms=probe)
+        if keep:
+            (folder / "optimized.onnx").rename(folder / MODEL)
+        else:
+            (folder / "optimized.onnx").unlink()
+    if not (folder / MODEL).exists():
+        shutil.copyfile(folder / RAW, folder / MODEL)
+    return record
+
+
 def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = ExportConfig.optimize) -> Variant:
     """Write variant/onnx/ (replacing an earlier export) with its record, onnx/export.json: the
     fusion, the timings behind the graph kept, and the parity check."""
@@ -141,20 +163,7 @@ def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = E
     task = task_of(variant.record)
     dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
     with atomic_dir(variant.path / ONNX_DIR, replace=True) as tmp:
-        inputs = _torch_export(model, tokenizer, tmp / RAW, opset)
-        record = {"opset": opset, "inputs": inputs, "optimized": False}
-        if optimize:
-            fused = _optimize(tmp / RAW, tmp / "optimized.onnx", model.config)
-            dedupe_initializers(tmp / "optimized.onnx")
-            probe = _probe({"raw": tmp / RAW, "optimized": tmp / "optimized.onnx"})
-            keep = probe["optimized"] <= probe["raw"]
-            record.update(optimized=keep, fused_ops=fused, latency_probe_ms=probe)
-            if keep:
-                (tmp / "optimized.onnx").rename(tmp / MODEL)
-            else:
-                (tmp / "optimized.onnx").unlink()
-        if not (tmp / MODEL).exists():
-            shutil.copyfile(tmp / RAW, tmp / MODEL)
+        record = write_graphs(model, tokenizer, tmp, opset, optimize)
         check = parity(model, runtime.session(tmp / MODEL), dev, tokenizer)
         if check["max_abs_diff"] > PARITY_ATOL or check["disagreements_off_ties"]:
             raise UserError(

@@ -116,7 +116,7 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-def _ort_quantize(source: Path, out: Path, scratch: Path, mode: str, per_channel: bool, calibration,
+def ort_quantize(source: Path, out: Path, scratch: Path, mode: str, per_channel: bool, calibration,
                   fp32_ffn_output: bool) -> None:
     """Quantize the export in `source` into `out`; ORT's scratch files go to `scratch`, never beside the input.
 
@@ -213,7 +213,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
             scratch = tmp / ".scratch"
             scratch.mkdir()
             try:
-                _ort_quantize(variant.path / ONNX_DIR, artifact, scratch, mode, per_channel, reader, fp32_ffn_output)
+                ort_quantize(variant.path / ONNX_DIR, artifact, scratch, mode, per_channel, reader, fp32_ffn_output)
             except (UserError, OSError):
                 raise
             except Exception as exc:  # noqa: BLE001 - ORT and onnx raise their own types

@@ -39,6 +39,7 @@ class Step:
     hash: str
     skip: bool = False
     parent: str | None = None  # the step this one starts from
+    kept: bool = False  # an existing teacher taken as it is: skipped, and its stamp (another recipe's) left alone
 
     def describe(self) -> str:
         state = "unchanged, skipped" if self.skip else "to run"
@@ -109,11 +110,14 @@ def _stamped(output: Path) -> str | None:
         return None
 
 
-def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt: bool = False) -> Plan:
+def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt: bool = False,
+         keep_teacher: bool = False) -> Plan:
     """Resolve every stage's command line, output folder and hash, and whether it can be skipped.
 
     With `adopt`, an output that exists but carries no recipe stamp (made by hand with the same
-    commands) counts as this stage's result instead of being made again.
+    commands) counts as this stage's result instead of being made again. With `keep_teacher`, an
+    existing teacher is taken as it is, whatever made it, and is not stamped: the stages build on the
+    teacher the workspace has (`compress search` does so; `compress run --keep-teacher`).
     """
     from compress.tasks import load_task
     from compress.teacher import default_name as teacher_default
@@ -173,7 +177,9 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     # A step is skipped only if it and everything it builds on are unchanged.
     for step in order:
         stamp = _stamped(step.output)
-        unchanged = stamp == step.hash or (adopt and stamp is None and (step.output / "variant.json").is_file())
+        exists = (step.output / "variant.json").is_file()
+        step.kept = keep_teacher and step.verb == "teacher" and exists
+        unchanged = stamp == step.hash or (adopt and stamp is None and exists) or step.kept
         step.skip = unchanged and (step.parent is None or steps[step.parent].skip)
     result.steps = order
     result.bench = recipe.get("bench")
@@ -192,6 +198,8 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
 
 
 def stamp(step: Step, recipe: Path) -> None:
+    if step.kept:
+        return
     variant = Variant.load(step.output)
     if (variant.recipe_stamp or {}).get("hash") != step.hash:
         variant.stamp_recipe({"hash": step.hash, "file": str(recipe), "stage": step.verb})

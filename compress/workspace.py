@@ -96,15 +96,19 @@ def clean_stale(folder: Path) -> list[Path]:
     return removed
 
 
-def write_json(path: Path, data) -> None:
-    """Write JSON through a temporary file and an atomic rename; a failed write leaves nothing behind."""
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and an atomic rename; a failed write leaves nothing behind."""
     clean_stale(path.parent)
     tmp = scratch_path(path)
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 @contextlib.contextmanager
