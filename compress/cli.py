@@ -18,6 +18,7 @@ from compress.configs import (
     LayerDropConfig,
     PruneConfig,
     QuantizeConfig,
+    SearchConfig,
     ShareConfig,
     TrainConfig,
     cli_options,
@@ -140,9 +141,32 @@ def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, na
     click.echo(summary("teacher", variant))
 
 
+def teacher_for(workspace: Path, teacher_name: str, data, config: TrainConfig):
+    """The workspace's teacher of that name fine-tuned on `data`'s task, fine-tuned first if there is none."""
+    from compress import teacher as teachers
+    from compress.variant import Variant
+    from compress.workspace import check_name
+
+    check_name(teacher_name, "--teacher")
+    found = teachers.teacher_dir(workspace, teacher_name, data.name)
+    if found.exists():
+        return Variant.load(found)
+    click.echo(f"teacher {teacher_name} has not been fine-tuned on {data.name} yet; fine-tuning it first")
+    try:
+        return teachers.fine_tune(teacher_name, data, workspace, config, teacher_name)
+    except UserError as exc:
+        raise UserError(f"no teacher '{teacher_name}' for {data.name} in {found.parent.parent}, "
+                        f"and none can be fine-tuned: {exc}") from None
+
+
+teacher_option = click.option(
+    "--teacher", "teacher_name", default=DEFAULT_BASE,
+    help="A teacher in the workspace; if it has no fine-tuned copy for the task, one is made first (with these "
+         "training flags) from the base of that name.")
+
+
 @cli.command()
-@click.option("--teacher", "teacher_name", default=DEFAULT_BASE,
-              help="A teacher in the workspace; if it has no fine-tuned copy for the task, one is made first (with these training flags) from the base of that name.")
+@teacher_option
 @task_options
 @cli_options(DistillConfig)
 @click.option("--reuse-teacher", is_flag=True,
@@ -155,27 +179,15 @@ def distill(obj, teacher_name, task, data_dir, text_column, label_column, num_la
             **params):
     """Distil a teacher into an N-layer student in students/<teacher>/<task>/<name>/."""
     from compress import distill as stage
-    from compress import teacher as teachers
     from compress.tasks import load_task
-    from compress.variant import Variant
     from compress.workspace import check_name
 
-    check_name(teacher_name, "--teacher")
     if name is not None:
         check_name(name)
     data = load_task(task, data_dir, text_column, label_column, num_labels)
     distill_config = take(DistillConfig, params)
     config = TrainConfig(**params)
-    found = teachers.teacher_dir(obj["workspace"], teacher_name, data.name)
-    if found.exists():
-        teacher_variant = Variant.load(found)
-    else:
-        click.echo(f"teacher {teacher_name} has not been fine-tuned on {data.name} yet; fine-tuning it first")
-        try:
-            teacher_variant = teachers.fine_tune(teacher_name, data, obj["workspace"], config, teacher_name)
-        except UserError as exc:
-            raise UserError(f"no teacher '{teacher_name}' for {data.name} in {found.parent.parent}, "
-                            f"and none can be fine-tuned: {exc}") from None
+    teacher_variant = teacher_for(obj["workspace"], teacher_name, data, config)
     name = name or stage.default_name(distill_config)
     if already_made(teacher_variant, name, force):
         return
@@ -331,15 +343,24 @@ def report_command(obj, task, teacher, out):
 @click.option("--dry-run", is_flag=True, help="Print the plan (what runs, what is skipped) and stop.")
 @click.option("--adopt", is_flag=True,
               help="Take outputs that exist without a recipe stamp (made by hand) as this recipe's, not remake them.")
+@click.option("--keep-teacher", is_flag=True,
+              help="Build on the workspace's fine-tuned teacher as it is, even if another recipe or other flags made it.")
 @click.pass_context
-def run_command(ctx, recipe, dry_run, adopt):
+def run_command(ctx, recipe, dry_run, adopt, keep_teacher):
     """Run RECIPE.toml, the whole chain [default: the built-in demo]; unchanged stages are skipped."""
+    from compress import recipe as recipes
+
+    path = recipe or recipes.demo_recipe()
+    plan = recipes.plan(path, ctx.obj["workspace"], cli.commands, adopt, keep_teacher)
+    execute(plan, ctx.obj, dry_run)
+
+
+def execute(plan, obj: dict, dry_run: bool = False) -> None:
+    """Print a recipe's plan, then run what it does not skip, bench and report as it asks."""
     from compress import recipe as recipes
     from compress.variant import Variant
 
-    path = recipe or recipes.demo_recipe()
-    workspace = ctx.obj["workspace"]
-    plan = recipes.plan(path, workspace, cli.commands, adopt)
+    path = plan.recipe
     click.echo(f"recipe {path}:")
     for step in plan.steps:
         click.echo(f"  {step.describe()}")
@@ -354,7 +375,7 @@ def run_command(ctx, recipe, dry_run, adopt):
         command = cli.commands[step.verb]
         force = ["--force"] if step.output.exists() else []  # a changed stage replaces its old output
         click.echo(f"$ compress {step.verb} {' '.join(step.args + force)}")
-        command.main(args=step.args + force, standalone_mode=False, obj=ctx.obj)
+        command.main(args=step.args + force, standalone_mode=False, obj=obj)
         recipes.stamp(step, path)
     if plan.bench is not None:
         from compress.bench import measured, parse_shapes
@@ -366,16 +387,50 @@ def run_command(ctx, recipe, dry_run, adopt):
                    if not step.skip or not measured(v, shapes, threads, device)]
         for variant in targets:
             if "artifact" not in variant.record.extra and variant.export is None:
-                cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=ctx.obj)
+                cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=obj)
         if targets:
             args = recipes.flags(cli.commands["bench"], plan.bench, "bench")
             cli.commands["bench"].main(args=[*(str(v.path) for v in targets), *args], standalone_mode=False,
-                                       obj=ctx.obj)
+                                       obj=obj)
     if plan.report is not None:
         teacher = plan.steps[0]
         args = ["--teacher", teacher.name, "--task", teacher.output.name,
                 *recipes.flags(cli.commands["report"], plan.report, "report")]
-        cli.commands["report"].main(args=args, standalone_mode=False, obj=ctx.obj)
+        cli.commands["report"].main(args=args, standalone_mode=False, obj=obj)
+
+
+@cli.command("search")
+@teacher_option
+@task_options
+@cli_options(SearchConfig)
+@cli_options(TrainConfig, only=("epochs", "lr", "batch_size", "max_length", "seed", "precision"))
+@click.pass_obj
+def search_command(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, **params):
+    """The most accurate student under --budget-ms on this machine: measure a latency table, rank what fits by a
+    cheap proxy, train the best --trials, write the winner as a recipe (search-<task>-<budget>ms.toml)."""
+    from compress import recipe as recipes
+    from compress import search as stage
+    from compress.tasks import load_task
+    from compress.variant import command_line
+
+    data = load_task(task, data_dir, text_column, label_column, num_labels)
+    config, train = take(SearchConfig, params), TrainConfig(**params)
+    teacher_variant = teacher_for(obj["workspace"], teacher_name, data, train)
+    typed = {"task": str(Path(task).resolve()) if Path(task).exists() else task,  # the recipe may run elsewhere
+             "data-dir": str(Path(data_dir).resolve()) if data_dir else None, "text-column": text_column,
+             "label-column": label_column if text_column else None, "num-labels": num_labels}
+    task_params = {key: value for key, value in typed.items() if value is not None}
+
+    def run_recipe(path: Path) -> None:
+        execute(recipes.plan(path, obj["workspace"], cli.commands, keep_teacher=True), obj)
+
+    result = stage.search(teacher_variant, data, config, train, run_recipe, task_params, command_line(),
+                          log=click.echo)
+    winner = result["winner"]
+    click.echo(f"winner {winner['candidate']}: dev accuracy {winner['accuracy']:.4f} "
+               f"({winner['drop_points']:+.2f} points below the teacher), {winner['measured_p50_ms']:.2f} ms at "
+               f"{config.shape} (predicted {winner['predicted_p50_ms']:.2f}); recipe: {result['recipe']}; "
+               f"record: reports/{stage.label(data.name, config.budget_ms)}.json")
 
 
 @cli.command("init")

@@ -132,6 +132,29 @@ class BenchConfig(Settings):
     runs: int = setting(30, "Timed runs per shape, after a warm-up (median and p90 need 30).", low=30)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(Settings):
+    budget_ms: float = setting(MISSING, "Latency budget: p50 milliseconds at --shape on this machine.", low=0,
+                               low_open=True)
+    shape: str = setting("1x128", "The BATCHxSEQUENCE shape the budget is for.")
+    device: str = setting("cpu", "Where the student will be served: ORT on the CPU, or ORT's CUDA provider (gpu extra).",
+                          choices=("cpu", "cuda"))
+    threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1)
+    runs: int = setting(30, "Timed runs per candidate, after a warm-up.", low=30)
+    trials: int = setting(3, "Candidates to train, the best by the proxy.", low=1)
+    max_drop: float | None = setting(None, "Accept only a winner at most this many accuracy points below the teacher.",
+                                     low=0)
+    depths: str = setting("", "Student depths to consider, like 2,3,4,6 [default: 1/6, 1/4, 1/3, 1/2 and 2/3 of the "
+                          "teacher's layers].")
+    heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.")
+    ffn: str = setting("1,0.5,0.25", "Fractions of each layer's FFN neurons to keep.")
+    precisions: str = setting("", "Precisions to consider [default: fp32,int8-dynamic,int8-static on the CPU; "
+                              "fp32,fp16 on a GPU].")
+    proxy_examples: int = setting(256, "Training rows the proxy (KL from the teacher, untrained) is measured on.",
+                                  low=1)
+    recover_epochs: float = setting(1.0, "KD recovery epochs after pruning, in every trial.", low=0)
+
+
 def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: Any):
     """Click options for `config_class`'s fields (or `only` those), named as the fields; `defaults`
     overrides a default for one verb (a recovery's shorter schedule)."""

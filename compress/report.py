@@ -8,6 +8,7 @@ command behind every variant. Nothing is invented: an unmeasured variant says so
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,24 @@ def _rows(variants: list[Variant]) -> list[Row]:
     return rows
 
 
-def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str]) -> str:
+def searches(workspace: Path, teacher: str | None, task: str, rows: list[Row]) -> list[dict]:
+    """The `compress search` records of this teacher and task, each with its winner's row number."""
+    numbers = {str(r.variant.path.resolve()): r.number for r in rows}
+    found = []
+    for path in sorted((workspace / "reports").glob(f"search-{task}-*ms.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a record being written, or not a search's: the variants still report
+        if not isinstance(record, dict) or record.get("task") != task or teacher not in (None, record.get("teacher")):
+            continue
+        winner = record.get("winner") or {}
+        record["winner_number"] = numbers.get(str((workspace / winner.get("variant", "-")).resolve()))
+        found.append(record)
+    return found
+
+
+def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str], found: list[dict] = ()) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,6 +117,14 @@ def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str]) -> st
         ax.annotate(str(r.number), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         if r is teacher:
             ax.scatter([x], [y], marker="*", s=220, color="#c44e52", zorder=4, label="teacher")
+    for search in found:  # a search's winner and its budget, on the plot of its machine, runtime and shape
+        if (search["machine_key"], search["shape"]) != (key[0], key[2]) or key[1] != f"ort-{key[0].rsplit('| ', 1)[1]}":
+            continue
+        ax.axvline(search["budget_ms"], color="#55a868", ls=":", lw=1.2, label=f"budget {search['budget_ms']:g} ms")
+        for r, (x, y) in zip(measured, points):
+            if r.number == search["winner_number"]:
+                ax.scatter([x], [y], marker="D", s=90, facecolors="none", edgecolors="#55a868", lw=1.8, zorder=5,
+                           label=f"search winner ({search['budget_ms']:g} ms)")
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms (log scale), {key[1]}, batch x seq {key[2]}")
     ax.set_ylabel("dev accuracy, %")
@@ -152,9 +178,11 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
             "delta": 100 * (r.accuracy - teacher_row.accuracy) if teacher_row else None,
             "cells": cells, "command": record.command,
         })
-    plots = [{"key": key, "svg": _plot(rows, teacher_row, key)} for key in keys]
-    return {"task": tasks.pop(), "teacher": teacher_row.name if teacher_row else teacher, "device_of": _device_of,
-            "keys": keys, "table": table, "plots": plots, "machines": machines}
+    task = tasks.pop()
+    found = searches(workspace, teacher_row.name if teacher_row else teacher, task, rows)
+    plots = [{"key": key, "svg": _plot(rows, teacher_row, key, found)} for key in keys]
+    return {"task": task, "teacher": teacher_row.name if teacher_row else teacher, "device_of": _device_of,
+            "keys": keys, "table": table, "plots": plots, "machines": machines, "searches": found}
 
 
 def render(workspace: Path, task: str | None = None, teacher: str | None = None, out: Path | None = None) -> Path:

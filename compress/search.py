@@ -1,0 +1,423 @@
+"""`compress search`: the most accurate student under a latency budget, on the machine it runs on.
+
+1. Latency table, measured: every candidate shape the stages can make (a depth of teacher layers,
+   kept heads and FFN neurons per layer, a precision) is built with random weights, written by
+   export's own code, quantized by quantize's, and timed by bench's ORT timing at the searched
+   shape. Latency does not depend on weight values, so the table is cached per machine, threads,
+   device, shape, ONNX Runtime version and teacher architecture: the next search reads it.
+   Shapes are measured smallest first; a shape is skipped once a shape it contains already
+   exceeds the budget in every precision (more layers, heads or neurons are never faster).
+2. Proxy: of the candidates under the budget, those that are not contained in another one of the
+   same precision (which would keep more of the teacher at no cost) are built from the teacher
+   as the stages build them (distill's layer copy, prune's per-layer Taylor cut, the int8
+   artifact) with no training, and ranked by their KL divergence from the teacher on training
+   rows. It costs seconds per candidate; how well it ranks trained accuracy is measured in
+   benchmarks/results/search.json.
+3. The K best by proxy are trained through the ordinary stages, as one recipe, and benched.
+4. The most accurate one whose measured latency meets the budget is written as a recipe that
+   `compress run` reproduces, with the search's record beside it for the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification
+
+from compress import ort as runtime
+from compress.bench import PROVIDERS, key_here, parse_shapes
+from compress.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.configs import PruneConfig, SearchConfig, TrainConfig, validate
+from compress.data import encode
+from compress.distill import make_student, select_layers
+from compress.errors import UserError
+from compress.export import MODEL, write_graphs
+from compress.inference import predict_logits
+from compress.latency import ort_latency_ms
+from compress.prune import apply_pruning, current_structure, scoring_batches
+from compress.quantize import _Calibration, ort_quantize
+from compress.structure import STRUCTURE_KEY, apply_structure, record
+from compress.tasks import Task
+from compress.variant import Variant
+from compress.workspace import write_json, write_text
+
+QUANTIZE_MODE = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}  # fp32 is the export itself
+PRECISIONS = {"cpu": "fp32,int8-dynamic,int8-static", "cuda": "fp32,fp16"}
+CACHE = "search/latency.json"
+
+
+@dataclass(frozen=True, order=True)
+class Shape:
+    """A student's shape: depth, and the heads and FFN neurons every layer keeps."""
+
+    depth: int
+    heads: int
+    neurons: int
+
+    def contains(self, other: Shape) -> bool:
+        return self.depth >= other.depth and self.heads >= other.heads and self.neurons >= other.neurons
+
+    @property
+    def key(self) -> str:
+        return f"L{self.depth}-h{self.heads}-f{self.neurons}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    shape: Shape
+    precision: str
+    latency_ms: dict  # p50, p90, runs at the searched shape
+
+    @property
+    def name(self) -> str:
+        return f"{self.shape.key}-{self.precision}"
+
+
+def _fractions(text: str, flag: str) -> list[float]:
+    try:
+        values = sorted({float(part) for part in text.split(",") if part.strip()}, reverse=True)
+    except ValueError:
+        raise UserError(f"{flag} takes fractions like 1,0.5,0.25, not '{text}'") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise UserError(f"{flag} {text}: each fraction kept must be above 0 and at most 1")
+    return values
+
+
+def shapes(config: SearchConfig, teacher_config) -> list[Shape]:
+    """The grid of shapes, smallest first. Default depths: a sixth, a quarter, a third, half and two
+    thirds of the teacher's layers (12 layers: 2, 3, 4, 6, 8)."""
+    depth = teacher_config.num_hidden_layers
+    if config.depths:
+        try:
+            depths = sorted({int(part) for part in config.depths.split(",") if part.strip()})
+        except ValueError:
+            raise UserError(f"--depths takes layer counts like 2,3,4, not '{config.depths}'") from None
+        if not depths or not all(1 <= d < depth for d in depths):
+            raise UserError(f"--depths {config.depths}: the teacher has {depth} layers; choose from 1 to {depth - 1}")
+    else:
+        depths = sorted({max(1, round(depth * f)) for f in (1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)} - {depth})
+    heads, width = teacher_config.num_attention_heads, teacher_config.intermediate_size
+    kept_heads = sorted({max(1, round(f * heads)) for f in _fractions(config.heads, "--heads")})
+    kept_neurons = sorted({max(1, round(f * width)) for f in _fractions(config.ffn, "--ffn")})
+    return sorted(Shape(d, h, n) for d in depths for h in kept_heads for n in kept_neurons)
+
+
+def precisions(config: SearchConfig) -> list[str]:
+    names = [p.strip() for p in (config.precisions or PRECISIONS[config.device]).split(",") if p.strip()]
+    allowed = PRECISIONS[config.device].split(",")
+    wrong = [p for p in names if p not in allowed]
+    if wrong or not names:
+        raise UserError(f"--precisions {config.precisions}: on {config.device} choose from {', '.join(allowed)}")
+    return names
+
+
+def random_student(teacher_config, shape: Shape):
+    """A student of `shape` with random weights, built as a pruned checkpoint is rebuilt (its config
+    records the per-layer shapes, so export tells ORT's optimizer the kept head count)."""
+    config = copy.deepcopy(teacher_config)
+    config.num_hidden_layers = shape.depth
+    for key in (STRUCTURE_KEY, "compress_sharing", "auto_map"):
+        config.__dict__.pop(key, None)
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    structure = current_structure(model)
+    if (shape.heads, shape.neurons) != (structure["full_heads"], structure["full_neurons"]):
+        structure["heads"] = [list(range(shape.heads))] * shape.depth
+        structure["neurons"] = [shape.neurons] * shape.depth
+        apply_structure(model, structure)
+        record(model, STRUCTURE_KEY, structure)
+    return model.eval()
+
+
+def _artifacts(model, tokenizer, folder: Path, wanted: list[str], calibration, optimize: bool = True
+               ) -> dict[str, Path]:
+    """The ONNX file of each precision, made as export and quantize make them (`optimize`: with the
+    export's choice of graph, which changes the time, not the logits)."""
+    write_graphs(model, tokenizer, folder, optimize=optimize)
+    paths = {}
+    for precision in wanted:
+        if precision == "fp32":
+            paths[precision] = folder / MODEL
+            continue
+        out, scratch = folder / precision, folder / f".{precision}-scratch"
+        out.mkdir()
+        scratch.mkdir()
+        reader = calibration() if precision == "int8-static" else None
+        ort_quantize(folder, out / MODEL, scratch, QUANTIZE_MODE[precision], False, reader, False)
+        paths[precision] = out / MODEL
+    return paths
+
+
+def beyond_budget(shape: Shape, table: dict, budget_ms: float) -> bool:
+    """Whether a shape that `shape` contains was measured over the budget in every precision."""
+    return any(shape.contains(done) and all(t is not None and t["p50"] > budget_ms for t in by_precision.values())
+               for done, by_precision in table.items())
+
+
+def cache_key(teacher_config, config: SearchConfig) -> str:
+    arch = (f"{teacher_config.model_type} {teacher_config.hidden_size} hidden, {teacher_config.num_attention_heads} "
+            f"heads, FFN {teacher_config.intermediate_size}, vocab {teacher_config.vocab_size}")
+    return f"{key_here(config.threads, config.device)} | {config.shape} | onnxruntime {ort.__version__} | {arch}"
+
+
+def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print) -> dict:
+    """{shape key: {precision: timing | None (skipped)}} for the grid, from the cache where it has them."""
+    teacher_config, tokenizer = load_config(teacher.path), load_tokenizer(teacher.path)
+    wanted = precisions(config)
+    (batch, sequence), = parse_shapes(config.shape)
+    cache_path = teacher.workspace / "reports" / CACHE
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    key = cache_key(teacher_config, config)
+    measured = cache.setdefault(key, {})
+    threads = config.threads or torch.get_num_threads()
+    provider = PROVIDERS[config.device]
+
+    def calibration():
+        rows = task.train.select(range(min(16, len(task.train))))
+        encoded = encode(rows, tokenizer, teacher.record.params["max_length"])
+        return _Calibration(encoded, tokenizer, tokenizer.model_input_names, 16)
+
+    table, started, new = {}, time.perf_counter(), 0
+    for shape in shapes(config, teacher_config):
+        known = measured.get(shape.key, {})
+        if beyond_budget(shape, table, config.budget_ms) and not all(p in known for p in wanted):
+            table[shape] = {p: known.get(p) for p in wanted}
+            continue
+        missing = [p for p in wanted if p not in known]
+        if missing:
+            with tempfile.TemporaryDirectory(prefix="compress-search-") as tmp:
+                files = _artifacts(random_student(teacher_config, shape), tokenizer, Path(tmp), missing, calibration)
+                for precision, path in files.items():
+                    sess = runtime.session(path, threads=threads, provider=provider)
+                    known[precision] = ort_latency_ms(sess, batch, sequence, config.runs,
+                                                      vocab_size=teacher_config.vocab_size)
+            measured[shape.key] = known
+            new += 1
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache_path, cache)  # after every shape: an interrupted table keeps what it measured
+            log(f"  {shape.key}: " + ", ".join(f"{p} {known[p]['p50']:.2f} ms" for p in missing))
+        table[shape] = {p: known[p] for p in wanted}
+    return {"key": key, "shapes": table, "measured_now": new, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def under_budget(table: dict, budget_ms: float) -> list[Candidate]:
+    """Candidates whose measured latency meets the budget and that no other one of the same precision
+    contains (a contained candidate keeps less of the teacher and cannot be faster than the budget needs)."""
+    fits = [Candidate(shape, precision, timing) for shape, by_precision in table["shapes"].items()
+            for precision, timing in by_precision.items() if timing is not None and timing["p50"] <= budget_ms]
+    return [c for c in fits if not any(o.precision == c.precision and o.shape != c.shape and o.shape.contains(c.shape)
+                                       for o in fits)]
+
+
+def prune_fractions(shape: Shape, teacher_config) -> tuple[float, float]:
+    """prune's --heads and --neurons (fractions removed, per layer) that leave `shape`'s widths."""
+    heads, width = teacher_config.num_attention_heads, teacher_config.intermediate_size
+    return (heads - shape.heads) / heads, (width - shape.neurons) / width
+
+
+def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: SearchConfig, seed: int,
+          log=print) -> dict[str, float]:
+    """{candidate name: KL(teacher || candidate)} on `config.proxy_examples` training rows, each candidate
+    built from the teacher as the stages build it but not trained, and run as its deployed artifact."""
+    tokenizer, teacher_config = load_tokenizer(teacher.path), load_config(teacher.path)
+    teacher_model = load_classifier(teacher.path).eval()
+    max_length = teacher.record.params["max_length"]
+    batches = scoring_batches(task, tokenizer, max_length, config.proxy_examples, seed)
+    rows = encode(task.train.shuffle(seed=seed).select(range(min(config.proxy_examples, len(task.train)))),
+                  tokenizer, max_length)  # the rows the batches were drawn from
+    reference = F.log_softmax(predict_logits(teacher_model, rows, tokenizer), -1)
+    depth = teacher_config.num_hidden_layers
+
+    def calibration():
+        from compress.configs import QuantizeConfig
+
+        sample = task.train.select(range(min(QuantizeConfig.calibration, len(task.train))))
+        return _Calibration(encode(sample, tokenizer, max_length), tokenizer, tokenizer.model_input_names,
+                            QuantizeConfig.calibration)
+
+    by_shape: dict[Shape, list[str]] = {}
+    for c in candidates:
+        by_shape.setdefault(c.shape, []).append(c.precision)
+    kl = {}
+    for shape, wanted in sorted(by_shape.items()):
+        model = make_student(teacher_model, select_layers(depth, shape.depth, "alternate"))
+        heads, neurons = prune_fractions(shape, teacher_config)
+        if heads or neurons:
+            apply_pruning(model, current_structure(model), PruneConfig(heads=heads, neurons=neurons, scope="per-layer"),
+                          batches, seed)
+        with tempfile.TemporaryDirectory(prefix="compress-proxy-") as tmp:
+            files = _artifacts(model.eval(), tokenizer, Path(tmp), wanted, calibration, optimize=False)
+            for precision, path in files.items():
+                logits = runtime.logits(runtime.session(path), rows, tokenizer)
+                name = Candidate(shape, precision, {}).name
+                kl[name] = float(F.kl_div(F.log_softmax(logits, -1), reference, log_target=True,
+                                          reduction="batchmean"))
+                log(f"  {name}: KL {kl[name]:.4f}")
+    return kl
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # numbers, and strings as TOML basic strings
+
+
+def recipe_text(teacher_table: dict, stages: list[dict], header: str) -> str:
+    lines = [f"# {line}" for line in header.splitlines()] + ["", "[teacher]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in teacher_table.items()]
+    for stage in stages:
+        lines += ["", "[[stages]]"] + [f"{key} = {_toml_value(value)}" for key, value in stage.items()]
+    return "\n".join(lines) + "\n"
+
+
+def teacher_table(teacher: Variant, task_params: dict) -> dict:
+    """The recipe's [teacher]: this teacher, its task flags, and how to fine-tune it again in a fresh workspace."""
+    params = teacher.record.params
+    return {"name": teacher.record.name, "base": params["base"], **task_params,
+            **{key.replace("_", "-"): params[key] for key in ("epochs", "lr", "batch_size", "max_length", "seed")
+               if key in params}}
+
+
+def chain(candidate: Candidate, teacher_config, config: SearchConfig, train: TrainConfig) -> list[dict]:
+    """The recipe stages that make `candidate`: distill its depth, prune its widths, quantize it."""
+    shape = candidate.shape
+    stages = [{"verb": "distill", "from": "teacher", "name": f"search-L{shape.depth}", "layers": shape.depth,
+               "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
+               "max-length": train.max_length, "seed": train.seed}]
+    heads, neurons = prune_fractions(shape, teacher_config)
+    if heads or neurons:
+        stages.append({"verb": "prune", "from": stages[-1]["name"], "name": f"search-{shape.key}",
+                       "heads": round(heads, 6), "neurons": round(neurons, 6), "scope": "per-layer",
+                       "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed})
+    if candidate.precision != "fp32":
+        stages.append({"verb": "quantize", "from": stages[-1]["name"], "name": f"{stages[-1]['name']}-"
+                       f"{candidate.precision}", "mode": QUANTIZE_MODE[candidate.precision]})
+    return stages
+
+
+def label(task: str, budget_ms: float) -> str:
+    return f"search-{task}-{budget_ms:g}ms"
+
+
+def train_seconds(variant: Variant, stop: Path) -> dict[str, float]:
+    """{variant path: training seconds} along `variant`'s lineage up to `stop` (the teacher)."""
+    from compress.variant import parent_path
+
+    seconds = {}
+    while variant.path.resolve() != stop.resolve():
+        seconds[str(variant.path)] = (variant.record.extra.get("train") or {}).get("wall_s", 0.0)
+        variant = Variant.load(parent_path(variant))
+    return seconds
+
+
+def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfig, run_recipe, task_params: dict,
+           command: str, log=print) -> dict:
+    """Steps 1 to 4 of the module's docstring; returns the record written to reports/<label>.json.
+
+    `run_recipe(path)` runs a recipe in this workspace, the teacher taken as it is (the CLI's `run`).
+    """
+    from compress.bench import bench
+    from compress.export import export
+
+    validate(config)
+    if config.device == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
+        raise UserError("--device cuda: ONNX Runtime has no CUDA provider here (pip install -e '.[gpu]')")
+    started = time.perf_counter()
+    workspace, name = teacher.workspace, label(task.name, config.budget_ms)
+    teacher_config = load_config(teacher.path)
+    log(f"latency table at {config.shape} ({key_here(config.threads, config.device)}):")
+    table = latency_table(teacher, task, config, log)
+    fits = under_budget(table, config.budget_ms)
+    if not fits:
+        fastest = min((t["p50"], f"{s.key}-{p}") for s, by in table["shapes"].items() for p, t in by.items() if t)
+        raise UserError(f"no candidate meets {config.budget_ms:g} ms at {config.shape}: the fastest, {fastest[1]}, "
+                        f"takes {fastest[0]:.2f} ms; raise --budget-ms or add smaller --depths/--heads/--ffn")
+    log(f"{len(fits)} candidates under {config.budget_ms:g} ms; proxy (KL from the teacher, untrained):")
+    proxy_started = time.perf_counter()
+    kl = proxy(teacher, task, fits, config, train.seed, log)
+    proxy_s = round(time.perf_counter() - proxy_started, 1)
+    ranked = sorted(fits, key=lambda c: (kl[c.name], c.latency_ms["p50"]))
+    chosen = ranked[:config.trials]
+
+    stages = {}
+    for candidate in chosen:
+        for stage in chain(candidate, teacher_config, config, train):
+            stages.setdefault(stage["name"], stage)
+    table_of_teacher = teacher_table(teacher, task_params)
+    trials_recipe = workspace / "reports" / "search" / f"{name}-trials.toml"
+    trials_recipe.parent.mkdir(parents=True, exist_ok=True)
+    write_text(trials_recipe, recipe_text(table_of_teacher, list(stages.values()),
+                                          f"The trials of `{command}`: the {len(chosen)} candidates ranked first by "
+                                          "the proxy."))
+    run_recipe(trials_recipe)
+
+    students = workspace / "students" / teacher.record.name / task.name
+    threads = config.threads or torch.get_num_threads()
+    key = key_here(threads, config.device)
+    (batch, sequence), = parse_shapes(config.shape)
+    runtime_name = f"ort-{config.device}"
+    trials, trained = [], {}
+    for candidate in chosen:
+        variant = Variant.load(students / chain(candidate, teacher_config, config, train)[-1]["name"])
+        if candidate.precision == "fp32" and variant.export is None:
+            export(variant)
+        variant = bench(variant, [(batch, sequence)], threads, config.device, config.runs)
+        entry = variant.benches[key]
+        timing = entry["latency_ms"][runtime_name][config.shape]
+        seconds = train_seconds(variant, teacher.path)
+        trained.update(seconds)
+        trials.append({
+            "candidate": candidate.name, "variant": str(variant.path.relative_to(workspace)),
+            "proxy_kl": round(kl[candidate.name], 5), "predicted_p50_ms": candidate.latency_ms["p50"],
+            "measured_p50_ms": timing["p50"], "measured_p90_ms": timing["p90"],
+            "measured_over_predicted": round(timing["p50"] / candidate.latency_ms["p50"], 4),
+            "accuracy": entry["dev"]["accuracy"], "accuracy_from": entry["accuracy_from"],
+            "drop_points": round(100 * (teacher.record.accuracy - entry["dev"]["accuracy"]), 3),
+            "train_s": round(sum(seconds.values()), 1),
+        })
+    eligible = [t for t in trials if t["measured_p50_ms"] <= config.budget_ms
+                and (config.max_drop is None or t["drop_points"] <= config.max_drop)]
+    winner = max(eligible, key=lambda t: (t["accuracy"], -t["measured_p50_ms"])) if eligible else None
+    result = {
+        "teacher": teacher.record.name, "task": task.name, "teacher_accuracy": teacher.record.accuracy,
+        "budget_ms": config.budget_ms, "shape": config.shape, "machine_key": key, "command": command,
+        "config": asdict(config),
+        "table": {"key": table["key"], "wall_s": table["wall_s"], "shapes_measured_now": table["measured_now"],
+                  "rows": [{"candidate": f"{shape.key}-{p}", **asdict(shape), "precision": p,
+                            **({"p50_ms": t["p50"], "p90_ms": t["p90"]} if t else {"skipped": True}),
+                            "under_budget": bool(t and t["p50"] <= config.budget_ms)}
+                           for shape, by in table["shapes"].items() for p, t in by.items()]},
+        "proxy": {"what": "KL(teacher || candidate) at T=1 on training rows, each candidate built from the teacher "
+                          "(layer copy, per-layer Taylor cut, artifact) and not trained; lower ranks first",
+                  "examples": config.proxy_examples, "wall_s": proxy_s,
+                  "candidates": {c.name: {"kl": round(kl[c.name], 5), "predicted_p50_ms": c.latency_ms["p50"]}
+                                 for c in ranked}},
+        "trials": trials,
+        "train_s_total": round(sum(trained.values()), 1),
+        "winner": winner,
+        "recipe": None,
+    }
+    if winner:
+        candidate = next(c for c in chosen if c.name == winner["candidate"])
+        recipe_path = workspace / f"{name}.toml"
+        write_text(recipe_path, recipe_text(
+            table_of_teacher, chain(candidate, teacher_config, config, train),
+            f"Found by `{command}`\non {key}: {winner['candidate']}, dev accuracy {winner['accuracy']:.4f}, "
+            f"{winner['measured_p50_ms']:.2f} ms at {config.shape} (budget {config.budget_ms:g} ms).\n"
+            f"Reproduce here: compress run {recipe_path.name} --keep-teacher (the trials made it: nothing runs again);\n"
+            f"in a fresh workspace: compress run {recipe_path.name} (the teacher first)."))
+        result["recipe"] = recipe_path.name
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    write_json(workspace / "reports" / f"{name}.json", result)
+    if winner is None:
+        raise UserError(f"none of the {len(trials)} trained candidates met {config.budget_ms:g} ms"
+                        + (f" within --max-drop {config.max_drop:g} points" if config.max_drop is not None else "")
+                        + f" when measured: see reports/{name}.json")
+    return result

@@ -1,0 +1,115 @@
+"""compress search: a latency table by measurement, a proxy, trials through the stages, a recipe that reproduces."""
+
+import json
+
+import pytest
+import tomllib
+
+from compress.search import Shape, under_budget
+from compress.variant import Variant
+
+# two shapes x two precisions of the 2-layer tiny teacher's 1-layer students: seconds, not minutes
+SMALL = ("--depths", "1", "--heads", "1,0.5", "--ffn", "1", "--precisions", "fp32,int8-dynamic", "--shape", "1x16",
+         "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
+         "--recover-epochs", "0", "--proxy-examples", "32")
+
+
+@pytest.fixture
+def searched(run_cli, tiny_teacher):
+    teacher, task = tiny_teacher
+    workspace = teacher.workspace
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task",
+                             teacher.record.data["source"], "--text-column", "sentence",
+                             "--budget-ms", "1000", "--trials", "2", *SMALL)
+    assert code == 0, err
+    return workspace, out
+
+
+def test_search_trains_the_best_by_proxy_and_writes_a_recipe_that_reproduces(searched, run_cli):
+    workspace, out = searched
+    record = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
+    rows = record["table"]["rows"]
+    assert {r["candidate"] for r in rows} == {"L1-h2-f128-fp32", "L1-h2-f128-int8-dynamic", "L1-h4-f128-fp32",
+                                              "L1-h4-f128-int8-dynamic"}
+    assert all(r["p50_ms"] > 0 and r["under_budget"] for r in rows)
+    # the 2-head students are contained in the 4-head ones of their precision: only the latter reach the proxy
+    assert set(record["proxy"]["candidates"]) == {"L1-h4-f128-fp32", "L1-h4-f128-int8-dynamic"}
+    assert all(c["kl"] >= 0 for c in record["proxy"]["candidates"].values())
+    assert len(record["trials"]) == 2
+    for trial in record["trials"]:
+        variant = Variant.load(workspace / trial["variant"])
+        assert trial["accuracy"] == variant.benches[record["machine_key"]]["dev"]["accuracy"]
+        assert trial["measured_p50_ms"] > 0 and trial["train_s"] > 0
+    winner = record["winner"]
+    assert winner["accuracy"] == max(t["accuracy"] for t in record["trials"])
+    assert f"winner {winner['candidate']}" in out
+    code, _, err = run_cli("--workspace", workspace, "bench", "--shapes", "1x16")  # every variant, for the plot
+    assert code == 0, err
+    code, _, err = run_cli("--workspace", workspace, "report")
+    assert code == 0, err
+    page = (workspace / "reports" / "tiny-reviews.html").read_text()
+    assert "Search: the most accurate student under 1000 ms at 1x16" in page
+    assert f"Winner: <b>{winner['candidate']}</b>" in page and "search winner (1000 ms)" in page
+
+    recipe = workspace / record["recipe"]
+    stages = tomllib.loads(recipe.read_text())["stages"]
+    assert stages[0] == {**stages[0], "verb": "distill", "layers": 1}
+    assert [s["verb"] for s in stages] == ["distill"] + (["quantize"] if "int8" in winner["candidate"] else [])
+    teacher = workspace / "teachers" / "tiny" / "reviews"
+    before = {p: p.stat().st_mtime_ns for p in teacher.rglob("*") if p.is_file()}
+    code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher")
+    assert code == 0, err
+    assert out.count("unchanged, skipped") == len(stages) + 1 and "$ compress" not in out
+    assert {p: p.stat().st_mtime_ns for p in teacher.rglob("*") if p.is_file()} == before  # not even stamped
+
+    # the table is cached for this machine: a second search measures nothing
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task",
+                             Variant.load(teacher).record.data["source"], "--text-column", "sentence",
+                             "--budget-ms", "1000", "--trials", "1", *SMALL)
+    assert code == 0, err
+    again = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
+    assert again["table"]["shapes_measured_now"] == 0 and record["table"]["shapes_measured_now"] == 2
+    assert [r["p50_ms"] for r in again["table"]["rows"]] == [r["p50_ms"] for r in rows]
+
+
+def timing(ms):
+    return {"p50": ms, "p90": ms, "runs": 30}
+
+
+def test_only_candidates_no_other_contains_go_on():
+    big, small, other = Shape(2, 4, 64), Shape(1, 2, 64), Shape(1, 4, 32)
+    table = {"shapes": {big: {"fp32": timing(9), "int8-dynamic": timing(4)},
+                        small: {"fp32": timing(3), "int8-dynamic": timing(2)},
+                        other: {"fp32": timing(3), "int8-dynamic": None}}}
+    kept = {c.name for c in under_budget(table, 5)}
+    # fp32: big is over the budget, so the two smaller ones stay; int8: big contains small
+    assert kept == {"L1-h2-f64-fp32", "L1-h4-f32-fp32", "L2-h4-f64-int8-dynamic"}
+
+
+def test_a_shape_containing_one_over_budget_in_every_precision_is_not_measured():
+    from compress.search import beyond_budget
+
+    table = {Shape(1, 2, 32): {"fp32": timing(6), "int8-dynamic": timing(4)}}
+    assert not beyond_budget(Shape(2, 2, 32), table, 5)  # it fits in int8: the deeper one may too
+    table[Shape(1, 2, 32)]["int8-dynamic"] = timing(5.5)
+    assert beyond_budget(Shape(2, 2, 32), table, 5)
+    assert not beyond_budget(Shape(1, 1, 32), table, 5)  # smaller: not contained
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--budget-ms", "0.000001"), "no candidate meets"),
+    (("--budget-ms", "5", "--heads", "0"), "--heads 0: each fraction kept must be above 0"),
+    (("--budget-ms", "5", "--depths", "2"), "the teacher has 2 layers"),
+    (("--budget-ms", "5", "--precisions", "fp16"), "on cpu choose from fp32, int8-dynamic, int8-static"),
+    (("--budget-ms", "5", "--shape", "1by16"), "BATCHxSEQUENCE"),
+])
+def test_bad_search_input_is_one_line(run_cli, tiny_teacher, flags, message):
+    teacher, _ = tiny_teacher
+    small = dict(zip(SMALL[::2], SMALL[1::2]))
+    small.update(dict(zip(flags[::2], flags[1::2])))
+    code, out, err = run_cli("--workspace", teacher.workspace, "search", "--teacher", "tiny", "--task",
+                             teacher.record.data["source"], "--text-column", "sentence",
+                             *[x for pair in small.items() for x in pair])
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (teacher.workspace / "students").exists()
