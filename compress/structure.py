@@ -87,13 +87,16 @@ def _slice_position_bias(module, args, kwargs):
 
     The ids are a plain attribute, not a buffer: buffers that are not saved come back
     uninitialised when from_pretrained builds the model on the meta device. Their index tensor is
-    made once per device: a CUDA graph cannot capture the host-to-device copy that makes it.
+    made once per device: a CUDA graph cannot capture the host-to-device copy that makes it. One
+    made under inference mode cannot take part in training (an evaluation before recovery would
+    break it), so that mode has its own.
     """
     def keep(bias):
         made = module.__dict__.setdefault("kept_head_index", {})
-        if bias.device not in made:
-            made[bias.device] = torch.tensor(module.kept_head_ids, device=bias.device)
-        return bias.index_select(1, made[bias.device])
+        key = (bias.device, torch.is_inference_mode_enabled())
+        if key not in made:
+            made[key] = torch.tensor(module.kept_head_ids, device=bias.device)
+        return bias.index_select(1, made[key])
 
     if len(args) > 2 and args[2] is not None:
         args = (*args[:2], keep(args[2]), *args[3:])
@@ -128,7 +131,7 @@ def set_heads(layer: nn.Module, spec: dict, kept: list[int]) -> None:
         attention.all_head_size = len(kept) * spec["head_size"]
     if spec.get("position_bias_arg") is not None:
         attention.kept_head_ids = list(kept)
-        attention.kept_head_index = {}  # {device: index tensor}, made at the next forward
+        attention.kept_head_index = {}  # {(device, inference mode): index tensor}, made at the next forward
         if not getattr(attention, "_slices_position_bias", False):
             attention.register_forward_pre_hook(_slice_position_bias, with_kwargs=True)
             attention._slices_position_bias = True

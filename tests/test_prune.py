@@ -66,6 +66,18 @@ def test_removing_heads_and_neurons_equals_masking_them(arch):
 
 
 @pytest.mark.parametrize("arch", CONFIGS)
+def test_a_pruned_model_trains_after_an_evaluation_in_inference_mode(arch):
+    """As the prune stage does: evaluate (inference mode) before the KD recovery trains it."""
+    model = tiny(arch)
+    prune_physically(model)
+    with torch.inference_mode():
+        model(**inputs())
+    model.train()
+    model(**inputs(), labels=torch.tensor([0, 1, 0])).loss.backward()
+    assert all(p.grad is not None for p in model.get_submodule(current_structure(model)["layers"])[0].parameters())
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
 def test_parameter_count_follows_the_formula(arch):
     model = tiny(arch)
     before = sum(p.numel() for p in model.parameters())
