@@ -231,6 +231,39 @@ def gpu_section(data: dict) -> list[str]:
     return lines
 
 
+def search_section(data: dict) -> list[str]:
+    task = TASK_NAMES.get(data["task"], data["task"])
+    lines = [f"### `compress search` on {task} (`benchmarks/results/search.json`)", "",
+             f"Budgets: p50 at {data['shape']}, {data['threads']} threads; the first is the hand-made "
+             "L6-kd-prune-50-taylor-int8-dynamic's latency in this run. Training seconds are the whole chain's "
+             "from the teacher (distillation and recovery).", "",
+             "| budget ms | variant | by | accuracy | p50 ms (predicted) | training s |", "|---|---|---|---|---|---|"]
+    for budget in data["budgets"].values():
+        best, winner = budget["best_handmade_under_budget"], budget["winner"]
+        if best:
+            lines.append(f"| {budget['budget_ms']:g} | {best['name']} | hand | {_pct(best['accuracy'])} | "
+                         f"{best['latency_ms']['p50']:.2f} | {best['train_s']:.0f} |")
+        for trial in budget["trials"]:
+            mark = "search winner" if winner and trial["candidate"] == winner["candidate"] else "search trial"
+            lines.append(f"| {budget['budget_ms']:g} | {trial['candidate']} | {mark} | {_pct(trial['accuracy'])} | "
+                         f"{trial['measured_p50_ms']:.2f} ({trial['predicted_p50_ms']:.2f}) | {trial['train_s']:.0f} |")
+    lines.append("")
+    for budget in data["budgets"].values():
+        table = budget["latency_table"]
+        lines.append(f"- {budget['budget_ms']:g} ms: latency table of {table['candidates']} candidates, "
+                     f"{table['shapes_measured']} shapes measured in {table['wall_s']:.0f} s; proxy {budget['proxy_wall_s']:.0f} s; "
+                     f"training {budget['train_s_total']:.0f} s; whole search {budget['wall_s']:.0f} s; every trial's "
+                     f"measured latency within 10% of the prediction: {'yes' if budget['predicted_within_10pct'] else 'no'}; "
+                     f"winner at least as accurate as the best hand-made variant under the budget: "
+                     f"{'yes' if budget['winner_at_least_as_accurate'] else 'no'}, with less training: "
+                     f"{'yes' if budget['winner_trained_less'] else 'no'}.")
+    rank = data.get("proxy_rank_correlation")
+    if rank:
+        lines.append(f"- The proxy's rank correlation (Spearman) with trained accuracy over {rank['candidates']} "
+                     f"trained candidates: {rank['spearman']}.")
+    return lines
+
+
 def summary() -> str:
     """The README's few numbers: where the headline runs stand against their targets, and the demo."""
     lines = ["Where it stands (generated from `benchmarks/results/*.json`; details in "
@@ -263,6 +296,16 @@ def summary() -> str:
                      f"points, {row['qat']['drop_points']:.2f} after one epoch of QAT (target 0.5; {own:.2f} against "
                      "the QAT variant's own fp32 weights)")
         lines.append(line + ".")
+    search = _load("search")
+    for budget in (search or {}).get("budgets", {}).values():
+        winner, best = budget["winner"], budget["best_handmade_under_budget"]
+        if winner:
+            lines.append(f"- `compress search` ({TASK_NAMES.get(search['task'], search['task'])}, budget "
+                         f"{budget['budget_ms']:g} ms at {search['shape']}): {winner['candidate']}, "
+                         f"{_pct(winner['accuracy'])} in {winner['measured_p50_ms']:.2f} ms after {winner['train_s']:.0f} s "
+                         "of training, against " + (f"the best hand-made variant under the budget, {best['name']}, "
+                                                    f"{_pct(best['accuracy'])} after {best['train_s']:.0f} s."
+                                                    if best else "no hand-made variant under the budget."))
     gpu = _load("gpu")
     if gpu:
         run, student = gpu["training"]["batch 32"], gpu["mpnet_shapes"]["models"]["L6-kd"]
@@ -289,7 +332,7 @@ def tables() -> str:
                           ("distill", distill_section), ("distill-quality", distill_quality_section),
                           ("prune", prune_section),
                           ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section),
-                          ("distributed", distributed_section), ("gpu", gpu_section)):
+                          ("distributed", distributed_section), ("gpu", gpu_section), ("search", search_section)):
         data = _load(name)
         if data:
             machine = data["machine"]

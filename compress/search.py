@@ -290,12 +290,13 @@ def chain(candidate: Candidate, teacher_config, config: SearchConfig, train: Tra
     shape = candidate.shape
     stages = [{"verb": "distill", "from": "teacher", "name": f"search-L{shape.depth}", "layers": shape.depth,
                "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
-               "max-length": train.max_length, "seed": train.seed}]
+               "max-length": train.max_length, "seed": train.seed, "precision": train.precision}]
     heads, neurons = prune_fractions(shape, teacher_config)
     if heads or neurons:
         stages.append({"verb": "prune", "from": stages[-1]["name"], "name": f"search-{shape.key}",
                        "heads": round(heads, 6), "neurons": round(neurons, 6), "scope": "per-layer",
-                       "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed})
+                       "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed,
+                       "precision": train.precision})
     if candidate.precision != "fp32":
         stages.append({"verb": "quantize", "from": stages[-1]["name"], "name": f"{stages[-1]['name']}-"
                        f"{candidate.precision}", "mode": QUANTIZE_MODE[candidate.precision]})
