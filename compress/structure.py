@@ -45,14 +45,17 @@ def resize(layer: nn.Module, path: str, out_features: int | None = None, in_feat
 
 
 class BiasOnly(nn.Module):
-    """What a projection becomes when every head or neuron feeding it is gone: its bias, per token."""
+    """What a projection becomes when every head or neuron feeding it is gone: its bias, per token
+    (zeros, without a parameter, for a projection without bias, as ModernBERT's are)."""
 
-    def __init__(self, bias: torch.Tensor):
+    def __init__(self, bias: torch.Tensor | None, width: int):
         super().__init__()
-        self.bias = nn.Parameter(bias.detach().clone())
+        self.width = width
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bias.expand(*x.shape[:-1], self.bias.shape[0])
+        out = self.bias if self.bias is not None else x.new_zeros(self.width)
+        return out.expand(*x.shape[:-1], self.width)
 
 
 class Headless(nn.Module):
@@ -62,11 +65,11 @@ class Headless(nn.Module):
     DistilBERT); BERT and RoBERTa keep it outside, where it becomes a BiasOnly itself.
     """
 
-    def __init__(self, projection_name: str | None = None, bias: torch.Tensor | None = None):
+    def __init__(self, projection_name: str | None = None, bias: torch.Tensor | None = None, width: int = 0):
         super().__init__()
         self.projection_name = projection_name
         if projection_name:
-            self.add_module(projection_name, BiasOnly(bias))
+            self.add_module(projection_name, BiasOnly(bias, width))
 
     def forward(self, hidden_states, *args, **kwargs):
         out = getattr(self, self.projection_name)(hidden_states) if self.projection_name else hidden_states
@@ -106,15 +109,16 @@ def remove_every_head(layer: nn.Module, spec: dict) -> None:
     """What is left of attention with no heads: its output bias (torch-pruning keeps at least one channel)."""
     out = layer.get_submodule(spec["out"])
     inside = _relative(spec["out"], spec["attention"])
-    _set(layer, spec["attention"], Headless(inside, out.bias) if inside else Headless())
+    _set(layer, spec["attention"], Headless(inside, out.bias, out.out_features) if inside else Headless())
     if not inside:
-        _set(layer, spec["out"], BiasOnly(out.bias))
+        _set(layer, spec["out"], BiasOnly(out.bias, out.out_features))
 
 
 def remove_every_neuron(layer: nn.Module, spec: dict) -> None:
     """What is left of an FFN with no neurons: its output bias."""
+    out = layer.get_submodule(spec["ffn_out"])
     _set(layer, spec["ffn_in"], nn.Identity())
-    _set(layer, spec["ffn_out"], BiasOnly(layer.get_submodule(spec["ffn_out"]).bias))
+    _set(layer, spec["ffn_out"], BiasOnly(out.bias, out.out_features))
 
 
 def set_heads(layer: nn.Module, spec: dict, kept: list[int]) -> None:
