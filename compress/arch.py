@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from compress.errors import UserError
-from compress.structure import SHARING_KEY, STRUCTURE_KEY
+from compress.structure import ATTENTION_NORMS_KEY, SHARING_KEY, STRUCTURE_KEY, record
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class Layout:
     per_head_bias: str | None = None  # the module computing it, from the task model (see compress.removal)
     attention_block: tuple[str, ...] = ("attention.",)  # parameter prefixes of the attention sublayer
     returns_tuple: bool = False  # MPNet and DeBERTa layers return (hidden states, attention), the others a tensor
+    fused_qkv: bool = False  # query, key and value are one Linear whose rows are [all queries; all keys; all values]
+    glu: bool = False  # ffn_in's rows are [inputs; gates]: neuron j is rows j and width + j (a gated linear unit)
+    unshared: tuple[str, ...] = ()  # parameter prefixes that sharing leaves per layer
+    attention_norm: str | None = None  # a pre-attention norm the first layer is built without (see keep_layers)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,14 +57,11 @@ ARCHITECTURES = {
                     key="attention.attn.k", value="attention.attn.v", out="attention.attn.o",
                     ffn_in="intermediate.dense", ffn_out="output.dense", position_bias_arg=2, returns_tuple=True,
                     per_head_bias="mpnet.encoder.relative_attention_bias"),
-}
-
-
-# Families transformers models but compress cannot shrink yet, and why (one line each, shown to the user)
-NOT_YET = {
-    "modernbert": "its fused query/key/value projection and gated FFN need their own removal rules "
-                  "(torch-pruning's graph maps the fused projection's key and value rows to the wrong columns), "
-                  "and its per-layer global/local attention pattern must follow a layer cut",
+    # ModernBERT: fused Wqkv, a GLU FFN, no biases; its first layer has no attention norm (the embeddings
+    # end in one), so the norms stay per layer when layers share, and a layer cut records where they are
+    "modernbert": Layout("model.layers", attention="attn", query="attn.Wqkv", key="attn.Wqkv", value="attn.Wqkv",
+                         out="attn.Wo", ffn_in="mlp.Wi", ffn_out="mlp.Wo", attention_block=("attn_norm.", "attn."),
+                         fused_qkv=True, glu=True, unshared=("attn_norm.",), attention_norm="attn_norm"),
 }
 
 TEACHER_LAYERS_KEY = "compress_teacher_layers"  # in a student's config: the teacher layer each layer was made from
@@ -70,8 +71,6 @@ def layout(config) -> Layout:
     try:
         return ARCHITECTURES[config.model_type]
     except KeyError:
-        if config.model_type in NOT_YET:
-            raise UserError(f"architecture '{config.model_type}' is not supported yet: {NOT_YET[config.model_type]}") from None
         raise UserError(
             f"architecture '{config.model_type}' is not supported (supported: {', '.join(ARCHITECTURES)})"
         ) from None
@@ -91,13 +90,26 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def keep_layers(model: nn.Module, layer_ids: list[int]) -> None:
     """Keep only the layers `layer_ids`, in that order; the config's depth and recorded shapes follow,
-    and so does the teacher layer each kept layer was made from (the default layer map of KD)."""
-    parent_path, _, name = layout(model.config).layers.rpartition(".")
+    and so does the teacher layer each kept layer was made from (the default layer map of KD).
+
+    ModernBERT's per-layer attention types (global or sliding window) follow the layers too, and so
+    do its attention norms: transformers builds only the first layer without one, so a cut that puts
+    another layer first (or the first elsewhere) records which layers have one, for the reload."""
+    spec = layout(model.config)
+    parent_path, _, name = spec.layers.rpartition(".")
     layers = encoder_layers(model)
     made_from = getattr(model.config, TEACHER_LAYERS_KEY, None) or list(range(len(layers)))
     setattr(model.config, TEACHER_LAYERS_KEY, [made_from[i] for i in layer_ids])
     setattr(model.get_submodule(parent_path), name, nn.ModuleList([layers[i] for i in layer_ids]))
     model.config.num_hidden_layers = len(layer_ids)  # DistilBERT maps this to n_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in layer_ids]
+    if spec.attention_norm:
+        normed = [j for j, layer in enumerate(encoder_layers(model))
+                  if not isinstance(layer.get_submodule(spec.attention_norm), nn.Identity)]
+        recorded = getattr(model.config, ATTENTION_NORMS_KEY, None) is not None
+        if recorded or normed != list(range(1, len(layer_ids))):  # else: as transformers builds it
+            record(model, ATTENTION_NORMS_KEY, normed)
     structure = getattr(model.config, STRUCTURE_KEY, None)
     if structure:
         for key in ("heads", "neurons"):

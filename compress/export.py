@@ -9,6 +9,7 @@ The folder follows Optimum's layout: model.onnx beside config.json and the token
 from __future__ import annotations
 
 import hashlib
+import inspect
 import shutil
 import statistics
 from collections import Counter
@@ -37,7 +38,10 @@ RAW, MODEL = "raw.onnx", "model.onnx"  # the plain export (static quantization s
 
 
 def _torch_export(model, tokenizer, path: Path, opset: int) -> list[str]:
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    """Export with the tokenizer's inputs that the model takes (ModernBERT takes no token_type_ids)."""
+    takes = inspect.signature(model.forward).parameters
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+             if n in tokenizer.model_input_names and n in takes]
     sample = tokenizer(["a sample sentence to trace the graph with"] * 2, return_tensors="pt")
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     # the tracer's notes on shape-dependent branches and mask indexing: the parity check tests the graph

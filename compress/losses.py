@@ -12,13 +12,13 @@ et al. 2020 and 2021):
 
 Attention and value relations are computed from each layer's own query, key and value
 projections, so they do not depend on the attention kernel (SDPA returns no weights) nor on
-attention dropout; MPNet's relative-position bias and DeBERTa's position terms (c2p, p2c) are left
-out, so for those the attention term compares the content part of the scores. They are compared per head where
-student and teacher layer have as many heads, else as one relation over all heads (MiniLM-v2's
-relation heads with R = 1), so a pruned layer still learns from its teacher layer; a layer with no
-heads left has nothing to compare. compress makes students from teacher layers and pruning keeps
-the hidden width, so hidden states always have the teacher's width: TinyBERT's learned map for
-narrower students has nothing to do here.
+attention dropout; MPNet's relative-position bias, DeBERTa's position terms (c2p, p2c) and
+ModernBERT's rotary embeddings are left out, so for those the attention term compares the content
+part of the scores. They are compared per head where student and teacher layer have as many
+heads, else as one relation over all heads (MiniLM-v2's relation heads with R = 1), so a pruned
+layer still learns from its teacher layer; a layer with no heads left has nothing to compare.
+compress makes students from teacher layers and pruning keeps the hidden width, so hidden states
+always have the teacher's width: TinyBERT's learned map for narrower students has nothing to do here.
 """
 
 from __future__ import annotations
@@ -160,26 +160,32 @@ def layer_map(student_config, teacher_depth: int, spec: str = "") -> list[int]:
     return [(j + 1) * teacher_depth // depth - 1 for j in range(depth)]
 
 
-def _keep_first(found: dict, key, module, args, out) -> None:
-    found.setdefault(key, out)  # returns None: the hook must not replace the module's output
+def _keep_first(found: dict, keys: list, module, args, out) -> None:
+    """Store the module's output under its key; a fused projection's [queries; keys; values] in thirds.
+    Returns None: the hook must not replace the module's output."""
+    for key, part in zip(keys, out.chunk(len(keys), dim=-1), strict=True):
+        found.setdefault(key, part)
 
 
 @contextlib.contextmanager
 def tapped(model, layers: list[int], parts: tuple[str, ...]):
     """Collect the outputs of `parts` (query, key, value) of `layers` during one forward: each
     module's first call, on the tokens (DeBERTa then projects its relative positions through the
-    same query and key modules)."""
+    same query and key modules). A fused projection (ModernBERT's Wqkv) is tapped once, for all three.
+    The taps precede rotary position embeddings (as they leave out MPNet's and DeBERTa's positions)."""
     found: dict[tuple[int, str], torch.Tensor] = {}
     where = layout(model.config)
     blocks = model.get_submodule(where.layers)
+    modules = [("query", "key", "value")] if where.fused_qkv and parts else [(part,) for part in parts]
     handles = []
     for layer in sorted(set(layers)):
-        for part in parts:
+        for module_parts in modules:
             try:
-                module = blocks[layer].get_submodule(getattr(where, part))
+                module = blocks[layer].get_submodule(getattr(where, module_parts[0]))
             except AttributeError:  # pruned to no heads (Headless): nothing to tap
                 continue
-            handles.append(module.register_forward_hook(partial(_keep_first, found, (layer, part))))
+            keys = [(layer, part) for part in module_parts]
+            handles.append(module.register_forward_hook(partial(_keep_first, found, keys)))
     try:
         yield found
     finally:

@@ -31,7 +31,7 @@ from compress.configs import PruneConfig, TrainConfig, validate
 from compress.data import encode, length_batches
 from compress.errors import UserError
 from compress.recovery import shrink
-from compress.removal import remove, trace
+from compress.removal import ffn_width, head_group, head_root, neuron_group, remove, trace
 from compress.structure import SHARING_KEY, STRUCTURE_KEY, record
 from compress.variant import Variant
 
@@ -42,10 +42,10 @@ def current_structure(model) -> dict:
         return copy.deepcopy(getattr(model.config, STRUCTURE_KEY))
     spec = layout(model.config)
     first = model.get_submodule(spec.layers)[0]
-    width = first.get_submodule(spec.ffn_in).out_features
+    width = ffn_width(first, spec.as_dict())
     heads = model.config.num_attention_heads
     depth = model.config.num_hidden_layers
-    return {**spec.as_dict(), "head_size": first.get_submodule(spec.query).out_features // heads,
+    return {**spec.as_dict(), "head_size": first.get_submodule(spec.out).in_features // heads,
             "full_heads": heads, "full_neurons": width,
             "heads": [list(range(heads)) for _ in range(depth)], "neurons": [width] * depth}
 
@@ -112,8 +112,8 @@ def taylor_scores(model, structure: dict, batches: list[dict]) -> tuple[list, li
 
 class GateTaylorImportance(tp.importance.Importance):
     """The taylor scores above as a torch-pruning Importance. One backward pass per batch scores
-    every layer; a group is then answered by its root module (a query or an FFN up-projection),
-    each head's score spread evenly over its channels."""
+    every layer; a group is then answered by its root module (removal.head_root, or an FFN
+    up-projection), each head's score spread evenly over its channels."""
 
     def __init__(self, model, structure: dict, batches: list[dict]):
         heads, neurons = taylor_scores(model, structure, batches)
@@ -121,12 +121,12 @@ class GateTaylorImportance(tp.importance.Importance):
         self.by_root = {}
         for layer, head, neuron in zip(model.get_submodule(structure["layers"]), heads, neurons):
             if head.numel():
-                self.by_root[layer.get_submodule(structure["query"])] = (head / size).repeat_interleave(size)
+                self.by_root[layer.get_submodule(head_root(structure))] = (head / size).repeat_interleave(size)
             if neuron.numel():
                 self.by_root[layer.get_submodule(structure["ffn_in"])] = neuron
 
     def __call__(self, group) -> torch.Tensor:
-        return self.by_root[group[0].dep.target.module][group[0].idxs]
+        return self.by_root[group[0].dep.target.module][group[0].root_idxs]
 
 
 # per channel: the squared L2 mass of its weights across the group, so a unit's sum is its norm squared
@@ -139,12 +139,14 @@ MAGNITUDE = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="sum", n
 PER_UNIT = {"taylor": lambda c: c.sum(1), "magnitude": lambda c: c.sum(1).sqrt(), "random": lambda c: c[:, 0]}
 
 
-def _unit_scores(graph, layer, root: str, units: int, size: int, scorer, importance: str) -> torch.Tensor:
+def _unit_scores(group_of, graph, layer, structure: dict, units: int, size: int, scorer,
+                 importance: str) -> torch.Tensor:
     if not units:
         return torch.zeros(0)
-    group = graph.get_pruning_group(layer.get_submodule(root), tp.prune_linear_out_channels,
-                                    idxs=list(range(units * size)))
-    return PER_UNIT[importance](scorer(group).detach().float().cpu().view(units, size))
+    # a GLU's root item holds each neuron's two rows (input, then gate), so the importances return twice
+    # as many scores; the first units * size are the root channels' (torch-pruning adds by root index)
+    channels = scorer(group_of(graph, layer, structure, list(range(units * size))))[: units * size]
+    return PER_UNIT[importance](channels.detach().float().cpu().view(units, size))
 
 
 def scores(model, graph, structure: dict, importance: str, batches: list[dict], seed: int) -> tuple[list, list]:
@@ -156,9 +158,9 @@ def scores(model, graph, structure: dict, importance: str, batches: list[dict], 
         torch.manual_seed(seed)
         for layer, kept, width in zip(model.get_submodule(structure["layers"]), structure["heads"],
                                       structure["neurons"]):
-            heads.append(_unit_scores(graph, layer, structure["query"], len(kept), structure["head_size"], scorer,
+            heads.append(_unit_scores(head_group, graph, layer, structure, len(kept), structure["head_size"], scorer,
                                       importance))
-            neurons.append(_unit_scores(graph, layer, structure["ffn_in"], width, 1, scorer, importance))
+            neurons.append(_unit_scores(neuron_group, graph, layer, structure, width, 1, scorer, importance))
     return heads, neurons
 
 

@@ -7,7 +7,10 @@ down-projection's columns). Its group then removes them all. What it does not do
 - a layer that loses every head or neuron: torch-pruning keeps at least one channel, so that layer
   becomes structure.Headless / BiasOnly (what masking it computes);
 - MPNet's relative-position bias, one tensor read by every layer per head: traced as it is, it
-  couples the heads of all layers, so it is detached while tracing and each layer slices its copy.
+  couples the heads of all layers, so it is detached while tracing and each layer slices its copy;
+- ModernBERT's fused query/key/value projection, which its graph follows wrongly: that head group is
+  built here (`_fused_head_group`), and torch-pruning's pruning functions and importances use it as
+  they use a traced one. Its gated FFN (rows j and width + j per neuron) the graph couples right.
 """
 
 from __future__ import annotations
@@ -59,6 +62,54 @@ def _group(graph: tp.DependencyGraph, layer: nn.Module, root: str, coupled: tupl
     return group
 
 
+def _add(group: tp.Group, dep: tp.Dependency, idxs: list[int], root_idxs: list[int]) -> None:
+    group.add_dep(dep, idxs)
+    group[len(group) - 1].root_idxs = root_idxs  # as DependencyGraph.get_pruning_group leaves its items
+
+
+def _fused_head_group(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, idxs: list[int]) -> tp.Group:
+    """The group of head channels `idxs` in a layer whose query, key and value are one Linear
+    (ModernBERT's Wqkv, rows [queries; keys; values]), built by hand: torch-pruning's graph cannot
+    follow the fused rows through the view(..., 3, heads, head_dim) and unbind to the heads: it
+    maps row r onto the output projection's column r (past its columns for key and value rows), so
+    a head's key and value rows are never in its group. Rooted at the output projection's columns
+    (channel i), with the rows i of each third of the fused projection."""
+    fused, out = layer.get_submodule(structure["query"]), layer.get_submodule(structure["out"])
+    width = out.in_features  # the heads it has now, times head_size
+    root, rows = graph.module2node[out], graph.module2node[fused]
+    group = tp.Group()
+    group._DG = graph  # Group.prune records its history there
+    _add(group, tp.Dependency(tp.prune_linear_in_channels, tp.prune_linear_in_channels, root, root), idxs, idxs)
+    _add(group, tp.Dependency(tp.prune_linear_in_channels, tp.prune_linear_out_channels, root, rows),
+         [third * width + i for third in range(3) for i in idxs], [i for _ in range(3) for i in idxs])
+    return group
+
+
+def head_root(structure: dict) -> str:
+    """The module whose channels root a head group: the query, or the output projection of a fused layout."""
+    return structure["out"] if structure.get("fused_qkv") else structure["query"]
+
+
+def head_group(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, idxs: list[int]) -> tp.Group:
+    """The group of head channels `idxs` (head position * head_size + i) of `layer`: the heads' query,
+    key and value rows and output projection columns."""
+    if structure.get("fused_qkv"):
+        return _fused_head_group(graph, layer, structure, idxs)
+    coupled = tuple(structure[n] for n in ("query", "key", "value", "out"))
+    return _group(graph, layer, structure["query"], coupled, idxs)
+
+
+def neuron_group(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, idxs: list[int]) -> tp.Group:
+    """The group of FFN neurons `idxs` of `layer`: their up-projection rows (two each in a GLU) and
+    down-projection columns."""
+    return _group(graph, layer, structure["ffn_in"], (structure["ffn_in"], structure["ffn_out"]), idxs)
+
+
+def ffn_width(layer: nn.Module, structure: dict) -> int:
+    """How many FFN neurons `layer` has (a GLU's up-projection has two rows per neuron)."""
+    return layer.get_submodule(structure["ffn_in"]).out_features // (2 if structure.get("glu") else 1)
+
+
 def remove_heads(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, current: list[int],
                  kept: list[int]) -> None:
     """Keep only the heads `kept` (original ids) of `layer`, which has the heads `current`, in the
@@ -68,9 +119,7 @@ def remove_heads(graph: tp.DependencyGraph, layer: nn.Module, structure: dict, c
         return
     size = structure["head_size"]
     gone = [p for p, head in enumerate(current) if head not in kept]
-    idxs = [p * size + i for p in gone for i in range(size)]
-    coupled = tuple(structure[n] for n in ("query", "key", "value", "out"))
-    _group(graph, layer, structure["query"], coupled, idxs).prune()
+    head_group(graph, layer, structure, [p * size + i for p in gone for i in range(size)]).prune()
     set_heads(layer, structure, kept)
 
 
@@ -79,9 +128,7 @@ def remove_neurons(graph: tp.DependencyGraph, layer: nn.Module, structure: dict,
     if not positions:
         remove_every_neuron(layer, structure)
         return
-    width = layer.get_submodule(structure["ffn_in"]).out_features
-    idxs = sorted(set(range(width)) - set(positions))
-    _group(graph, layer, structure["ffn_in"], (structure["ffn_in"], structure["ffn_out"]), idxs).prune()
+    neuron_group(graph, layer, structure, sorted(set(range(ffn_width(layer, structure))) - set(positions))).prune()
 
 
 def remove(model: nn.Module, graph: tp.DependencyGraph, structure: dict, heads: list[list[int]] | None,

@@ -34,6 +34,8 @@ def share_layers(model, config: ShareConfig) -> dict:
     spec = layout(model.config)
     sharing = {"layers": spec.layers, "attention_block": list(spec.attention_block), "what": config.what,
                "groups": layer_groups(model.config.num_hidden_layers, config.groups)}
+    if spec.unshared:  # ModernBERT's attention norms: its first layer has none to share
+        sharing["unshared"] = list(spec.unshared)
     layers = model.get_submodule(spec.layers)
     for group in sharing["groups"]:
         names = {j: {n: p.shape for n, p in layers[j].named_parameters() if is_shared(n, sharing)} for j in group}

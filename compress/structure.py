@@ -6,6 +6,9 @@ would silently re-initialise the pruned layers). The config therefore records th
 neurons of every layer under `compress_structure`, and the classes below build the full model,
 then slice it to those shapes before the weights load.
 
+A ModernBERT cut to layers that do not start with its first records which layers have an
+attention norm (`compress_attention_norms`): transformers builds only the first one without.
+
 Shared layers (ALBERT-style) are recorded under `compress_sharing`: the classes tie the
 parameters again and register the ties with transformers, so the checkpoint stores each shared
 tensor once and loading restores one tensor used by every layer of its group.
@@ -25,6 +28,7 @@ from transformers import (
     DebertaV2ForSequenceClassification,
     DistilBertForSequenceClassification,
     ElectraForSequenceClassification,
+    ModernBertForSequenceClassification,
     MPNetForSequenceClassification,
     RobertaForSequenceClassification,
     XLMRobertaForSequenceClassification,
@@ -32,6 +36,7 @@ from transformers import (
 
 STRUCTURE_KEY = "compress_structure"
 SHARING_KEY = "compress_sharing"
+ATTENTION_NORMS_KEY = "compress_attention_norms"
 MODELING_FILE = "modeling_compress.py"
 HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads")  # BERT and the others | DistilBERT
 
@@ -45,14 +50,17 @@ def resize(layer: nn.Module, path: str, out_features: int | None = None, in_feat
 
 
 class BiasOnly(nn.Module):
-    """What a projection becomes when every head or neuron feeding it is gone: its bias, per token."""
+    """What a projection becomes when every head or neuron feeding it is gone: its bias, per token
+    (zeros, without a parameter, for a projection without bias, as ModernBERT's are)."""
 
-    def __init__(self, bias: torch.Tensor):
+    def __init__(self, bias: torch.Tensor | None, width: int):
         super().__init__()
-        self.bias = nn.Parameter(bias.detach().clone())
+        self.width = width
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bias.expand(*x.shape[:-1], self.bias.shape[0])
+        out = self.bias if self.bias is not None else x.new_zeros(self.width)
+        return out.expand(*x.shape[:-1], self.width)
 
 
 class Headless(nn.Module):
@@ -62,11 +70,11 @@ class Headless(nn.Module):
     DistilBERT); BERT and RoBERTa keep it outside, where it becomes a BiasOnly itself.
     """
 
-    def __init__(self, projection_name: str | None = None, bias: torch.Tensor | None = None):
+    def __init__(self, projection_name: str | None = None, bias: torch.Tensor | None = None, width: int = 0):
         super().__init__()
         self.projection_name = projection_name
         if projection_name:
-            self.add_module(projection_name, BiasOnly(bias))
+            self.add_module(projection_name, BiasOnly(bias, width))
 
     def forward(self, hidden_states, *args, **kwargs):
         out = getattr(self, self.projection_name)(hidden_states) if self.projection_name else hidden_states
@@ -109,15 +117,16 @@ def remove_every_head(layer: nn.Module, spec: dict) -> None:
     """What is left of attention with no heads: its output bias (torch-pruning keeps at least one channel)."""
     out = layer.get_submodule(spec["out"])
     inside = _relative(spec["out"], spec["attention"])
-    _set(layer, spec["attention"], Headless(inside, out.bias) if inside else Headless())
+    _set(layer, spec["attention"], Headless(inside, out.bias, out.out_features) if inside else Headless())
     if not inside:
-        _set(layer, spec["out"], BiasOnly(out.bias))
+        _set(layer, spec["out"], BiasOnly(out.bias, out.out_features))
 
 
 def remove_every_neuron(layer: nn.Module, spec: dict) -> None:
     """What is left of an FFN with no neurons: its output bias."""
+    out = layer.get_submodule(spec["ffn_out"])
     _set(layer, spec["ffn_in"], nn.Identity())
-    _set(layer, spec["ffn_out"], BiasOnly(layer.get_submodule(spec["ffn_out"]).bias))
+    _set(layer, spec["ffn_out"], BiasOnly(out.bias, out.out_features))
 
 
 def set_heads(layer: nn.Module, spec: dict, kept: list[int]) -> None:
@@ -146,19 +155,34 @@ def apply_structure(model: nn.Module, structure: dict) -> None:
         if not kept:
             remove_every_head(layer, structure)
         elif len(kept) < structure["full_heads"]:
-            for name in ("query", "key", "value"):
-                resize(layer, structure[name], out_features=len(kept) * head_size)
+            if structure.get("fused_qkv"):  # one projection: the kept heads' queries, keys and values
+                resize(layer, structure["query"], out_features=3 * len(kept) * head_size)
+            else:
+                for name in ("query", "key", "value"):
+                    resize(layer, structure[name], out_features=len(kept) * head_size)
             resize(layer, structure["out"], in_features=len(kept) * head_size)
             set_heads(layer, structure, kept)
         if not neurons:
             remove_every_neuron(layer, structure)
         elif neurons < structure["full_neurons"]:
-            resize(layer, structure["ffn_in"], out_features=neurons)
+            resize(layer, structure["ffn_in"], out_features=(2 if structure.get("glu") else 1) * neurons)
             resize(layer, structure["ffn_out"], in_features=neurons)
+
+
+def set_attention_norms(model: nn.Module, normed: list[int]) -> None:
+    """Give ModernBERT's layers `normed` a pre-attention LayerNorm and the others none, as a layer
+    cut left them (transformers builds only the first layer without); the weights load next."""
+    config = model.config
+    for j, layer in enumerate(model.model.layers):
+        like = layer.mlp_norm.weight  # on the device and in the dtype the model is being built in
+        layer.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias,
+                                       device=like.device, dtype=like.dtype) if j in normed else nn.Identity()
 
 
 def is_shared(name: str, sharing: dict) -> bool:
     """Whether the layer parameter `name` is tied under `sharing` (what: all | attention | ffn)."""
+    if name.startswith(tuple(sharing.get("unshared", ()))):
+        return False
     in_attention = name.startswith(tuple(sharing["attention_block"]))
     return sharing["what"] == "all" or (sharing["what"] == "attention") == in_attention
 
@@ -186,8 +210,10 @@ def register_ties(model: nn.Module, ties: dict[str, str]) -> None:
 
 
 def is_structured(config) -> bool:
-    """Whether a config records pruned shapes or shared layers, which only these classes rebuild."""
-    return bool(getattr(config, STRUCTURE_KEY, None) or getattr(config, SHARING_KEY, None))
+    """Whether a config records pruned shapes, shared layers or moved attention norms, which only these
+    classes rebuild."""
+    return bool(getattr(config, STRUCTURE_KEY, None) or getattr(config, SHARING_KEY, None)) \
+        or getattr(config, ATTENTION_NORMS_KEY, None) is not None  # [] too: no layer has one
 
 
 def record(model: nn.Module, key: str, value: dict) -> None:
@@ -203,6 +229,9 @@ class _Structured:
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
+        normed = getattr(config, ATTENTION_NORMS_KEY, None)
+        if normed is not None:
+            set_attention_norms(self, normed)
         structure = getattr(config, STRUCTURE_KEY, None)
         if structure:
             apply_structure(self, structure)
@@ -239,6 +268,10 @@ class StructuredDebertaV2ForSequenceClassification(_Structured, DebertaV2ForSequ
     pass
 
 
+class StructuredModernBertForSequenceClassification(_Structured, ModernBertForSequenceClassification):
+    pass
+
+
 CLASSES = {
     "bert": StructuredBertForSequenceClassification,
     "roberta": StructuredRobertaForSequenceClassification,
@@ -247,4 +280,5 @@ CLASSES = {
     "xlm-roberta": StructuredXLMRobertaForSequenceClassification,
     "electra": StructuredElectraForSequenceClassification,
     "deberta-v2": StructuredDebertaV2ForSequenceClassification,
+    "modernbert": StructuredModernBertForSequenceClassification,
 }

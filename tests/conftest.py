@@ -16,6 +16,7 @@ from transformers import (
     DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    ModernBertConfig,
     MPNetConfig,
     RobertaConfig,
     XLMRobertaConfig,
@@ -42,6 +43,10 @@ CONFIGS = {
     "deberta-v2": DebertaV2Config(**TINY, relative_attention=True, pos_att_type=["p2c", "c2p"], share_att_key=True,
                                   position_buckets=8, max_relative_positions=32, norm_rel_ebd="layer_norm",
                                   position_biased_input=False, type_vocab_size=0),
+    # ModernBERT: fused Wqkv, GLU FFN, no biases; global attention every third layer, the others a sliding
+    # window of 4 tokens (2 each side), so a layer's attention type shows in the logits of 9+ tokens
+    "modernbert": ModernBertConfig(**TINY, local_attention=4, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                   cls_token_id=1, sep_token_id=2),
 }
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"

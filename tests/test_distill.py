@@ -1,15 +1,16 @@
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import (
+    AlbertConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    ModernBertConfig,
 )
 
-from compress.arch import encoder_layers
+from compress.arch import encoder_layers, layout
 from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import DistillConfig, TrainConfig
 from compress.data import encode
@@ -17,9 +18,11 @@ from compress.distill import distill, make_student, select_layers
 from compress.errors import UserError
 from compress.inference import predict_logits
 from compress.losses import kd_loss
+from compress.structure import MODELING_FILE
+from compress.variant import save_variant
 from compress.workspace import partial_dir
 
-from conftest import CONFIGS, TINY
+from conftest import CONFIGS, TINY, student_meta
 
 
 @pytest.mark.parametrize("arch", CONFIGS)
@@ -34,7 +37,7 @@ def test_student_starts_as_the_chosen_teacher_layers_weight_for_weight(arch):
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a)
     # everything outside the layer stack (embeddings, pooler, head) is the teacher's
-    outside = {k: v for k, v in teacher.state_dict().items() if ".layer." not in k}
+    outside = {k: v for k, v in teacher.state_dict().items() if not k.startswith(layout(teacher.config).layers + ".")}
     student_state = student.state_dict()
     assert all(torch.equal(student_state[k], v) for k, v in outside.items())
     assert encoder_layers(teacher) is teacher_layers and len(teacher_layers) == 6  # teacher untouched
@@ -42,10 +45,45 @@ def test_student_starts_as_the_chosen_teacher_layers_weight_for_weight(arch):
     assert student(input_ids=ids).logits.shape == (1, 2)
 
 
+def test_a_modernbert_student_keeps_its_layers_attention_types_and_norms(tmp_path, tiny_base):
+    """ModernBERT's layers attend globally or in a sliding window (config.layer_types), and only its
+    first layer is built without an attention norm: a student of layers 1, 3, 5 keeps both through a
+    reload, with compress or without it (the shipped modeling file)."""
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(copy.deepcopy(CONFIGS["modernbert"]),
+                                                             attn_implementation="eager").eval()
+    with torch.no_grad():  # as trained: an initial norm (weight 1) after the embeddings' norm changes almost nothing
+        for layer in encoder_layers(teacher)[1:]:
+            layer.attn_norm.weight.uniform_(0.5, 1.5)
+    ids = torch.randint(5, 120, (2, 11), generator=torch.Generator().manual_seed(0))  # longer than the window
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    student = make_student(teacher, [1, 3, 5])
+    assert student.config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
+    with torch.no_grad():
+        expected = student(input_ids=ids).logits
+    saved = save_variant(tmp_path / "student", student, tokenizer, student_meta(None, "student"))
+    for reloaded in (load_classifier(saved.path, attn_implementation="eager"),
+                     AutoModelForSequenceClassification.from_pretrained(saved.path, trust_remote_code=True,
+                                                                        attn_implementation="eager")):
+        layers = encoder_layers(reloaded)
+        assert [layer.attention_type for layer in layers] == student.config.layer_types
+        assert all(isinstance(layer.attn_norm, torch.nn.LayerNorm) for layer in layers)
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded.eval()(input_ids=ids).logits, expected, atol=1e-6, rtol=0)
+    # a student that starts with the first layer is what transformers builds: no modeling file needed
+    plain = make_student(teacher, [0, 2, 4])
+    with torch.no_grad():
+        expected = plain(input_ids=ids).logits
+    saved = save_variant(tmp_path / "plain", plain, tokenizer, student_meta(None, "plain"))
+    assert not (saved.path / MODELING_FILE).exists()
+    reloaded = AutoModelForSequenceClassification.from_pretrained(saved.path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, atol=1e-6, rtol=0)
+
+
 def test_unsupported_architecture_is_a_clear_error():
-    model = AutoModelForSequenceClassification.from_config(ModernBertConfig(
-        **TINY, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2))
-    with pytest.raises(UserError, match="architecture 'modernbert' is not supported yet: its fused query/key/value"):
+    model = AutoModelForSequenceClassification.from_config(AlbertConfig(**TINY, embedding_size=16))
+    with pytest.raises(UserError, match="architecture 'albert' is not supported \\(supported: bert, .*modernbert"):
         make_student(model, [0])
 
 

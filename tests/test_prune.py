@@ -85,9 +85,11 @@ def test_parameter_count_follows_the_formula(arch):
     heads_gone = sum(map(len, DROP_HEADS.values()))
     neurons_gone = sum(map(len, DROP_NEURONS.values()))
     # a head: its query, key and value rows (weights and biases) and its columns of the output projection;
-    # a neuron: its FFN input row and bias, and its FFN output column
-    per_head = 3 * (HIDDEN * HEAD_SIZE + HEAD_SIZE) + HIDDEN * HEAD_SIZE
-    per_neuron = HIDDEN + 1 + HIDDEN
+    # a neuron: its FFN input row and bias (two rows, input and gate, in ModernBERT's GLU), and its FFN
+    # output column. ModernBERT has no biases.
+    bias, rows = (0, 2) if arch == "modernbert" else (1, 1)
+    per_head = 3 * (HIDDEN * HEAD_SIZE + bias * HEAD_SIZE) + HIDDEN * HEAD_SIZE
+    per_neuron = rows * (HIDDEN + bias) + HIDDEN
     assert sum(p.numel() for p in model.parameters()) == before - heads_gone * per_head - neurons_gone * per_neuron
 
 
@@ -109,6 +111,31 @@ def test_pruned_checkpoint_reloads_both_ways_with_the_same_logits(arch, tmp_path
         torch.testing.assert_close(remote(**inputs()).logits, expected, atol=1e-6, rtol=0)
     meta = json.loads((tmp_path / "pruned" / "variant.json").read_text())
     assert meta["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_modernbert_pruned_of_its_first_layer_reloads_both_ways(tmp_path, tiny_base):
+    """Layers 0 and 4 go, then half the heads and neurons: the recorded shapes, the attention types and
+    the attention norms (transformers builds only the first layer without one) all follow the cut."""
+    model = tiny("modernbert")
+    with torch.no_grad():  # as trained: an initial norm (weight 1) after the embeddings' norm changes almost nothing
+        for layer in model.model.layers[1:]:
+            layer.attn_norm.weight.uniform_(0.5, 1.5)
+    batch = {**inputs(), "labels": torch.tensor([0, 1, 1])}
+    removed = apply_pruning(model, current_structure(model), PruneConfig(heads=0.5, neurons=0.5, layers="0,4"),
+                            [batch], seed=0)
+    assert removed == {"layers": [0, 4], "heads": 8, "neurons": 128}
+    assert model.config.layer_types == ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    with torch.no_grad():
+        expected = model(**inputs()).logits
+    saved = save_variant(tmp_path / "pruned", model, AutoTokenizer.from_pretrained(tiny_base),
+                         student_meta(None, "pruned"))
+    for reloaded in (load_classifier(saved.path, attn_implementation="eager"),
+                     AutoModelForSequenceClassification.from_pretrained(saved.path, trust_remote_code=True,
+                                                                        attn_implementation="eager")):
+        assert all(isinstance(layer.attn_norm, torch.nn.LayerNorm) for layer in reloaded.model.layers)
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded.eval()(**inputs()).logits, expected, atol=1e-6, rtol=0)
+    assert saved.meta["parameters"] == sum(p.numel() for p in model.parameters())
 
 
 def test_a_mismatched_pruned_checkpoint_is_refused_not_reinitialised(tmp_path, tiny_base):

@@ -23,7 +23,8 @@ KEPT_NEURONS = [[n for n in range(WIDTH) if n not in DROP_NEURONS[i]] for i in r
 
 def _rows(linear: nn.Linear, index: torch.Tensor) -> None:
     linear.weight = nn.Parameter(linear.weight.detach()[index])
-    linear.bias = nn.Parameter(linear.bias.detach()[index])
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(linear.bias.detach()[index])
     linear.out_features = len(index)
 
 
@@ -41,15 +42,20 @@ def slice_by_hand(model) -> None:
             remove_every_head(layer, structure)
         else:
             index = (torch.tensor(heads)[:, None] * size + torch.arange(size)).flatten()
-            for name in ("query", "key", "value"):
-                _rows(layer.get_submodule(structure[name]), index)
+            if structure["fused_qkv"]:  # rows [queries; keys; values], HEADS * size each
+                _rows(layer.get_submodule(structure["query"]), torch.cat([t * HEADS * size + index for t in range(3)]))
+            else:
+                for name in ("query", "key", "value"):
+                    _rows(layer.get_submodule(structure[name]), index)
             _columns(layer.get_submodule(structure["out"]), index)
             set_heads(layer, structure, heads)
         if not neurons:
             remove_every_neuron(layer, structure)
         else:
-            _rows(layer.get_submodule(structure["ffn_in"]), torch.tensor(neurons))
-            _columns(layer.get_submodule(structure["ffn_out"]), torch.tensor(neurons))
+            index = torch.tensor(neurons)
+            rows = torch.cat([index, WIDTH + index]) if structure["glu"] else index  # a GLU neuron: input and gate
+            _rows(layer.get_submodule(structure["ffn_in"]), rows)
+            _columns(layer.get_submodule(structure["ffn_out"]), index)
 
 
 @pytest.mark.parametrize("arch", CONFIGS)
@@ -89,19 +95,25 @@ def test_magnitude_importance_is_the_l2_norm_of_each_unit(arch):
     heads, neurons = scores(model, trace(model, inputs()), structure, "magnitude", [], seed=0)
     size = structure["head_size"]
     for layer, head_scores, neuron_scores in zip(model.get_submodule(structure["layers"]), heads, neurons):
-        q, k, v = (layer.get_submodule(structure[n]).weight for n in ("query", "key", "value"))
+        if structure["fused_qkv"]:
+            q, k, v = layer.get_submodule(structure["query"]).weight.chunk(3)
+        else:
+            q, k, v = (layer.get_submodule(structure[n]).weight for n in ("query", "key", "value"))
         out = layer.get_submodule(structure["out"]).weight
         for h in range(HEADS):
             part = slice(h * size, (h + 1) * size)
             norm = torch.cat([q[part].flatten(), k[part].flatten(), v[part].flatten(), out[:, part].flatten()]).norm()
             torch.testing.assert_close(head_scores[h], norm.detach(), rtol=1e-5, atol=0)
         w_in, w_out = layer.get_submodule(structure["ffn_in"]).weight, layer.get_submodule(structure["ffn_out"]).weight
-        torch.testing.assert_close(neuron_scores, (w_in.pow(2).sum(1) + w_out.pow(2).sum(0)).sqrt().detach(),
-                                   rtol=1e-5, atol=0)
+        row_mass = w_in.pow(2).sum(1)
+        if structure["glu"]:  # a neuron's input row and gate row
+            row_mass = row_mass.view(2, WIDTH).sum(0)
+        torch.testing.assert_close(neuron_scores, (row_mass + w_out.pow(2).sum(0)).sqrt().detach(), rtol=1e-5, atol=0)
 
 
-def test_taylor_importance_is_the_gate_gradient_and_random_is_seeded():
-    model = tiny("bert")
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])  # heads rooted at the query, or at the output (fused)
+def test_taylor_importance_is_the_gate_gradient_and_random_is_seeded(arch):
+    model = tiny(arch)
     structure = current_structure(model)
     batch = {**inputs(), "labels": torch.tensor([0, 1, 1])}
     graph = trace(model, batch)
