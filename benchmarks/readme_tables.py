@@ -255,8 +255,9 @@ def search_section(data: dict) -> list[str]:
                      f"training {budget['train_s_total']:.0f} s; whole search {budget['wall_s']:.0f} s; every trial's "
                      f"measured latency within 10% of the prediction: {'yes' if budget['predicted_within_10pct'] else 'no'}; "
                      f"winner at least as accurate as the best hand-made variant under the budget: "
-                     f"{'yes' if budget['winner_at_least_as_accurate'] else 'no'}, with less training: "
-                     f"{'yes' if budget['winner_trained_less'] else 'no'}.")
+                     f"{'yes' if budget['winner_at_least_as_accurate'] else 'no'}; with less training, the winner's "
+                     f"chain: {'yes' if budget['winner_chain_trained_less'] else 'no'}, the whole search (every trial): "
+                     f"{'yes' if budget['search_trained_less'] else 'no'}.")
     rank = data.get("proxy_rank_correlation")
     if rank:
         lines.append(f"- The proxy's rank correlation (Spearman) with trained accuracy over {rank['candidates']} "
@@ -303,7 +304,7 @@ def summary() -> str:
             lines.append(f"- `compress search` ({TASK_NAMES.get(search['task'], search['task'])}, budget "
                          f"{budget['budget_ms']:g} ms at {search['shape']}): {winner['candidate']}, "
                          f"{_pct(winner['accuracy'])} in {winner['measured_p50_ms']:.2f} ms after {winner['train_s']:.0f} s "
-                         "of training, against " + (f"the best hand-made variant under the budget, {best['name']}, "
+                         f"of training ({budget['train_s_total']:.0f} s for all {len(budget['trials'])} trials), against " + (f"the best hand-made variant under the budget, {best['name']}, "
                                                     f"{_pct(best['accuracy'])} after {best['train_s']:.0f} s."
                                                     if best else "no hand-made variant under the budget."))
     gpu = _load("gpu")
