@@ -415,6 +415,7 @@ def search_command(obj, teacher_name, task, data_dir, text_column, label_column,
 
     data = load_task(task, data_dir, text_column, label_column, num_labels)
     config, train = take(SearchConfig, params), TrainConfig(**params)
+    stage.check(config)  # before a teacher may be fine-tuned for it
     teacher_variant = teacher_for(obj["workspace"], teacher_name, data, train)
     typed = {"task": str(Path(task).resolve()) if Path(task).exists() else task,  # the recipe may run elsewhere
              "data-dir": str(Path(data_dir).resolve()) if data_dir else None, "text-column": text_column,

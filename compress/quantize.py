@@ -105,6 +105,12 @@ class _Calibration:
         pass
 
 
+def calibration_reader(raw: Path, task, tokenizer, max_length: int, n: int) -> _Calibration:
+    """Static int8's calibration data: the first `n` training rows, as the inputs the graph at `raw` takes."""
+    rows = task.train.select(range(min(n, len(task.train))))
+    return _Calibration(encode(rows, tokenizer, max_length), tokenizer, onnx_inputs(raw), n)
+
+
 @contextlib.contextmanager
 def _working_directory(path: Path):
     """ORT's calibrator writes large scratch files into the working directory: keep them in `path`."""
@@ -205,11 +211,8 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
         else:
             (tmp / "onnx").mkdir()
             artifact = tmp / "onnx" / MODEL
-            reader = None
-            if mode == "static":
-                names = onnx_inputs(variant.path / "onnx" / RAW)
-                rows = task.train.select(range(min(calibration, len(task.train))))
-                reader = _Calibration(encode(rows, tokenizer, max_length), tokenizer, names, calibration)
+            reader = calibration_reader(variant.path / ONNX_DIR / RAW, task, tokenizer, max_length, calibration) \
+                if mode == "static" else None
             scratch = tmp / ".scratch"
             scratch.mkdir()
             try:

@@ -83,6 +83,10 @@ def _rows(variants: list[Variant]) -> list[Row]:
     return rows
 
 
+SEARCH_FIELDS = {"task", "teacher", "budget_ms", "shape", "machine_key", "config", "command", "table", "proxy",
+                 "trials", "winner", "recipe", "train_s_total", "wall_s"}  # what the report shows of a search record
+
+
 def searches(workspace: Path, teacher: str | None, task: str, rows: list[Row]) -> list[dict]:
     """The `compress search` records of this teacher and task, each with its winner's row number."""
     numbers = {str(r.variant.path.resolve()): r.number for r in rows}
@@ -92,7 +96,8 @@ def searches(workspace: Path, teacher: str | None, task: str, rows: list[Row]) -
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # a record being written, or not a search's: the variants still report
-        if not isinstance(record, dict) or record.get("task") != task or teacher not in (None, record.get("teacher")):
+        if not isinstance(record, dict) or not SEARCH_FIELDS <= set(record) or record["task"] != task \
+                or teacher not in (None, record["teacher"]):
             continue
         winner = record.get("winner") or {}
         record["winner_number"] = numbers.get(str((workspace / winner.get("variant", "-")).resolve()))
@@ -118,7 +123,7 @@ def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str], found
         if r is teacher:
             ax.scatter([x], [y], marker="*", s=220, color="#c44e52", zorder=4, label="teacher")
     for search in found:  # a search's winner and its budget, on the plot of its machine, runtime and shape
-        if (search["machine_key"], search["shape"]) != (key[0], key[2]) or key[1] != f"ort-{key[0].rsplit('| ', 1)[1]}":
+        if (search["machine_key"], f"ort-{search['config'].get('device')}", search["shape"]) != key:
             continue
         ax.axvline(search["budget_ms"], color="#55a868", ls=":", lw=1.2, label=f"budget {search['budget_ms']:g} ms")
         for r, (x, y) in zip(measured, points):

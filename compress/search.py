@@ -9,8 +9,8 @@
    exceeds the budget in every precision (more layers, heads or neurons are never faster).
 2. Proxy: of the candidates under the budget, those that are not contained in another one of the
    same precision (which would keep more of the teacher at no cost) are built from the teacher
-   as the stages build them (distill's layer copy, prune's per-layer Taylor cut, the int8
-   artifact) with no training, and ranked by their KL divergence from the teacher on training
+   as the stages build them (distill's layer copy, prune's per-layer Taylor cut, int8 quantized
+   from the plain graph: the same values as the kept one) with no training, and ranked by their KL divergence from the teacher on training
    rows. It costs seconds per candidate; how well it ranks trained accuracy is measured in
    benchmarks/results/search.json.
 3. The K best by proxy are trained through the ordinary stages, as one recipe, and benched.
@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import tempfile
 import time
@@ -35,15 +36,16 @@ from transformers import AutoModelForSequenceClassification
 from compress import ort as runtime
 from compress.bench import PROVIDERS, key_here, parse_shapes
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import PruneConfig, SearchConfig, TrainConfig, validate
-from compress.data import encode
+from compress.configs import PruneConfig, QuantizeConfig, SearchConfig, TrainConfig, validate
+from compress.data import check_max_length, encode
 from compress.distill import make_student, select_layers
 from compress.errors import UserError
-from compress.export import MODEL, write_graphs
+from compress.export import MODEL, RAW, write_graphs
 from compress.inference import predict_logits
 from compress.latency import ort_latency_ms
+from compress.machine import machine
 from compress.prune import apply_pruning, current_structure, scoring_batches
-from compress.quantize import _Calibration, ort_quantize
+from compress.quantize import calibration_reader, ort_quantize
 from compress.structure import STRUCTURE_KEY, apply_structure, record
 from compress.tasks import Task
 from compress.variant import Variant
@@ -52,6 +54,8 @@ from compress.workspace import write_json, write_text
 QUANTIZE_MODE = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}  # fp32 is the export itself
 PRECISIONS = {"cpu": "fp32,int8-dynamic,int8-static", "cuda": "fp32,fp16"}
 CACHE = "search/latency.json"
+MARGIN = 1.1  # timing noise on shared cores: a shape is only this much over (or under) the budget for sure
+RECIPE_MARK = "# compress search:"  # the first line of every recipe it writes, so it replaces only its own
 
 
 @dataclass(frozen=True, order=True)
@@ -111,12 +115,27 @@ def shapes(config: SearchConfig, teacher_config) -> list[Shape]:
 
 
 def precisions(config: SearchConfig) -> list[str]:
-    names = [p.strip() for p in (config.precisions or PRECISIONS[config.device]).split(",") if p.strip()]
+    names = list(dict.fromkeys(p.strip() for p in (config.precisions or PRECISIONS[config.device]).split(",")
+                               if p.strip()))
     allowed = PRECISIONS[config.device].split(",")
     wrong = [p for p in names if p not in allowed]
     if wrong or not names:
         raise UserError(f"--precisions {config.precisions}: on {config.device} choose from {', '.join(allowed)}")
     return names
+
+
+def check(config: SearchConfig) -> None:
+    """Every flag that needs no teacher, checked before a teacher is fine-tuned for the search."""
+    validate(config)
+    if len(parse_shapes(config.shape)) != 1:
+        raise UserError(f"--shape takes one BATCHxSEQUENCE shape, not '{config.shape}'")
+    if config.device == "cuda" and not (torch.cuda.is_available()
+                                        and PROVIDERS["cuda"] in ort.get_available_providers()):
+        raise UserError("--device cuda needs a CUDA GPU that PyTorch sees and ONNX Runtime's CUDA provider "
+                        "(pip install -e '.[gpu]')")
+    _fractions(config.heads, "--heads")
+    _fractions(config.ffn, "--ffn")
+    precisions(config)
 
 
 def random_student(teacher_config, shape: Shape):
@@ -149,22 +168,52 @@ def _artifacts(model, tokenizer, folder: Path, wanted: list[str], calibration, o
         out, scratch = folder / precision, folder / f".{precision}-scratch"
         out.mkdir()
         scratch.mkdir()
-        reader = calibration() if precision == "int8-static" else None
+        reader = calibration(folder / RAW) if precision == "int8-static" else None
         ort_quantize(folder, out / MODEL, scratch, QUANTIZE_MODE[precision], False, reader, False)
         paths[precision] = out / MODEL
     return paths
 
 
 def beyond_budget(shape: Shape, table: dict, budget_ms: float) -> bool:
-    """Whether a shape that `shape` contains was measured over the budget in every precision."""
-    return any(shape.contains(done) and all(t is not None and t["p50"] > budget_ms for t in by_precision.values())
+    """Whether a shape that `shape` contains was measured over the budget, by more than timing noise
+    (MARGIN), in every precision."""
+    return any(shape.contains(done) and all(t is not None and t["p50"] > budget_ms * MARGIN
+                                            for t in by_precision.values())
                for done, by_precision in table.items())
 
 
 def cache_key(teacher_config, config: SearchConfig) -> str:
-    arch = (f"{teacher_config.model_type} {teacher_config.hidden_size} hidden, {teacher_config.num_attention_heads} "
-            f"heads, FFN {teacher_config.intermediate_size}, vocab {teacher_config.vocab_size}")
-    return f"{key_here(config.threads, config.device)} | {config.shape} | onnxruntime {ort.__version__} | {arch}"
+    """What a timing depends on: the machine, threads and device, the shape and runs, the libraries that
+    write and run the graph, and the teacher's architecture (its whole config but depth and label names)."""
+    arch = {k: v for k, v in teacher_config.to_dict().items()
+            if k not in ("num_hidden_layers", "layer_types", "id2label", "label2id", "_name_or_path", "architectures",
+                         "transformers_version", "auto_map", STRUCTURE_KEY, "compress_sharing")}
+    arch["num_labels"] = teacher_config.num_labels
+    digest = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    versions = machine()["versions"]
+    libraries = ", ".join(f"{name} {versions.get(name)}" for name in ("onnxruntime", "onnx", "torch", "transformers"))
+    return (f"{key_here(config.threads, config.device)} | {config.shape}, {config.runs} runs | {libraries} | "
+            f"{teacher_config.model_type} {teacher_config.hidden_size} hidden, {teacher_config.num_attention_heads} "
+            f"heads, FFN {teacher_config.intermediate_size} ({digest})")
+
+
+def _read_cache(path: Path, log) -> dict:
+    """The cached tables; an unreadable file is measured afresh (it is only a cache) and said so."""
+    try:
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        cache = None
+    if not isinstance(cache, dict) or not all(isinstance(v, dict) for v in cache.values()):
+        log(f"  {path} is unreadable: measuring afresh")
+        return {}
+    return cache
+
+
+def _timings(entry) -> dict:
+    """The well-formed timings of one cached shape."""
+    entry = entry if isinstance(entry, dict) else {}
+    return {p: t for p, t in entry.items()
+            if isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) for k in ("p50", "p90"))}
 
 
 def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print) -> dict:
@@ -173,20 +222,18 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
     wanted = precisions(config)
     (batch, sequence), = parse_shapes(config.shape)
     cache_path = teacher.workspace / "reports" / CACHE
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    cache = _read_cache(cache_path, log)
     key = cache_key(teacher_config, config)
     measured = cache.setdefault(key, {})
     threads = config.threads or torch.get_num_threads()
     provider = PROVIDERS[config.device]
 
-    def calibration():
-        rows = task.train.select(range(min(16, len(task.train))))
-        encoded = encode(rows, tokenizer, teacher.record.params["max_length"])
-        return _Calibration(encoded, tokenizer, tokenizer.model_input_names, 16)
+    def calibration(raw: Path):  # a few rows: the scales change the values, not the time
+        return calibration_reader(raw, task, tokenizer, teacher.record.params["max_length"], 16)
 
     table, started, new = {}, time.perf_counter(), 0
     for shape in shapes(config, teacher_config):
-        known = measured.get(shape.key, {})
+        known = _timings(measured.get(shape.key))
         if beyond_budget(shape, table, config.budget_ms) and not all(p in known for p in wanted):
             table[shape] = {p: known.get(p) for p in wanted}
             continue
@@ -208,12 +255,13 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
 
 
 def under_budget(table: dict, budget_ms: float) -> list[Candidate]:
-    """Candidates whose measured latency meets the budget and that no other one of the same precision
-    contains (a contained candidate keeps less of the teacher and cannot be faster than the budget needs)."""
+    """Candidates whose measured latency meets the budget, less those that another one of the same
+    precision contains and that fits with room to spare (MARGIN): the larger keeps more of the teacher,
+    while a larger one close to the budget may measure over it once trained, so its smaller ones stay."""
     fits = [Candidate(shape, precision, timing) for shape, by_precision in table["shapes"].items()
             for precision, timing in by_precision.items() if timing is not None and timing["p50"] <= budget_ms]
     return [c for c in fits if not any(o.precision == c.precision and o.shape != c.shape and o.shape.contains(c.shape)
-                                       for o in fits)]
+                                       and o.latency_ms["p50"] * MARGIN <= budget_ms for o in fits)]
 
 
 def prune_fractions(shape: Shape, teacher_config) -> tuple[float, float]:
@@ -235,12 +283,8 @@ def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: Sea
     reference = F.log_softmax(predict_logits(teacher_model, rows, tokenizer), -1)
     depth = teacher_config.num_hidden_layers
 
-    def calibration():
-        from compress.configs import QuantizeConfig
-
-        sample = task.train.select(range(min(QuantizeConfig.calibration, len(task.train))))
-        return _Calibration(encode(sample, tokenizer, max_length), tokenizer, tokenizer.model_input_names,
-                            QuantizeConfig.calibration)
+    def calibration(raw: Path):  # as many rows as quantize calibrates on
+        return calibration_reader(raw, task, tokenizer, max_length, QuantizeConfig.calibration)
 
     by_shape: dict[Shape, list[str]] = {}
     for c in candidates:
@@ -269,8 +313,16 @@ def _toml_value(value) -> str:
     return json.dumps(value)  # numbers, and strings as TOML basic strings
 
 
+def _ours(recipe: Path) -> bool:
+    try:
+        return recipe.is_file() and not recipe.is_symlink() and recipe.read_text().startswith(RECIPE_MARK)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def recipe_text(teacher_table: dict, stages: list[dict], header: str) -> str:
-    lines = [f"# {line}" for line in header.splitlines()] + ["", "[teacher]"]
+    lines = [f"{RECIPE_MARK} {header.splitlines()[0]}"] + [f"# {line}" for line in header.splitlines()[1:]]
+    lines += ["", "[teacher]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in teacher_table.items()]
     for stage in stages:
         lines += ["", "[[stages]]"] + [f"{key} = {_toml_value(value)}" for key, value in stage.items()]
@@ -327,12 +379,15 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     from compress.bench import bench
     from compress.export import export
 
-    validate(config)
-    if config.device == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
-        raise UserError("--device cuda: ONNX Runtime has no CUDA provider here (pip install -e '.[gpu]')")
+    check(config)
     started = time.perf_counter()
     workspace, name = teacher.workspace, label(task.name, config.budget_ms)
+    recipe_path = workspace / f"{name}.toml"
+    if recipe_path.exists() and not _ours(recipe_path):
+        raise UserError(f"{recipe_path} exists and compress search did not write it: move it away first")
     teacher_config = load_config(teacher.path)
+    check_max_length(parse_shapes(config.shape)[0][1], load_tokenizer(teacher.path), teacher_config,
+                     flag="--shape sequence")
     log(f"latency table at {config.shape} ({key_here(config.threads, config.device)}):")
     table = latency_table(teacher, task, config, log)
     fits = under_budget(table, config.budget_ms)
@@ -407,7 +462,6 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     }
     if winner:
         candidate = next(c for c in chosen if c.name == winner["candidate"])
-        recipe_path = workspace / f"{name}.toml"
         write_text(recipe_path, recipe_text(
             table_of_teacher, chain(candidate, teacher_config, config, train),
             f"Found by `{command}`\non {key}: {winner['candidate']}, dev accuracy {winner['accuracy']:.4f}, "
@@ -415,6 +469,8 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
             f"Reproduce here: compress run {recipe_path.name} --keep-teacher (the trials made it: nothing runs again);\n"
             f"in a fresh workspace: compress run {recipe_path.name} (the teacher first)."))
         result["recipe"] = recipe_path.name
+    elif recipe_path.exists():  # an earlier search's winner at this budget is not this one's
+        recipe_path.unlink()
     result["wall_s"] = round(time.perf_counter() - started, 1)
     write_json(workspace / "reports" / f"{name}.json", result)
     if winner is None:

@@ -72,6 +72,33 @@ def test_search_trains_the_best_by_proxy_and_writes_a_recipe_that_reproduces(sea
     assert [r["p50_ms"] for r in again["table"]["rows"]] == [r["p50_ms"] for r in rows]
 
 
+def test_a_corrupt_cache_is_measured_afresh_and_a_users_recipe_is_never_replaced(run_cli, tiny_teacher):
+    teacher, _ = tiny_teacher
+    workspace = teacher.workspace
+    (workspace / "reports" / "search").mkdir(parents=True)
+    (workspace / "reports" / "search" / "latency.json").write_text("[1, 2")
+    (workspace / "search-reviews-0.001ms.toml").write_text("# my own recipe\n")
+    args = ("--workspace", workspace, "search", "--teacher", "tiny", "--task", teacher.record.data["source"],
+            "--text-column", "sentence", *SMALL)
+    code, out, err = run_cli(*args, "--budget-ms", "0.001")
+    assert code == 2 and "compress search did not write it" in err
+    code, out, err = run_cli(*args, "--budget-ms", "0.002")
+    assert code == 2 and "no candidate meets" in err and "unreadable: measuring afresh" in out
+    cache = json.loads((workspace / "reports" / "search" / "latency.json").read_text())
+    # measured again, into a whole file: the smaller shape; the larger contains it, far over budget: skipped
+    assert list(next(iter(cache.values()))) == ["L1-h2-f128"]
+    assert (workspace / "search-reviews-0.001ms.toml").read_text() == "# my own recipe\n"
+
+
+def test_the_report_skips_a_search_record_it_cannot_read(run_cli, tiny_teacher):
+    teacher, _ = tiny_teacher
+    (teacher.workspace / "reports").mkdir()
+    (teacher.workspace / "reports" / "search-reviews-3ms.json").write_text('{"task": "reviews", "teacher": "tiny"}')
+    code, _, err = run_cli("--workspace", teacher.workspace, "report")
+    assert code == 0, err
+    assert "Search:" not in (teacher.workspace / "reports" / "tiny-reviews.html").read_text()
+
+
 def timing(ms):
     return {"p50": ms, "p90": ms, "runs": 30}
 
@@ -84,6 +111,8 @@ def test_only_candidates_no_other_contains_go_on():
     kept = {c.name for c in under_budget(table, 5)}
     # fp32: big is over the budget, so the two smaller ones stay; int8: big contains small
     assert kept == {"L1-h2-f64-fp32", "L1-h4-f32-fp32", "L2-h4-f64-int8-dynamic"}
+    table["shapes"][big]["int8-dynamic"] = timing(4.8)  # fits, but too close to the budget to rely on
+    assert "L1-h2-f64-int8-dynamic" in {c.name for c in under_budget(table, 5)}
 
 
 def test_a_shape_containing_one_over_budget_in_every_precision_is_not_measured():
@@ -91,7 +120,9 @@ def test_a_shape_containing_one_over_budget_in_every_precision_is_not_measured()
 
     table = {Shape(1, 2, 32): {"fp32": timing(6), "int8-dynamic": timing(4)}}
     assert not beyond_budget(Shape(2, 2, 32), table, 5)  # it fits in int8: the deeper one may too
-    table[Shape(1, 2, 32)]["int8-dynamic"] = timing(5.5)
+    table[Shape(1, 2, 32)]["int8-dynamic"] = timing(5.3)
+    assert not beyond_budget(Shape(2, 2, 32), table, 5)  # over, but within timing noise of the budget
+    table[Shape(1, 2, 32)]["int8-dynamic"] = timing(5.6)
     assert beyond_budget(Shape(2, 2, 32), table, 5)
     assert not beyond_budget(Shape(1, 1, 32), table, 5)  # smaller: not contained
 
@@ -102,6 +133,9 @@ def test_a_shape_containing_one_over_budget_in_every_precision_is_not_measured()
     (("--budget-ms", "5", "--depths", "2"), "the teacher has 2 layers"),
     (("--budget-ms", "5", "--precisions", "fp16"), "on cpu choose from fp32, int8-dynamic, int8-static"),
     (("--budget-ms", "5", "--shape", "1by16"), "BATCHxSEQUENCE"),
+    (("--budget-ms", "5", "--shape", "1x16,1x32"), "--shape takes one BATCHxSEQUENCE shape"),
+    (("--budget-ms", "5", "--shape", "1x4096"), "--shape sequence 4096 is outside what this model takes"),
+    (("--budget-ms", "5", "--device", "cuda"), "--device cuda needs a CUDA GPU"),
 ])
 def test_bad_search_input_is_one_line(run_cli, tiny_teacher, flags, message):
     teacher, _ = tiny_teacher
