@@ -31,6 +31,8 @@ from common import Results, compress
 BUDGET_FROM = "L6-kd-prune-50-taylor-int8-dynamic"
 SHAPE, THREADS = "1x128", 2
 SCHEDULE = ("--epochs", "2", "--lr", "5e-5", "--recover-epochs", "0.5")  # headline-mrpc.toml's
+# A coarser grid than the default (24 shapes, not 45) to fit a 2-core session; 8 layers cannot meet these budgets
+GRID = ("--depths", "2,3,4,6", "--heads", "1,0.5", "--ffn", "1,0.5,0.25")
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -92,7 +94,7 @@ def main() -> None:
     results.save()
     for budget_ms in (round(budget * float(f), 2) for f in args.budgets.split(",")):
         search = ["search", "--teacher", model, "--task", args.task, "--budget-ms", budget_ms, "--shape", SHAPE,
-                  "--threads", THREADS, "--trials", args.trials, *SCHEDULE]
+                  "--threads", THREADS, "--trials", args.trials, *SCHEDULE, *GRID]
         try:
             command, wall = compress(args.workspace, *search)
         except subprocess.CalledProcessError:  # no trial met the budget: its record says so

@@ -332,7 +332,8 @@ def recipe_text(teacher_table: dict, stages: list[dict], header: str) -> str:
 def teacher_table(teacher: Variant, task_params: dict) -> dict:
     """The recipe's [teacher]: this teacher, its task flags, and how to fine-tune it again in a fresh workspace."""
     params = teacher.record.params
-    return {"name": teacher.record.name, "base": params["base"], **task_params,
+    base = str(Path(params["base"]).resolve()) if Path(params["base"]).exists() else params["base"]  # a local folder
+    return {"name": teacher.record.name, "base": base, **task_params,
             **{key.replace("_", "-"): params[key] for key in ("epochs", "lr", "batch_size", "max_length", "seed")
                if key in params}}
 
