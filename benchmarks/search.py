@@ -75,6 +75,10 @@ def main() -> None:
     results = Results("search")
     run_command, run_wall = compress(args.workspace, "run", recipe_path, "--keep-teacher")
     handmade = {s["name"]: students / s["name"] for s in recipe["stages"]}
+    for path in (teacher, *handmade.values()):  # ORT timings need the fp32 variants' exports
+        variant = Variant.load(path)
+        if not variant.is_quantized and variant.export is None:
+            compress(args.workspace, "export", path)
     bench_command, bench_wall = compress(args.workspace, "bench", teacher, *handmade.values(), "--shapes", SHAPE,
                                          "--threads", THREADS)
     key = key_here(THREADS, "cpu")
