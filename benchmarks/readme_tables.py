@@ -261,7 +261,8 @@ def search_section(data: dict) -> list[str]:
     rank = data.get("proxy_rank_correlation")
     if rank:
         lines.append(f"- The proxy's rank correlation (Spearman) with trained accuracy over {rank['candidates']} "
-                     f"trained candidates: {rank['spearman']}.")
+                     "trained candidates: " + (f"{rank['spearman']}." if rank["spearman"] is not None
+                                               else "not measurable with fewer than 3."))
     return lines
 
 

@@ -105,7 +105,7 @@ def main() -> None:
         except subprocess.CalledProcessError:  # no trial met the budget: its record says so
             command, wall = shlex.join(["compress", "--workspace", str(args.workspace), *map(str, search)]), None
         record = json.loads((args.workspace / "reports" / f"{label(args.task, budget_ms)}.json").read_text())
-        under = {n: r for n, r in rows.items() if r["latency_ms"]["p50"] <= budget_ms}
+        under = {n: r for n, r in rows.items() if r["latency_ms"]["p50"] <= budget_ms + 0.005}  # as rounded
         best = max(under.items(), key=lambda item: item[1]["accuracy"]) if under else None
         winner = record["winner"]
         trials = record["trials"]

@@ -429,7 +429,7 @@ def search_command(obj, teacher_name, task, data_dir, text_column, label_column,
                           log=click.echo)
     winner = result["winner"]
     click.echo(f"winner {winner['candidate']}: dev accuracy {winner['accuracy']:.4f} "
-               f"({winner['drop_points']:+.2f} points below the teacher), {winner['measured_p50_ms']:.2f} ms at "
+               f"({winner['drop_points']:.2f} points below the teacher), {winner['measured_p50_ms']:.2f} ms at "
                f"{config.shape} (predicted {winner['predicted_p50_ms']:.2f}); recipe: {result['recipe']}; "
                f"record: reports/{stage.label(data.name, config.budget_ms)}.json")
 
