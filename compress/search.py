@@ -43,7 +43,7 @@ from compress.errors import UserError
 from compress.export import MODEL, RAW, write_graphs
 from compress.inference import predict_logits
 from compress.latency import ort_latency_ms
-from compress.machine import machine
+from compress.machine import machine, training_precision
 from compress.prune import apply_pruning, current_structure, scoring_batches
 from compress.quantize import calibration_reader, ort_quantize
 from compress.structure import STRUCTURE_KEY, apply_structure, record
@@ -339,17 +339,19 @@ def teacher_table(teacher: Variant, task_params: dict) -> dict:
 
 
 def chain(candidate: Candidate, teacher_config, config: SearchConfig, train: TrainConfig) -> list[dict]:
-    """The recipe stages that make `candidate`: distill its depth, prune its widths, quantize it."""
+    """The recipe stages that make `candidate`: distill its depth, prune its widths, quantize it.
+    A precision that `auto` picks here is left to `auto`, so the recipe trains well on another CPU."""
     shape = candidate.shape
+    precision = {} if train.precision == training_precision("auto") else {"precision": train.precision}
     stages = [{"verb": "distill", "from": "teacher", "name": f"search-L{shape.depth}", "layers": shape.depth,
                "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
-               "max-length": train.max_length, "seed": train.seed, "precision": train.precision}]
+               "max-length": train.max_length, "seed": train.seed, **precision}]
     heads, neurons = prune_fractions(shape, teacher_config)
     if heads or neurons:
         stages.append({"verb": "prune", "from": stages[-1]["name"], "name": f"search-{shape.key}",
                        "heads": round(heads, 6), "neurons": round(neurons, 6), "scope": "per-layer",
                        "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed,
-                       "precision": train.precision})
+                       **precision})
     if candidate.precision != "fp32":
         stages.append({"verb": "quantize", "from": stages[-1]["name"], "name": f"{stages[-1]['name']}-"
                        f"{candidate.precision}", "mode": QUANTIZE_MODE[candidate.precision]})
