@@ -4,14 +4,16 @@
    kept heads and FFN neurons per layer, a precision) is built with random weights, written by
    export's own code, quantized by quantize's, and timed by bench's ORT timing at the searched
    shape. Latency does not depend on weight values, so the table is cached per machine, threads,
-   device, shape, ONNX Runtime version and teacher architecture: the next search reads it.
+   device, shape, runs, library versions and teacher architecture: the next search reads it.
    Shapes are measured smallest first; a shape is skipped once a shape it contains already
-   exceeds the budget in every precision (more layers, heads or neurons are never faster).
-2. Proxy: of the candidates under the budget, those that are not contained in another one of the
-   same precision (which would keep more of the teacher at no cost) are built from the teacher
-   as the stages build them (distill's layer copy, prune's per-layer Taylor cut, int8 quantized
-   from the plain graph: the same values as the kept one) with no training, and ranked by their KL divergence from the teacher on training
-   rows. It costs seconds per candidate; how well it ranks trained accuracy is measured in
+   exceeds the budget by more than timing noise (MARGIN) in every precision (more layers, heads
+   or neurons are never faster).
+2. Proxy: of the candidates under the budget, those contained in another one of the same
+   precision that fits with room to spare (which keeps more of the teacher at no cost) are
+   dropped; the rest are built from the teacher as the stages build them (distill's layer copy,
+   prune's per-layer Taylor cut, int8 quantized from the plain graph: the same values as the kept
+   one) with no training, and ranked by their KL divergence from the teacher on training rows.
+   It costs seconds per candidate; how well it ranks trained accuracy is measured in
    benchmarks/results/search.json.
 3. The K best by proxy are trained through the ordinary stages, as one recipe, and benched.
 4. The most accurate one whose measured latency meets the budget is written as a recipe that
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from compress import ort as runtime
+from compress.arch import keep_layers
 from compress.bench import PROVIDERS, key_here, parse_shapes
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import PruneConfig, QuantizeConfig, SearchConfig, TrainConfig, validate
@@ -46,9 +49,9 @@ from compress.latency import ort_latency_ms
 from compress.machine import machine, training_precision
 from compress.prune import apply_pruning, current_structure, scoring_batches
 from compress.quantize import calibration_reader, ort_quantize
-from compress.structure import STRUCTURE_KEY, apply_structure, record
+from compress.structure import SHARING_KEY, STRUCTURE_KEY, apply_structure, record
 from compress.tasks import Task
-from compress.variant import Variant
+from compress.variant import Variant, parent_path
 from compress.workspace import write_json, write_text
 
 QUANTIZE_MODE = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}  # fp32 is the export itself
@@ -139,13 +142,14 @@ def check(config: SearchConfig) -> None:
 
 
 def random_student(teacher_config, shape: Shape):
-    """A student of `shape` with random weights, built as a pruned checkpoint is rebuilt (its config
+    """A student of `shape` with random weights: the teacher's layers cut as distill cuts them (so
+    per-layer attention types follow), then widths as a pruned checkpoint is rebuilt (its config
     records the per-layer shapes, so export tells ORT's optimizer the kept head count)."""
     config = copy.deepcopy(teacher_config)
-    config.num_hidden_layers = shape.depth
-    for key in (STRUCTURE_KEY, "compress_sharing", "auto_map"):
+    for key in (STRUCTURE_KEY, SHARING_KEY, "auto_map"):
         config.__dict__.pop(key, None)
     model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    keep_layers(model, select_layers(teacher_config.num_hidden_layers, shape.depth, "alternate"))
     structure = current_structure(model)
     if (shape.heads, shape.neurons) != (structure["full_heads"], structure["full_neurons"]):
         structure["heads"] = [list(range(shape.heads))] * shape.depth
@@ -187,7 +191,7 @@ def cache_key(teacher_config, config: SearchConfig) -> str:
     write and run the graph, and the teacher's architecture (its whole config but depth and label names)."""
     arch = {k: v for k, v in teacher_config.to_dict().items()
             if k not in ("num_hidden_layers", "layer_types", "id2label", "label2id", "_name_or_path", "architectures",
-                         "transformers_version", "auto_map", STRUCTURE_KEY, "compress_sharing")}
+                         "transformers_version", "auto_map", STRUCTURE_KEY, SHARING_KEY)}
     arch["num_labels"] = teacher_config.num_labels
     digest = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:12]
     versions = machine()["versions"]
@@ -273,7 +277,8 @@ def prune_fractions(shape: Shape, teacher_config) -> tuple[float, float]:
 def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: SearchConfig, seed: int,
           log=print) -> dict[str, float]:
     """{candidate name: KL(teacher || candidate)} on `config.proxy_examples` training rows, each candidate
-    built from the teacher as the stages build it but not trained, and run as its deployed artifact."""
+    built from the teacher as the stages build it but not trained, and run as its ONNX file (int8 ones
+    quantized from the plain graph, which computes what the kept graph does)."""
     tokenizer, teacher_config = load_tokenizer(teacher.path), load_config(teacher.path)
     teacher_model = load_classifier(teacher.path).eval()
     max_length = teacher.record.params["max_length"]
@@ -364,8 +369,6 @@ def label(task: str, budget_ms: float) -> str:
 
 def train_seconds(variant: Variant, stop: Path) -> dict[str, float]:
     """{variant path: training seconds} along `variant`'s lineage up to `stop` (the teacher)."""
-    from compress.variant import parent_path
-
     seconds = {}
     while variant.path.resolve() != stop.resolve():
         seconds[str(variant.path)] = (variant.record.extra.get("train") or {}).get("wall_s", 0.0)
@@ -389,8 +392,8 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     if recipe_path.exists() and not _ours(recipe_path):
         raise UserError(f"{recipe_path} exists and compress search did not write it: move it away first")
     teacher_config = load_config(teacher.path)
-    check_max_length(parse_shapes(config.shape)[0][1], load_tokenizer(teacher.path), teacher_config,
-                     flag="--shape sequence")
+    (batch, sequence), = parse_shapes(config.shape)
+    check_max_length(sequence, load_tokenizer(teacher.path), teacher_config, flag="--shape sequence")
     log(f"latency table at {config.shape} ({key_here(config.threads, config.device)}):")
     table = latency_table(teacher, task, config, log)
     fits = under_budget(table, config.budget_ms)
@@ -405,9 +408,10 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     ranked = sorted(fits, key=lambda c: (kl[c.name], c.latency_ms["p50"]))
     chosen = ranked[:config.trials]
 
+    chains = {c.name: chain(c, teacher_config, config, train) for c in chosen}
     stages = {}
-    for candidate in chosen:
-        for stage in chain(candidate, teacher_config, config, train):
+    for stages_of_one in chains.values():
+        for stage in stages_of_one:
             stages.setdefault(stage["name"], stage)
     table_of_teacher = teacher_table(teacher, task_params)
     trials_recipe = workspace / "reports" / "search" / f"{name}-trials.toml"
@@ -420,11 +424,10 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     students = workspace / "students" / teacher.record.name / task.name
     threads = config.threads or torch.get_num_threads()
     key = key_here(threads, config.device)
-    (batch, sequence), = parse_shapes(config.shape)
     runtime_name = f"ort-{config.device}"
     trials, trained = [], {}
     for candidate in chosen:
-        variant = Variant.load(students / chain(candidate, teacher_config, config, train)[-1]["name"])
+        variant = Variant.load(students / chains[candidate.name][-1]["name"])
         if candidate.precision == "fp32" and variant.export is None:
             export(variant)
         variant = bench(variant, [(batch, sequence)], threads, config.device, config.runs)
@@ -464,9 +467,8 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
         "recipe": None,
     }
     if winner:
-        candidate = next(c for c in chosen if c.name == winner["candidate"])
         write_text(recipe_path, recipe_text(
-            table_of_teacher, chain(candidate, teacher_config, config, train),
+            table_of_teacher, chains[winner["candidate"]],
             f"Found by `{command}`\non {key}: {winner['candidate']}, dev accuracy {winner['accuracy']:.4f}, "
             f"{winner['measured_p50_ms']:.2f} ms at {config.shape} (budget {config.budget_ms:g} ms).\n"
             f"Reproduce here: compress run {recipe_path.name} --keep-teacher (the trials made it: nothing runs again);\n"

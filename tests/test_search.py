@@ -8,6 +8,8 @@ import tomllib
 from compress.search import Shape, under_budget
 from compress.variant import Variant
 
+from conftest import CONFIGS
+
 # two shapes x two precisions of the 2-layer tiny teacher's 1-layer students: seconds, not minutes
 SMALL = ("--depths", "1", "--heads", "1,0.5", "--ffn", "1", "--precisions", "fp32,int8-dynamic", "--shape", "1x16",
          "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
@@ -147,3 +149,20 @@ def test_bad_search_input_is_one_line(run_cli, tiny_teacher, flags, message):
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (teacher.workspace / "students").exists()
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_a_random_candidate_has_the_shape_the_stages_give(arch):
+    """Its layers are cut as distill cuts them (ModernBERT's attention types follow), its widths as pruned."""
+    from compress.distill import select_layers
+    from compress.prune import current_structure
+    from compress.search import random_student
+
+    config = CONFIGS[arch]
+    model = random_student(config, Shape(3, 2, 32))
+    structure = current_structure(model)
+    assert model.config.num_hidden_layers == 3 and structure["neurons"] == [32] * 3
+    assert [len(h) for h in structure["heads"]] == [2] * 3
+    ids = select_layers(config.num_hidden_layers, 3, "alternate")
+    if getattr(config, "layer_types", None):
+        assert model.config.layer_types == [config.layer_types[i] for i in ids]
