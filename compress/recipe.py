@@ -23,7 +23,7 @@ import tomllib
 
 from compress.errors import UserError
 from compress.variant import Variant
-from compress.workspace import check_name
+from compress.workspace import META_FILE, check_name
 
 STAGE_VERBS = ("distill", "prune", "layerdrop", "share", "quantize")
 TASK_KEYS = ("task", "data-dir", "text-column", "label-column", "num-labels")
@@ -117,7 +117,8 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     With `adopt`, an output that exists but carries no recipe stamp (made by hand with the same
     commands) counts as this stage's result instead of being made again. With `keep_teacher`, an
     existing teacher is taken as it is, whatever made it, and is not stamped: the stages build on the
-    teacher the workspace has (`compress search` does so; `compress run --keep-teacher`).
+    teacher the workspace has (`compress search` does so; `compress run --keep-teacher`), and their
+    hashes follow that teacher's record, so a teacher fine-tuned again has its students made again.
     """
     from compress.tasks import load_task
     from compress.teacher import default_name as teacher_default
@@ -137,7 +138,10 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     output = teacher_dir(workspace, teacher_name, task.name)
     students = workspace / "students" / teacher_name / task.name
     digest = _digest("teacher", recipe["teacher"], task.fingerprint)  # as written, name included
-    steps = {"teacher": Step("teacher", teacher_name, args, output, digest)}
+    kept = keep_teacher and (output / META_FILE).is_file()
+    if kept:  # the stages build on this very fine-tune: one made again (same table, new weights) remakes them
+        digest = _digest("kept teacher", (output / META_FILE).read_text(encoding="utf-8", errors="replace"))
+    steps = {"teacher": Step("teacher", teacher_name, args, output, digest, kept=kept)}
     order = [steps["teacher"]]
     previous = "teacher"
 
@@ -177,8 +181,7 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     # A step is skipped only if it and everything it builds on are unchanged.
     for step in order:
         stamp = _stamped(step.output)
-        exists = (step.output / "variant.json").is_file()
-        step.kept = keep_teacher and step.verb == "teacher" and exists
+        exists = (step.output / META_FILE).is_file()
         unchanged = stamp == step.hash or (adopt and stamp is None and exists) or step.kept
         step.skip = unchanged and (step.parent is None or steps[step.parent].skip)
     result.steps = order

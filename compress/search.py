@@ -343,20 +343,28 @@ def teacher_table(teacher: Variant, task_params: dict) -> dict:
                if key in params}}
 
 
+def _trained_name(base: str, *params: dict) -> str:
+    """`base` and a digest of the training that makes it: a search with another schedule makes its own
+    trials instead of remaking (in place) those an earlier search's record and recipe name."""
+    return f"{base}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}"
+
+
 def chain(candidate: Candidate, teacher_config, config: SearchConfig, train: TrainConfig) -> list[dict]:
     """The recipe stages that make `candidate`: distill its depth, prune its widths, quantize it.
     A precision that `auto` picks here is left to `auto`, so the recipe trains well on another CPU."""
     shape = candidate.shape
     precision = {} if train.precision == training_precision("auto") else {"precision": train.precision}
-    stages = [{"verb": "distill", "from": "teacher", "name": f"search-L{shape.depth}", "layers": shape.depth,
-               "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
-               "max-length": train.max_length, "seed": train.seed, **precision}]
+    distill = {"layers": shape.depth, "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
+               "max-length": train.max_length, "seed": train.seed, **precision}
+    stages = [{"verb": "distill", "from": "teacher", "name": _trained_name(f"search-L{shape.depth}", distill),
+               **distill}]
     heads, neurons = prune_fractions(shape, teacher_config)
     if heads or neurons:
-        stages.append({"verb": "prune", "from": stages[-1]["name"], "name": f"search-{shape.key}",
-                       "heads": round(heads, 6), "neurons": round(neurons, 6), "scope": "per-layer",
-                       "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed,
-                       **precision})
+        prune = {"heads": round(heads, 6), "neurons": round(neurons, 6), "scope": "per-layer",
+                 "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed,
+                 **precision}
+        stages.append({"verb": "prune", "from": stages[-1]["name"],
+                       "name": _trained_name(f"search-{shape.key}", distill, prune), **prune})
     if candidate.precision != "fp32":
         stages.append({"verb": "quantize", "from": stages[-1]["name"], "name": f"{stages[-1]['name']}-"
                        f"{candidate.precision}", "mode": QUANTIZE_MODE[candidate.precision]})

@@ -112,6 +112,25 @@ def test_a_recipe_runs_the_chain_then_skips_it_and_reruns_only_what_changed(run_
     assert "students/tiny/reviews/L1-pruned-int8" in out and "quantize" in out
 
 
+def test_a_kept_teacher_fine_tuned_again_has_its_students_made_again(run_cli, recipe_run, tiny_base, learnable_csv):
+    """--keep-teacher takes the teacher as it is, so the stages follow that very fine-tune, not its recipe table."""
+    workspace, recipe, _ = recipe_run
+    teacher = workspace / "teachers" / "tiny" / "reviews"
+    stamp = (teacher / "recipe.json").read_bytes()
+    code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher")
+    assert code == 0, err
+    assert (teacher / "recipe.json").read_bytes() == stamp  # kept: its own recipe's stamp left alone
+    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    assert out.count("unchanged, skipped") == 4
+    code, _, err = run_cli("--workspace", workspace, "teacher", "--base", tiny_base, "--name", "tiny", "--task",
+                           learnable_csv, "--text-column", "sentence", "--epochs", "1", "--lr", "0.001",
+                           "--batch-size", "16", "--max-length", "32", "--precision", "fp32", "--force")
+    assert code == 0, err
+    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    lines = [line for line in out.splitlines() if "->" in line]
+    assert ["skipped" in line for line in lines] == [True, False, False, False]  # the same table, a new teacher
+
+
 def test_bad_recipes_are_clear_errors(run_cli, tmp_path, tiny_base, learnable_csv):
     good = write_recipe(tmp_path / "good.toml", tiny_base, learnable_csv).read_text()
     cases = {

@@ -72,6 +72,18 @@ def test_search_trains_the_best_by_proxy_and_writes_a_recipe_that_reproduces(sea
     again = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
     assert again["table"]["shapes_measured_now"] == 0 and record["table"]["shapes_measured_now"] == 2
     assert [r["p50_ms"] for r in again["table"]["rows"]] == [r["p50_ms"] for r in rows]
+    # the same schedule trains nothing again; another one makes its own trials and leaves these alone
+    assert again["trials"][0]["variant"] == record["trials"][0]["variant"]
+    assert again["trials"][0]["train_s"] == record["trials"][0]["train_s"]
+    made = {t["variant"]: (workspace / t["variant"] / "variant.json").read_bytes() for t in record["trials"]}
+    longer = dict(zip(SMALL[::2], SMALL[1::2]), **{"--epochs": "2"})
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task",
+                             Variant.load(teacher).record.data["source"], "--text-column", "sentence",
+                             "--budget-ms", "1000", "--trials", "1", *[x for pair in longer.items() for x in pair])
+    assert code == 0, err
+    other = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
+    assert other["trials"][0]["variant"] not in made
+    assert {v: (workspace / v / "variant.json").read_bytes() for v in made} == made
 
 
 def test_a_corrupt_cache_is_measured_afresh_and_a_users_recipe_is_never_replaced(run_cli, tiny_teacher):
