@@ -6,7 +6,7 @@ stage is that verb's command-line flag (`recover-epochs = 1` is `--recover-epoch
 recipe and the CLI share one set of options, defaults and checks.
 
 A stage is skipped when its output exists and was made from the same parent, parameters and data:
-a hash of those is stamped into each output's variant.json. A stage killed mid-training resumes
+a hash of those is stamped into each output's recipe.json. A stage killed mid-training resumes
 when the recipe runs again (its `.partial` folder holds the checkpoints).
 """
 
@@ -139,8 +139,9 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     students = workspace / "students" / teacher_name / task.name
     digest = _digest("teacher", recipe["teacher"], task.fingerprint)  # as written, name included
     kept = keep_teacher and (output / META_FILE).is_file()
-    if kept:  # the stages build on this very fine-tune: one made again (same table, new weights) remakes them
-        digest = _digest("kept teacher", (output / META_FILE).read_text(encoding="utf-8", errors="replace"))
+    if kept and _stamped(output) != digest:  # not this recipe's teacher as it made it: the stages follow this
+        # very fine-tune (one made again, even from the same table, has them made again) and this data
+        digest = _digest("kept teacher", Variant.load(output).made, task.fingerprint)
     steps = {"teacher": Step("teacher", teacher_name, args, output, digest, kept=kept)}
     order = [steps["teacher"]]
     previous = "teacher"

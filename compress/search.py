@@ -14,7 +14,7 @@
    prune's per-layer Taylor cut, int8 quantized from the plain graph: the same values as the kept
    one) with no training, and ranked by their KL divergence from the teacher on training rows.
    It costs seconds per candidate; how well it ranks trained accuracy is measured in
-   benchmarks/results/search.json.
+   benchmarks/results/search-<task>.json.
 3. The K best by proxy are trained through the ordinary stages, as one recipe, and benched.
 4. The most accurate one whose measured latency meets the budget is written as a recipe that
    `compress run` reproduces, with the search's record beside it for the report.
@@ -159,7 +159,7 @@ def random_student(teacher_config, shape: Shape):
     return model.eval()
 
 
-def _artifacts(model, tokenizer, folder: Path, wanted: list[str], calibration, optimize: bool = True
+def artifacts(model, tokenizer, folder: Path, wanted: list[str], calibration, optimize: bool = True
                ) -> dict[str, Path]:
     """The ONNX file of each precision, made as export and quantize make them (`optimize`: with the
     export's choice of graph, which changes the time, not the logits)."""
@@ -244,7 +244,7 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
         missing = [p for p in wanted if p not in known]
         if missing:
             with tempfile.TemporaryDirectory(prefix="compress-search-") as tmp:
-                files = _artifacts(random_student(teacher_config, shape), tokenizer, Path(tmp), missing, calibration)
+                files = artifacts(random_student(teacher_config, shape), tokenizer, Path(tmp), missing, calibration)
                 for precision, path in files.items():
                     sess = runtime.session(path, threads=threads, provider=provider)
                     known[precision] = ort_latency_ms(sess, batch, sequence, config.runs,
@@ -302,7 +302,7 @@ def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: Sea
             apply_pruning(model, current_structure(model), PruneConfig(heads=heads, neurons=neurons, scope="per-layer"),
                           batches, seed)
         with tempfile.TemporaryDirectory(prefix="compress-proxy-") as tmp:
-            files = _artifacts(model.eval(), tokenizer, Path(tmp), wanted, calibration, optimize=False)
+            files = artifacts(model.eval(), tokenizer, Path(tmp), wanted, calibration, optimize=False)
             for precision, path in files.items():
                 logits = runtime.logits(runtime.session(path), rows, tokenizer)
                 name = Candidate(shape, precision, {}).name
@@ -344,27 +344,29 @@ def teacher_table(teacher: Variant, task_params: dict) -> dict:
 
 
 def _trained_name(base: str, *params: dict) -> str:
-    """`base` and a digest of the training that makes it: a search with another schedule makes its own
-    trials instead of remaking (in place) those an earlier search's record and recipe name."""
+    """`base` and a digest of the teacher and training that make it: a search with another schedule, or on
+    a teacher fine-tuned again, makes its own trials instead of remaking (in place) those that an earlier
+    search's record and recipe name."""
     return f"{base}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}"
 
 
-def chain(candidate: Candidate, teacher_config, config: SearchConfig, train: TrainConfig) -> list[dict]:
-    """The recipe stages that make `candidate`: distill its depth, prune its widths, quantize it.
-    A precision that `auto` picks here is left to `auto`, so the recipe trains well on another CPU."""
+def chain(candidate: Candidate, teacher: Variant, config: SearchConfig, train: TrainConfig) -> list[dict]:
+    """The recipe stages that make `candidate` from `teacher`: distill its depth, prune its widths, quantize
+    it. A precision that `auto` picks here is left to `auto`, so the recipe trains well on another CPU."""
     shape = candidate.shape
     precision = {} if train.precision == training_precision("auto") else {"precision": train.precision}
     distill = {"layers": shape.depth, "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
                "max-length": train.max_length, "seed": train.seed, **precision}
-    stages = [{"verb": "distill", "from": "teacher", "name": _trained_name(f"search-L{shape.depth}", distill),
-               **distill}]
-    heads, neurons = prune_fractions(shape, teacher_config)
+    stages = [{"verb": "distill", "from": "teacher",
+               "name": _trained_name(f"search-L{shape.depth}", {"teacher": teacher.made}, distill), **distill}]
+    heads, neurons = prune_fractions(shape, load_config(teacher.path))
     if heads or neurons:
         prune = {"heads": round(heads, 6), "neurons": round(neurons, 6), "scope": "per-layer",
                  "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed,
                  **precision}
         stages.append({"verb": "prune", "from": stages[-1]["name"],
-                       "name": _trained_name(f"search-{shape.key}", distill, prune), **prune})
+                       "name": _trained_name(f"search-{shape.key}", {"teacher": teacher.made}, distill, prune),
+                       **prune})
     if candidate.precision != "fp32":
         stages.append({"verb": "quantize", "from": stages[-1]["name"], "name": f"{stages[-1]['name']}-"
                        f"{candidate.precision}", "mode": QUANTIZE_MODE[candidate.precision]})
@@ -416,7 +418,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     ranked = sorted(fits, key=lambda c: (kl[c.name], c.latency_ms["p50"]))
     chosen = ranked[:config.trials]
 
-    chains = {c.name: chain(c, teacher_config, config, train) for c in chosen}
+    chains = {c.name: chain(c, teacher, config, train) for c in chosen}
     stages = {}
     for stages_of_one in chains.values():
         for stage in stages_of_one:

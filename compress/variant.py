@@ -149,6 +149,12 @@ class Variant:
             raise UserError(f"{meta_file} is not a variant record: {exc}") from None
 
     @property
+    def made(self) -> str:
+        """A digest of the record its stage wrote, once: which run made this model (a teacher fine-tuned
+        again gets another), for what is built on it to follow."""
+        return hashlib.sha256((self.path / META_FILE).read_bytes()).hexdigest()[:16]
+
+    @property
     def meta(self) -> dict:
         """The record as variant.json holds it (a copy: a record is written once, by its stage)."""
         return self.record.to_json()

@@ -7,6 +7,8 @@ import tomllib
 
 from compress.variant import Variant
 
+from conftest import write_learnable_csv
+
 
 def write_recipe(path, tiny_base, csv, heads=0.5, shapes="1x16"):
     path.write_text(f"""
@@ -119,9 +121,8 @@ def test_a_kept_teacher_fine_tuned_again_has_its_students_made_again(run_cli, re
     stamp = (teacher / "recipe.json").read_bytes()
     code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher")
     assert code == 0, err
-    assert (teacher / "recipe.json").read_bytes() == stamp  # kept: its own recipe's stamp left alone
-    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
-    assert out.count("unchanged, skipped") == 4
+    assert out.count("unchanged, skipped") == 4 and "$ compress" not in out  # the recipe's own teacher: as made
+    assert (teacher / "recipe.json").read_bytes() == stamp
     code, _, err = run_cli("--workspace", workspace, "teacher", "--base", tiny_base, "--name", "tiny", "--task",
                            learnable_csv, "--text-column", "sentence", "--epochs", "1", "--lr", "0.001",
                            "--batch-size", "16", "--max-length", "32", "--precision", "fp32", "--force")
@@ -129,6 +130,15 @@ def test_a_kept_teacher_fine_tuned_again_has_its_students_made_again(run_cli, re
     code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
     lines = [line for line in out.splitlines() if "->" in line]
     assert ["skipped" in line for line in lines] == [True, False, False, False]  # the same table, a new teacher
+    code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher")
+    assert code == 0, err
+    assert not (teacher / "recipe.json").exists()  # kept: not stamped as the recipe's
+    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    assert out.count("unchanged, skipped") == 4  # and its students, remade, are now skipped
+
+    write_learnable_csv(learnable_csv, 500)  # other data under the same task name: the kept teacher's
+    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    assert out.count("unchanged, skipped") == 1
 
 
 def test_bad_recipes_are_clear_errors(run_cli, tmp_path, tiny_base, learnable_csv):
@@ -152,7 +162,8 @@ def test_bad_recipes_are_clear_errors(run_cli, tmp_path, tiny_base, learnable_cs
 
 
 @pytest.mark.parametrize("recipe", ["compress/recipes/demo.toml", "benchmarks/headline-sst2.toml",
-                                    "benchmarks/headline-mrpc.toml"])
+                                    "benchmarks/headline-mrpc.toml", "benchmarks/search-handmade-sst2.toml",
+                                    "benchmarks/search-handmade-mrpc.toml"])
 def test_committed_recipes_plan_cleanly(run_cli, tmp_path, glue_dir, monkeypatch, recipe):
     monkeypatch.setenv("COMPRESS_DATA", str(glue_dir))
     path = Path(__file__).resolve().parents[1] / recipe
