@@ -233,7 +233,7 @@ def gpu_section(data: dict) -> list[str]:
 
 def search_section(data: dict) -> list[str]:
     task = TASK_NAMES.get(data["task"], data["task"])
-    lines = [f"### `compress search` on {task} (`benchmarks/results/search.json`)", "",
+    lines = [f"### `compress search` on {task} (`benchmarks/results/search-{data['task']}.json`)", "",
              f"Budgets: p50 at {data['shape']}, {data['threads']} threads; the first is the hand-made "
              "L6-kd-prune-50-taylor-int8-dynamic's latency in this run. Training seconds are the whole chain's "
              "from the teacher (distillation and recovery).", "",
@@ -250,14 +250,29 @@ def search_section(data: dict) -> list[str]:
     lines.append("")
     for budget in data["budgets"].values():
         table = budget["latency_table"]
-        lines.append(f"- {budget['budget_ms']:g} ms: latency table of {table['candidates']} candidates, "
-                     f"{table['shapes_measured']} shapes measured in {table['wall_s']:.0f} s; proxy {budget['proxy_wall_s']:.0f} s; "
-                     f"training {budget['train_s_total']:.0f} s; whole search {budget['wall_s']:.0f} s; every trial's "
-                     f"measured latency within 10% of the prediction: {'yes' if budget['predicted_within_10pct'] else 'no'}; "
-                     f"winner at least as accurate as the best hand-made variant under the budget: "
-                     f"{'yes' if budget['winner_at_least_as_accurate'] else 'no'}; with less training, the winner's "
-                     f"chain: {'yes' if budget['winner_chain_trained_less'] else 'no'}, the whole search (every trial): "
-                     f"{'yes' if budget['search_trained_less'] else 'no'}.")
+        made = (f"{table['shapes_measured']} shapes measured in {table['wall_s']:.0f} s" if table["shapes_measured"]
+                else "read from the cache an earlier search on this machine measured")
+        versus = ("no hand-made variant meets this budget" if budget["best_handmade_under_budget"] is None else
+                  "winner at least as accurate as the best hand-made variant under the budget: "
+                  f"{'yes' if budget['winner_at_least_as_accurate'] else 'no'}; with less training, the winner's "
+                  f"chain: {'yes' if budget['winner_chain_trained_less'] else 'no'}, the whole search (every "
+                  f"trial): {'yes' if budget['search_trained_less'] else 'no'}")
+        lines.append(f"- {budget['budget_ms']:g} ms: latency table of {table['candidates']} candidates, {made}; proxy "
+                     f"{budget['proxy_wall_s']:.0f} s; training {budget['train_s_total']:.0f} s; whole search "
+                     f"{budget['wall_s']:.0f} s; every trial's measured latency within 10% of the prediction: "
+                     f"{'yes' if budget['predicted_within_10pct'] else 'no'}; {versus}.")
+    twins = data.get("twins")
+    if twins:
+        rows = twins["trials"].values()
+        parts = []
+        for threads in sorted({k for row in rows for k in row if k.endswith("threads")}, reverse=True):
+            ratios = [row[threads]["trained_over_twin"] for row in rows]
+            swing = max(row[threads]["twin_p50_ms"]["max"] / row[threads]["twin_p50_ms"]["min"] for row in rows)
+            parts.append(f"{threads.replace('1 threads', '1 thread')}: {min(ratios):.3f} to {max(ratios):.3f} "
+                         f"(one file's p50 varied up to {swing:.2f}x from round to round)")
+        lines.append(f"- Each trained artifact against a random-weight twin, timed side by side in {twins['rounds']} "
+                     f"alternating rounds (`benchmarks/search_twins.py`), trained over twin p50: "
+                     + "; ".join(parts) + ".")
     rank = data.get("proxy_rank_correlation")
     if rank:
         lines.append(f"- The proxy's rank correlation (Spearman) with trained accuracy over {rank['candidates']} "
@@ -298,16 +313,18 @@ def summary() -> str:
                      f"points, {row['qat']['drop_points']:.2f} after one epoch of QAT (target 0.5; {own:.2f} against "
                      "the QAT variant's own fp32 weights)")
         lines.append(line + ".")
-    search = _load("search")
-    for budget in (search or {}).get("budgets", {}).values():
-        winner, best = budget["winner"], budget["best_handmade_under_budget"]
-        if winner:
+    for search in filter(None, (_load(f"search-{task}") for task in ("sst2", "mrpc"))):
+        for budget in search["budgets"].values():
+            winner, best = budget["winner"], budget["best_handmade_under_budget"]
+            if not winner:
+                continue
+            against = (f"the best hand-made variant under the budget, {best['name']}, {_pct(best['accuracy'])} "
+                       f"after {best['train_s']:.0f} s." if best else "no hand-made variant under the budget.")
             lines.append(f"- `compress search` ({TASK_NAMES.get(search['task'], search['task'])}, budget "
                          f"{budget['budget_ms']:g} ms at {search['shape']}): {winner['candidate']}, "
-                         f"{_pct(winner['accuracy'])} in {winner['measured_p50_ms']:.2f} ms after {winner['train_s']:.0f} s "
-                         f"of training ({budget['train_s_total']:.0f} s for all {len(budget['trials'])} trials), against " + (f"the best hand-made variant under the budget, {best['name']}, "
-                                                    f"{_pct(best['accuracy'])} after {best['train_s']:.0f} s."
-                                                    if best else "no hand-made variant under the budget."))
+                         f"{_pct(winner['accuracy'])} in {winner['measured_p50_ms']:.2f} ms after "
+                         f"{winner['train_s']:.0f} s of training ({budget['train_s_total']:.0f} s for all "
+                         f"{len(budget['trials'])} trials), against {against}")
     gpu = _load("gpu")
     if gpu:
         run, student = gpu["training"]["batch 32"], gpu["mpnet_shapes"]["models"]["L6-kd"]
@@ -334,7 +351,8 @@ def tables() -> str:
                           ("distill", distill_section), ("distill-quality", distill_quality_section),
                           ("prune", prune_section),
                           ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section),
-                          ("distributed", distributed_section), ("gpu", gpu_section), ("search", search_section)):
+                          ("distributed", distributed_section), ("gpu", gpu_section), ("search-sst2", search_section),
+                          ("search-mrpc", search_section)):
         data = _load(name)
         if data:
             machine = data["machine"]

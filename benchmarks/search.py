@@ -1,4 +1,4 @@
-"""`compress search` against the hand-made headline variants, on one machine in one run; results/search.json.
+"""`compress search` against the hand-made headline variants, on one machine in one run; results/search-<task>.json.
 
     COMPRESS_DATA=../shared/data/glue python benchmarks/search.py --workspace WS [--task mrpc]
 
@@ -6,8 +6,8 @@
    6-layer student pruned 50% or cut to 3 layers, fp32 and int8) are made by `compress run`, on
    the workspace's teacher, and benched at 1x128.
 2. Budgets: the measured p50 of L6-kd-prune-50-taylor-int8-dynamic, and half of it.
-3. `compress search` at each budget with the headline's training schedule (2 epochs of
-   distillation, half an epoch of recovery), then: predicted against measured latency for every
+3. `compress search` at each budget with the headline's training schedule (its 6-layer student's
+   epochs and learning rate, the budget-setting variant's recovery), then: predicted against measured latency for every
    trained candidate, the winner against the best hand-made variant under the same budget
    (accuracy and training seconds), how well the proxy ranked the trained candidates, wall times.
 """
@@ -30,10 +30,17 @@ from common import Results, compress
 
 BUDGET_FROM = "L6-kd-prune-50-taylor-int8-dynamic"
 SHAPE, THREADS = "1x128", 2
-SCHEDULE = ("--epochs", "2", "--lr", "5e-5", "--recover-epochs", "0.5")  # headline-mrpc.toml's
 # A coarser grid than the default (24 shapes, not 45: no 8-layer students, no quarter of the heads), to fit the
 # benchmark into one 2-core session
 GRID = ("--depths", "2,3,4,6", "--heads", "1,0.5", "--ffn", "1,0.5,0.25")
+
+
+def schedule(recipe: dict) -> tuple[str, ...]:
+    """The trials' training: the headline's for its 6-layer student and for the variant that sets the budget."""
+    stages = {stage["name"]: stage for stage in recipe["stages"]}
+    student, pruned = stages["L6-kd"], stages[stages[BUDGET_FROM]["from"]]
+    return ("--epochs", str(student["epochs"]), "--lr", str(student["lr"]),
+            "--recover-epochs", str(pruned["recover-epochs"]))
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -72,7 +79,7 @@ def main() -> None:
     model = recipe["teacher"]["base"]
     teacher = args.workspace / "teachers" / model / args.task
     students = args.workspace / "students" / model / args.task
-    results = Results("search")
+    results = Results(f"search-{args.task}")
     run_command, run_wall = compress(args.workspace, "run", recipe_path, "--keep-teacher")
     handmade = {s["name"]: students / s["name"] for s in recipe["stages"]}
     for path in (teacher, *handmade.values()):  # ORT timings need the fp32 variants' exports
@@ -99,7 +106,7 @@ def main() -> None:
     results.save()
     for budget_ms in (round(budget * float(f), 2) for f in args.budgets.split(",")):
         search = ["search", "--teacher", model, "--task", args.task, "--budget-ms", budget_ms, "--shape", SHAPE,
-                  "--threads", THREADS, "--trials", args.trials, *SCHEDULE, *GRID]
+                  "--threads", THREADS, "--trials", args.trials, *schedule(recipe), *GRID]
         try:
             command, wall = compress(args.workspace, *search)
         except subprocess.CalledProcessError:  # no trial met the budget: its record says so

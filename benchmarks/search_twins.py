@@ -1,0 +1,88 @@
+"""Does the latency table predict a trained candidate? Side by side in one run, results/search-<task>.json.
+
+    python benchmarks/search_twins.py --workspace WS [--task mrpc]    (after benchmarks/search.py)
+
+The table times random-weight twins; the search benches the trained artifacts minutes or hours
+later, so "measured over predicted" carries the machine's drift as well as any real difference.
+Here every trial's artifact and a freshly built twin (the table's own code: `random_student`,
+`artifacts`) are timed in alternating rounds, at the searched thread count and at one thread,
+and the ratio is taken round by round: what remains is what the weights change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import tempfile
+from pathlib import Path
+
+from compress import ort as runtime
+from compress.checkpoint import load_config, load_tokenizer
+from compress.latency import ort_latency_ms
+from compress.quantize import calibration_reader
+from compress.search import Shape, artifacts, random_student
+from compress.tasks import task_of
+from compress.variant import Variant, parent_path
+
+from common import Results
+
+ROUNDS, RUNS = 8, 30
+
+
+def shape_of(candidate: str) -> tuple[Shape, str]:
+    depth, heads, neurons, precision = re.fullmatch(r"L(\d+)-h(\d+)-f(\d+)-(.+)", candidate).groups()
+    return Shape(int(depth), int(heads), int(neurons)), precision
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--task", default="mrpc")
+    args = parser.parse_args()
+    results = Results(f"search-{args.task}", extend=True)
+    data = results.data
+    teacher = args.workspace / "teachers" / data["teacher"]["name"] / args.task
+    config, tokenizer = load_config(teacher), load_tokenizer(teacher)
+    record = Variant.load(teacher).record
+    task = task_of(record)
+
+    def calibration(raw: Path):  # as the table calibrates: the scales change the values, not the time
+        return calibration_reader(raw, task, tokenizer, record.max_length, 16)
+    (batch, sequence) = map(int, data["shape"].split("x"))
+    trials = {t["candidate"]: t for budget in data["budgets"].values() for t in budget["trials"]}
+    rows = {}
+    for candidate, trial in trials.items():
+        shape, precision = shape_of(candidate)
+        variant = Variant.load(args.workspace / trial["variant"])
+        trained = variant.path / "onnx" / "model.onnx"
+        source = Variant.load(parent_path(variant)) if variant.is_quantized else variant
+        optimize = bool((source.export or {}).get("optimized"))  # the graph the trained chain kept
+        with tempfile.TemporaryDirectory(prefix="compress-twin-") as tmp:
+            twin = artifacts(random_student(config, shape), tokenizer, Path(tmp), [precision], calibration,
+                             optimize=optimize)[precision]
+            row = {"predicted_p50_ms": trial["predicted_p50_ms"], "search_measured_p50_ms": trial["measured_p50_ms"]}
+            for threads in sorted({data["threads"], 1}, reverse=True):
+                sessions = {"trained": runtime.session(trained, threads=threads),
+                            "twin": runtime.session(twin, threads=threads)}
+                p50s = {name: [] for name in sessions}
+                for _ in range(ROUNDS):  # alternate, so a slow spell of the machine falls on both
+                    for name, sess in sessions.items():
+                        p50s[name].append(ort_latency_ms(sess, batch, sequence, RUNS, vocab_size=config.vocab_size)["p50"])
+                ratios = [a / b for a, b in zip(p50s["trained"], p50s["twin"])]
+                row[f"{threads} threads"] = {
+                    "trained_p50_ms": {"median": statistics.median(p50s["trained"]), "min": min(p50s["trained"]),
+                                       "max": max(p50s["trained"])},
+                    "twin_p50_ms": {"median": statistics.median(p50s["twin"]), "min": min(p50s["twin"]),
+                                    "max": max(p50s["twin"])},
+                    "trained_over_twin": round(statistics.median(ratios), 4)}
+        rows[candidate] = row
+        print(candidate, {k: v for k, v in row.items()}, flush=True)
+    data["twins"] = {"what": f"each trial's artifact against a random-weight twin built now, timed in {ROUNDS} "
+                             f"alternating rounds of {RUNS} runs at {data['shape']}; the ratio is the median over "
+                             "rounds of trained p50 / twin p50", "rounds": ROUNDS, "runs": RUNS, "trials": rows}
+    results.save()
+
+
+if __name__ == "__main__":
+    main()
