@@ -19,7 +19,7 @@ from pathlib import Path
 
 from compress import ort as runtime
 from compress.checkpoint import load_config, load_tokenizer
-from compress.latency import ort_latency_ms
+from compress.latency import alternating
 from compress.quantize import calibration_reader
 from compress.search import Shape, artifacts, random_student
 from compress.tasks import task_of
@@ -65,10 +65,7 @@ def main() -> None:
             for threads in sorted({data["threads"], 1}, reverse=True):
                 sessions = {"trained": runtime.session(trained, threads=threads),
                             "twin": runtime.session(twin, threads=threads)}
-                p50s = {name: [] for name in sessions}
-                for _ in range(ROUNDS):  # alternate, so a slow spell of the machine falls on both
-                    for name, sess in sessions.items():
-                        p50s[name].append(ort_latency_ms(sess, batch, sequence, RUNS, vocab_size=config.vocab_size)["p50"])
+                p50s = alternating(sessions, batch, sequence, ROUNDS, RUNS, vocab_size=config.vocab_size)
                 ratios = [a / b for a, b in zip(p50s["trained"], p50s["twin"])]
                 row[f"{threads} threads"] = {
                     "trained_p50_ms": {"median": statistics.median(p50s["trained"]), "min": min(p50s["trained"]),

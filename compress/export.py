@@ -26,7 +26,7 @@ from compress.console import hushed
 from compress.data import encode
 from compress.errors import UserError
 from compress.inference import predict_logits
-from compress.latency import ort_latency_ms
+from compress.latency import alternating
 from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
 from compress.variant import Variant
@@ -78,16 +78,9 @@ def _optimize(raw: Path, out: Path, config) -> dict:
 
 
 def _probe(graphs: dict[str, Path], rounds: int = 5, runs: int = 8) -> dict:
-    """Median 1x128 latency of each graph over `rounds` alternating rounds of `runs` each.
-
-    Timing the graphs in turn, round after round, lets a slow spell on shared cores hit both
-    alike; with one block of runs per graph, such a spell decided which graph was kept.
-    """
-    sessions = {name: runtime.session(path) for name, path in graphs.items()}
-    rounds_ms = {name: [] for name in graphs}
-    for _ in range(rounds):
-        for name, sess in sessions.items():
-            rounds_ms[name].append(ort_latency_ms(sess, 1, 128, runs=runs, warmup=2)["p50"])
+    """Median 1x128 latency of each graph over `rounds` alternating rounds of `runs` each (with one
+    block of runs per graph, a slow spell on shared cores decided which graph was kept)."""
+    rounds_ms = alternating({name: runtime.session(path) for name, path in graphs.items()}, 1, 128, rounds, runs)
     return {**{name: round(statistics.median(ms), 2) for name, ms in rounds_ms.items()},
             "shape": "1x128", "rounds": rounds, "runs": runs}
 

@@ -44,6 +44,17 @@ def ort_latency_ms(sess, batch: int, sequence: int, runs: int = 30, warmup: int 
     return _timed(lambda: sess.run(None, inputs), runs, warmup)
 
 
+def alternating(sessions: dict, batch: int, sequence: int, rounds: int, runs: int, warmup: int = 2,
+                vocab_size: int = 1000) -> dict[str, list[float]]:
+    """{name: p50 of each round} for ORT sessions timed in turn, round after round: a slow spell of a
+    shared machine then falls on all of them, not on whichever was being timed (one block each)."""
+    p50s = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, sess in sessions.items():
+            p50s[name].append(ort_latency_ms(sess, batch, sequence, runs, warmup, vocab_size)["p50"])
+    return p50s
+
+
 def in_precision(model, precision: str):
     """A copy of `model` with its weights in `precision` (fp16/bf16), as it would be served; fp32 is `model`."""
     return model if precision == "fp32" else copy.deepcopy(model).to(DTYPES[precision])

@@ -42,6 +42,9 @@ def test_search_trains_the_best_by_proxy_and_writes_a_recipe_that_reproduces(sea
         variant = Variant.load(workspace / trial["variant"])
         assert trial["accuracy"] == variant.benches[record["machine_key"]]["dev"]["accuracy"]
         assert trial["measured_p50_ms"] > 0 and trial["train_s"] > 0
+        low, high = trial["measured_p50_range_ms"]  # the median of the rounds it was timed in turn with the others
+        assert low <= trial["measured_p50_ms"] <= high
+        assert trial["bench_p50_ms"] == variant.benches[record["machine_key"]]["latency_ms"]["ort-cpu"]["1x16"]["p50"]
     winner = record["winner"]
     assert winner["accuracy"] == max(t["accuracy"] for t in record["trials"])
     assert f"winner {winner['candidate']}" in out
