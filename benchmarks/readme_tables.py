@@ -265,10 +265,10 @@ def search_section(data: dict) -> list[str]:
     if twins:
         rows = twins["trials"].values()
         parts = []
-        for threads in sorted({k for row in rows for k in row if k.endswith("threads")}, reverse=True):
+        for threads in sorted({k for row in rows for k in row if k.endswith(" threads")}, key=lambda k: -int(k.split()[0])):
             ratios = [row[threads]["trained_over_twin"] for row in rows]
             swing = max(row[threads]["twin_p50_ms"]["max"] / row[threads]["twin_p50_ms"]["min"] for row in rows)
-            parts.append(f"{threads.replace('1 threads', '1 thread')}: {min(ratios):.3f} to {max(ratios):.3f} "
+            parts.append(f"{'1 thread' if threads == '1 threads' else threads}: {min(ratios):.3f} to {max(ratios):.3f} "
                          f"(one file's p50 varied up to {swing:.2f}x from round to round)")
         lines.append(f"- Each trained artifact against a random-weight twin, timed side by side in {twins['rounds']} "
                      f"alternating rounds (`benchmarks/search_twins.py`), trained over twin p50: "

@@ -6,7 +6,9 @@ The table times random-weight twins; the search benches the trained artifacts mi
 later, so "measured over predicted" carries the machine's drift as well as any real difference.
 Here every trial's artifact and a freshly built twin (the table's own code: `random_student`,
 `artifacts`) are timed in alternating rounds, at the searched thread count and at one thread,
-and the ratio is taken round by round: what remains is what the weights change.
+and the ratio is taken round by round: what remains is what the weights change. The twin takes the
+graph the trained chain kept (the table's probe chose for itself; for MPNet, which has no fused
+attention, export's probe put the two graphs within a few percent).
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 from compress import ort as runtime
 from compress.checkpoint import load_config, load_tokenizer
+from compress.export import MODEL
 from compress.latency import alternating
+from compress.machine import machine
 from compress.quantize import calibration_reader
 from compress.search import Shape, artifacts, random_student
 from compress.tasks import task_of
 from compress.variant import Variant, parent_path
+from compress.workspace import ONNX_DIR
 
 from common import Results
 
@@ -42,6 +48,11 @@ def main() -> None:
     args = parser.parse_args()
     results = Results(f"search-{args.task}", extend=True)
     data = results.data
+    if "budgets" not in data:
+        sys.exit(f"no search results in {results.path}: run benchmarks/search.py --task {args.task} first")
+    here, there = machine(), data["machine"]
+    if (here["cpu"], here["flags"], here["cores"]) != (there["cpu"], there["flags"], there["cores"]):
+        sys.exit(f"{results.path} was measured on {there['cpu']}, this is {here['cpu']}: twins compare in one machine")
     teacher = args.workspace / "teachers" / data["teacher"]["name"] / args.task
     config, tokenizer = load_config(teacher), load_tokenizer(teacher)
     record = Variant.load(teacher).record
@@ -55,7 +66,7 @@ def main() -> None:
     for candidate, trial in trials.items():
         shape, precision = shape_of(candidate)
         variant = Variant.load(args.workspace / trial["variant"])
-        trained = variant.path / "onnx" / "model.onnx"
+        trained = variant.path / ONNX_DIR / MODEL
         source = Variant.load(parent_path(variant)) if variant.is_quantized else variant
         optimize = bool((source.export or {}).get("optimized"))  # the graph the trained chain kept
         with tempfile.TemporaryDirectory(prefix="compress-twin-") as tmp:

@@ -140,7 +140,8 @@ class SearchConfig(Settings):
     device: str = setting("cpu", "Where the student will be served: ORT on the CPU, or ORT's CUDA provider (gpu extra).",
                           choices=("cpu", "cuda"))
     threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1)
-    runs: int = setting(30, "Timed runs per candidate, after a warm-up.", low=30)
+    runs: int = setting(30, "Timed runs per candidate after a warm-up, and per round when the trials are "
+                            "timed in turn.", low=30)
     trials: int = setting(3, "Candidates to train, the best by the proxy.", low=1)
     max_drop: float | None = setting(None, "Accept only a winner at most this many accuracy points below the teacher.",
                                      low=0)

@@ -347,29 +347,29 @@ def teacher_table(teacher: Variant, task_params: dict) -> dict:
 
 
 def _trained_name(base: str, *params: dict) -> str:
-    """`base` and a digest of the teacher and training that make it: a search with another schedule, or on
-    a teacher fine-tuned again, makes its own trials instead of remaking (in place) those that an earlier
-    search's record and recipe name."""
+    """`base` and a digest of the teacher, data and training that make it: a search with another schedule,
+    other data or a teacher fine-tuned again makes its own trials instead of remaking (in place) those
+    that an earlier search's record and recipe name."""
     return f"{base}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}"
 
 
-def chain(candidate: Candidate, teacher: Variant, config: SearchConfig, train: TrainConfig) -> list[dict]:
-    """The recipe stages that make `candidate` from `teacher`: distill its depth, prune its widths, quantize
-    it. A precision that `auto` picks here is left to `auto`, so the recipe trains well on another CPU."""
+def chain(candidate: Candidate, teacher_config, origin: dict, config: SearchConfig, train: TrainConfig) -> list[dict]:
+    """The recipe stages that make `candidate` from the teacher (`origin`: its fine-tune and the data, for the
+    names): distill its depth, prune its widths, quantize it. A precision that `auto` picks here is left
+    to `auto`, so the recipe trains well on another CPU."""
     shape = candidate.shape
     precision = {} if train.precision == training_precision("auto") else {"precision": train.precision}
     distill = {"layers": shape.depth, "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
                "max-length": train.max_length, "seed": train.seed, **precision}
     stages = [{"verb": "distill", "from": "teacher",
-               "name": _trained_name(f"search-L{shape.depth}", {"teacher": teacher.made}, distill), **distill}]
-    heads, neurons = prune_fractions(shape, load_config(teacher.path))
+               "name": _trained_name(f"search-L{shape.depth}", origin, distill), **distill}]
+    heads, neurons = prune_fractions(shape, teacher_config)
     if heads or neurons:
         prune = {"heads": round(heads, 6), "neurons": round(neurons, 6), "scope": "per-layer",
                  "recover-epochs": config.recover_epochs, "batch-size": train.batch_size, "seed": train.seed,
                  **precision}
         stages.append({"verb": "prune", "from": stages[-1]["name"],
-                       "name": _trained_name(f"search-{shape.key}", {"teacher": teacher.made}, distill, prune),
-                       **prune})
+                       "name": _trained_name(f"search-{shape.key}", origin, distill, prune), **prune})
     if candidate.precision != "fp32":
         stages.append({"verb": "quantize", "from": stages[-1]["name"], "name": f"{stages[-1]['name']}-"
                        f"{candidate.precision}", "mode": QUANTIZE_MODE[candidate.precision]})
@@ -421,7 +421,8 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     ranked = sorted(fits, key=lambda c: (kl[c.name], c.latency_ms["p50"]))
     chosen = ranked[:config.trials]
 
-    chains = {c.name: chain(c, teacher, config, train) for c in chosen}
+    origin = {"teacher": teacher.made, "data": task.fingerprint}
+    chains = {c.name: chain(c, teacher_config, origin, config, train) for c in chosen}
     stages = {}
     for stages_of_one in chains.values():
         for stage in stages_of_one:

@@ -127,17 +127,20 @@ def test_a_kept_teacher_fine_tuned_again_has_its_students_made_again(run_cli, re
                            learnable_csv, "--text-column", "sentence", "--epochs", "1", "--lr", "0.001",
                            "--batch-size", "16", "--max-length", "32", "--precision", "fp32", "--force")
     assert code == 0, err
-    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    assert code == 0, err
     lines = [line for line in out.splitlines() if "->" in line]
     assert ["skipped" in line for line in lines] == [True, False, False, False]  # the same table, a new teacher
     code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher")
     assert code == 0, err
     assert not (teacher / "recipe.json").exists()  # kept: not stamped as the recipe's
-    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    assert code == 0, err
     assert out.count("unchanged, skipped") == 4  # and its students, remade, are now skipped
 
     write_learnable_csv(learnable_csv, 500)  # other data under the same task name: the kept teacher's
-    code, out, _ = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    code, out, err = run_cli("--workspace", workspace, "run", recipe, "--keep-teacher", "--dry-run")
+    assert code == 0, err
     assert out.count("unchanged, skipped") == 1
 
 

@@ -89,6 +89,23 @@ def test_search_trains_the_best_by_proxy_and_writes_a_recipe_that_reproduces(sea
     assert {v: (workspace / v / "variant.json").read_bytes() for v in made} == made
 
 
+def test_the_winner_is_judged_on_the_rounds_not_on_one_bench_block(run_cli, tiny_teacher, monkeypatch):
+    """Trials whose median over the rounds (timed in turn) is over the budget do not win, whatever their
+    single bench block said: here the rounds are given, to put every trial over."""
+    import compress.search as search
+
+    teacher, _ = tiny_teacher
+    monkeypatch.setattr(search, "alternating", lambda sessions, batch, sequence, rounds, runs, **kwargs:
+                        {name: [2000.0] * rounds for name in sessions})
+    code, out, err = run_cli("--workspace", teacher.workspace, "search", "--teacher", "tiny", "--task",
+                             teacher.record.data["source"], "--text-column", "sentence",
+                             "--budget-ms", "1000", "--trials", "2", *SMALL)
+    assert code == 2 and "none of the 2 trained candidates met 1000 ms when measured" in err
+    record = json.loads((teacher.workspace / "reports" / "search-reviews-1000ms.json").read_text())
+    assert record["winner"] is None and record["recipe"] is None
+    assert all(t["measured_p50_ms"] == 2000.0 and t["bench_p50_ms"] < 1000 for t in record["trials"])
+
+
 def test_a_corrupt_cache_is_measured_afresh_and_a_users_recipe_is_never_replaced(run_cli, tiny_teacher):
     teacher, _ = tiny_teacher
     workspace = teacher.workspace
