@@ -5,6 +5,8 @@
    export's own code, quantized by quantize's, and timed by bench's ORT timing at the searched
    shape. Latency does not depend on weight values, so the table is cached per machine, threads,
    device, shape, runs, library versions and teacher architecture: the next search reads it.
+   A search that reads the cache times its smallest shape again and warns when the machine's
+   state has moved the time by more than timing noise (MARGIN): shared cores come and go.
    Shapes are measured smallest first; a shape is skipped once a shape it contains already
    exceeds the budget by more than timing noise (MARGIN) in every precision (more layers, heads
    or neurons are never faster).
@@ -224,7 +226,8 @@ def _timings(entry) -> dict:
 
 
 def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print) -> dict:
-    """{shape key: {precision: timing | None (skipped)}} for the grid, from the cache where it has them."""
+    """{shape: {precision: timing | None (skipped)}} for the grid, from the cache where it has them, and the
+    drift: the smallest shape read from the cache, timed again now against its cached time."""
     teacher_config, tokenizer = load_config(teacher.path), load_tokenizer(teacher.path)
     wanted = precisions(config)
     (batch, sequence), = parse_shapes(config.shape)
@@ -238,7 +241,7 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
     def calibration(raw: Path):  # a few rows: the scales change the values, not the time
         return calibration_reader(raw, task, tokenizer, teacher.record.params["max_length"], 16)
 
-    table, started, new = {}, time.perf_counter(), 0
+    table, started, fresh = {}, time.perf_counter(), set()
     for shape in shapes(config, teacher_config):
         known = _timings(measured.get(shape.key))
         if beyond_budget(shape, table, config.budget_ms) and not all(p in known for p in wanted):
@@ -253,12 +256,27 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
                     known[precision] = ort_latency_ms(sess, batch, sequence, config.runs,
                                                       vocab_size=teacher_config.vocab_size)
             measured[shape.key] = known
-            new += 1
+            fresh.add(shape)
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             write_json(cache_path, cache)  # after every shape: an interrupted table keeps what it measured
             log(f"  {shape.key}: " + ", ".join(f"{p} {known[p]['p50']:.2f} ms" for p in missing))
         table[shape] = {p: known[p] for p in wanted}
-    return {"key": key, "shapes": table, "measured_now": new, "wall_s": round(time.perf_counter() - started, 1)}
+    drift = None
+    reused = [shape for shape, by in table.items() if shape not in fresh and any(by.values())]
+    if reused:  # measured on this machine, but a shared machine's state changes: time the smallest again
+        shape = reused[0]
+        precision = next(p for p in wanted if table[shape][p])
+        with tempfile.TemporaryDirectory(prefix="compress-search-") as tmp:
+            path = artifacts(random_student(teacher_config, shape), tokenizer, Path(tmp), [precision],
+                             calibration)[precision]
+            now = statistics.median(alternating({"probe": runtime.session(path, threads=threads, provider=provider)},
+                                                batch, sequence, ROUNDS, config.runs,
+                                                vocab_size=teacher_config.vocab_size)["probe"])
+        cached = table[shape][precision]["p50"]
+        drift = {"candidate": f"{shape.key}-{precision}", "cached_p50_ms": cached, "now_p50_ms": round(now, 3),
+                 "ratio": round(now / cached, 3)}
+    return {"key": key, "shapes": table, "measured_now": len(fresh), "drift": drift, "cache": str(cache_path),
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def under_budget(table: dict, budget_ms: float) -> list[Candidate]:
@@ -409,6 +427,11 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     check_max_length(sequence, load_tokenizer(teacher.path), teacher_config, flag="--shape sequence")
     log(f"latency table at {config.shape} ({key_here(config.threads, config.device)}):")
     table = latency_table(teacher, task, config, log)
+    drift = table["drift"]
+    if drift and not 1 / MARGIN <= drift["ratio"] <= MARGIN:
+        log(f"warning: {drift['candidate']} takes {drift['ratio']:.2f}x its cached time now: this machine's state "
+            "has changed since the table was measured (shared cores?) and every prediction may be off as much; "
+            f"delete {table['cache']} to measure the table afresh")
     fits = under_budget(table, config.budget_ms)
     if not fits:
         fastest = min((t["p50"], f"{s.key}-{p}") for s, by in table["shapes"].items() for p, t in by.items() if t)
@@ -475,6 +498,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
         "budget_ms": config.budget_ms, "shape": config.shape, "machine_key": key, "command": command,
         "config": asdict(config),
         "table": {"key": table["key"], "wall_s": table["wall_s"], "shapes_measured_now": table["measured_now"],
+                  "drift": drift,
                   "rows": [{"candidate": f"{shape.key}-{p}", **asdict(shape), "precision": p,
                             **({"p50_ms": t["p50"], "p90_ms": t["p90"]} if t else {"skipped": True}),
                             "under_budget": bool(t and t["p50"] <= config.budget_ms)}

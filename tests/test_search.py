@@ -74,6 +74,8 @@ def test_search_trains_the_best_by_proxy_and_writes_a_recipe_that_reproduces(sea
     assert code == 0, err
     again = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
     assert again["table"]["shapes_measured_now"] == 0 and record["table"]["shapes_measured_now"] == 2
+    assert record["table"]["drift"] is None and again["table"]["drift"]["candidate"] == "L1-h2-f128-fp32"
+    assert again["table"]["drift"]["ratio"] > 0
     assert [r["p50_ms"] for r in again["table"]["rows"]] == [r["p50_ms"] for r in rows]
     # the same schedule trains nothing again; another one makes its own trials and leaves these alone
     assert again["trials"][0]["variant"] == record["trials"][0]["variant"]
@@ -87,6 +89,26 @@ def test_search_trains_the_best_by_proxy_and_writes_a_recipe_that_reproduces(sea
     other = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
     assert other["trials"][0]["variant"] not in made
     assert {v: (workspace / v / "variant.json").read_bytes() for v in made} == made
+
+
+def test_a_machine_that_changed_since_its_cached_table_is_named(run_cli, searched):
+    """A cached time 100x too fast stands for a machine whose state moved: the search re-times a shape and says so."""
+    workspace, _ = searched
+    cache_path = workspace / "reports" / "search" / "latency.json"
+    cache = json.loads(cache_path.read_text())
+    for by_shape in cache.values():
+        for timings in by_shape.values():
+            for timing in timings.values():
+                timing["p50"] /= 100
+    cache_path.write_text(json.dumps(cache))
+    teacher = Variant.load(workspace / "teachers" / "tiny" / "reviews")
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task",
+                             teacher.record.data["source"], "--text-column", "sentence", "--budget-ms", "1000",
+                             "--trials", "1", *SMALL)
+    assert code == 0, err
+    assert "its cached time now: this machine's state has changed" in out and "to measure the table afresh" in out
+    record = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
+    assert record["table"]["drift"]["ratio"] > 10
 
 
 def test_the_winner_is_judged_on_the_rounds_not_on_one_bench_block(run_cli, tiny_teacher, monkeypatch):
