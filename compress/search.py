@@ -165,7 +165,7 @@ def random_student(teacher_config, shape: Shape):
 
 
 def artifacts(model, tokenizer, folder: Path, wanted: list[str], calibration, optimize: bool = True
-               ) -> dict[str, Path]:
+              ) -> dict[str, Path]:
     """The ONNX file of each precision, made as export and quantize make them (`optimize`: with the
     export's choice of graph, which changes the time, not the logits)."""
     write_graphs(model, tokenizer, folder, optimize=optimize)
