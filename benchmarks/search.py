@@ -9,9 +9,10 @@
    timed in turn with the others over the rounds the search times its trials in (a single block
    caught in a slow spell of the second core once set the budget 1.5x too high).
 3. `compress search` at each budget with the headline's training schedule (its 6-layer student's
-   epochs and learning rate, the budget-setting variant's recovery), then: predicted against measured latency for every
-   trained candidate, the winner against the best hand-made variant under the same budget
-   (accuracy and training seconds), how well the proxy ranked the trained candidates, wall times.
+   epochs and learning rate, the budget-setting variant's recovery), then: predicted against
+   measured latency for every trained candidate, the winner against the best hand-made variant
+   under the same budget (accuracy and training seconds), how well the proxy ranked the trained
+   candidates, wall times.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from compress import ort as runtime
+from compress.bench import parse_shapes
 from compress.checkpoint import load_config, load_tokenizer
 from compress.export import MODEL
 from compress.latency import alternating
@@ -60,7 +61,8 @@ def main() -> None:
 
     def calibration(raw: Path):  # as the table calibrates: the scales change the values, not the time
         return calibration_reader(raw, task, tokenizer, record.max_length, 16)
-    (batch, sequence) = map(int, data["shape"].split("x"))
+
+    (batch, sequence), = parse_shapes(data["shape"])
     trials = {t["candidate"]: t for budget in data["budgets"].values() for t in budget["trials"]}
     rows = {}
     for candidate, trial in trials.items():
