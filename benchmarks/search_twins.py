@@ -26,8 +26,7 @@ from compress.checkpoint import load_config, load_tokenizer
 from compress.export import MODEL
 from compress.latency import alternating
 from compress.machine import machine
-from compress.quantize import calibration_reader
-from compress.search import Shape, artifacts, random_student
+from compress.search import Shape, artifacts, random_student, timing_calibration
 from compress.tasks import task_of
 from compress.variant import Variant, parent_path
 from compress.workspace import ONNX_DIR
@@ -57,11 +56,7 @@ def main() -> None:
     teacher = args.workspace / "teachers" / data["teacher"]["name"] / args.task
     config, tokenizer = load_config(teacher), load_tokenizer(teacher)
     record = Variant.load(teacher).record
-    task = task_of(record)
-
-    def calibration(raw: Path):  # as the table calibrates: the scales change the values, not the time
-        return calibration_reader(raw, task, tokenizer, record.max_length, 16)
-
+    calibration = timing_calibration(task_of(record), tokenizer, record.max_length)  # as the table calibrates
     (batch, sequence), = parse_shapes(data["shape"])
     trials = {t["candidate"]: t for budget in data["budgets"].values() for t in budget["trials"]}
     rows = {}

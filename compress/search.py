@@ -183,6 +183,12 @@ def artifacts(model, tokenizer, folder: Path, wanted: list[str], calibration, op
     return paths
 
 
+def timing_calibration(task: Task, tokenizer, max_length: int):
+    """Static int8's calibration for a graph that is only timed: a few rows (the scales change the values,
+    not the time)."""
+    return lambda raw: calibration_reader(raw, task, tokenizer, max_length, 16)
+
+
 def beyond_budget(shape: Shape, table: dict, budget_ms: float) -> bool:
     """Whether a shape that `shape` contains was measured over the budget, by more than timing noise
     (MARGIN), in every precision."""
@@ -236,10 +242,15 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
     key = cache_key(teacher_config, config)
     measured = cache.setdefault(key, {})
     threads = config.threads or torch.get_num_threads()
-    provider = PROVIDERS[config.device]
+    calibration = timing_calibration(task, tokenizer, teacher.record.max_length)
 
-    def calibration(raw: Path):  # a few rows: the scales change the values, not the time
-        return calibration_reader(raw, task, tokenizer, teacher.record.params["max_length"], 16)
+    def timed(shape: Shape, precisions_here: list[str], timing) -> dict:
+        """{precision: timing(session)} of a random-weight `shape`, written and quantized as the stages do."""
+        with tempfile.TemporaryDirectory(prefix="compress-search-") as tmp:
+            files = artifacts(random_student(teacher_config, shape), tokenizer, Path(tmp), precisions_here,
+                              calibration)
+            return {p: timing(runtime.session(path, threads=threads, provider=PROVIDERS[config.device]))
+                    for p, path in files.items()}
 
     table, started, fresh = {}, time.perf_counter(), set()
     for shape in shapes(config, teacher_config):
@@ -249,12 +260,8 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
             continue
         missing = [p for p in wanted if p not in known]
         if missing:
-            with tempfile.TemporaryDirectory(prefix="compress-search-") as tmp:
-                files = artifacts(random_student(teacher_config, shape), tokenizer, Path(tmp), missing, calibration)
-                for precision, path in files.items():
-                    sess = runtime.session(path, threads=threads, provider=provider)
-                    known[precision] = ort_latency_ms(sess, batch, sequence, config.runs,
-                                                      vocab_size=teacher_config.vocab_size)
+            known.update(timed(shape, missing, lambda sess: ort_latency_ms(sess, batch, sequence, config.runs,
+                                                                           vocab_size=teacher_config.vocab_size)))
             measured[shape.key] = known
             fresh.add(shape)
             cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +273,9 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
     if reused:  # measured on this machine, but a shared machine's state changes: time the smallest again
         shape = reused[0]
         precision = next(p for p in wanted if table[shape][p])
-        with tempfile.TemporaryDirectory(prefix="compress-search-") as tmp:
-            path = artifacts(random_student(teacher_config, shape), tokenizer, Path(tmp), [precision],
-                             calibration)[precision]
-            now = statistics.median(alternating({"probe": runtime.session(path, threads=threads, provider=provider)},
-                                                batch, sequence, ROUNDS, config.runs,
-                                                vocab_size=teacher_config.vocab_size)["probe"])
+        now = timed(shape, [precision], lambda sess: statistics.median(alternating(
+            {"probe": sess}, batch, sequence, ROUNDS, config.runs, vocab_size=teacher_config.vocab_size)["probe"])
+        )[precision]
         cached = table[shape][precision]["p50"]
         drift = {"candidate": f"{shape.key}-{precision}", "cached_p50_ms": cached, "now_p50_ms": round(now, 3),
                  "ratio": round(now / cached, 3)}
