@@ -7,6 +7,8 @@ Accuracy comes from the deployed artifact: the ONNX file where there is one.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -117,7 +119,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     labels = np.asarray(dev["label"])
     if onnx_path is not None:
         sess = runtime.session(onnx_path, threads=threads, provider=PROVIDERS[device])
-        results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes)
+        results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes, runs)
         logits, accuracy_source = runtime.logits(sess, dev, tokenizer), f"onnx ({onnx_path.name}, ORT {device})"
     if model is not None:
         names = tokenizer.model_input_names
@@ -128,7 +130,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
                 try:
                     results[runtime_name + ("-graph" if graph else "")] = _per_shape(
                         lambda b, s, m=served, g=graph: torch_latency_ms(m, b, s, runs, vocab_size=vocab,
-                                                                         input_names=names, graph=g), shapes)
+                                                                         input_names=names, graph=g), shapes, runs)
                 except RuntimeError as exc:  # a model whose forward cannot be captured is timed eager only
                     print(f"{variant.path}: no CUDA graph of {precision}: {first_line(exc)[:200]}")
             if device == "cuda":
@@ -142,6 +144,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     entry = {
         "machine": {**info, "threads": threads},
         "runs": runs,
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "latency_ms": results,
         "dev": task_metrics(logits.numpy(), labels, task.metrics),
         "accuracy_from": accuracy_source,
@@ -169,9 +172,11 @@ def precisions(device: str) -> tuple[str, ...]:
     return ("fp32", "fp16", "bf16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
 
 
-def _per_shape(measure, shapes) -> dict:
+def _per_shape(measure, shapes, runs: int) -> dict:
+    """Each shape's timing, stamped with its run count and time: a later bench of the same key keeps it."""
     out = {}
     for batch, sequence in shapes:
         timing = measure(batch, sequence)
-        out[f"{batch}x{sequence}"] = {**timing, "examples_per_s": round(1000 * batch / timing["p50"], 1)}
+        out[f"{batch}x{sequence}"] = {**timing, "examples_per_s": round(1000 * batch / timing["p50"], 1), "runs": runs,
+                                      "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return out

@@ -440,13 +440,16 @@ def init_command(directory):
     """Make a workspace in DIRECTORY: teachers/, students/, reports/ and recipe.toml (the demo, to edit)."""
     from compress.recipe import demo_recipe
 
+    from compress.workspace import inside, write_text
+
+    directory.mkdir(parents=True, exist_ok=True)
     for name in ("teachers", "students", "reports"):
-        (directory / name).mkdir(parents=True, exist_ok=True)
+        inside(directory, directory / name).mkdir(exist_ok=True)
     recipe = directory / "recipe.toml"
     if recipe.exists() or recipe.is_symlink():  # never write through a link
         click.echo(f"{recipe} exists; left as it is")
     else:
-        recipe.write_text(demo_recipe().read_text())
+        write_text(recipe, demo_recipe().read_text())  # a full disk leaves no empty recipe behind
     click.echo(f"workspace ready in {directory}: edit {recipe}, then: compress --workspace {directory} run {recipe}")
 
 

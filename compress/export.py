@@ -154,7 +154,7 @@ def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = E
     fusion, the timings behind the graph kept, and the parity check."""
     if variant.is_quantized:
         raise UserError(f"{variant.path} is quantized: its ONNX file is its artifact; export the variant it was made from")
-    inside(variant.workspace, variant.path)  # it writes into the variant: only into one that lies in a workspace
+    inside(variant.workspace, variant.path / ONNX_DIR)  # it writes into the variant: only into one in a workspace
     tokenizer = load_tokenizer(variant.path)
     model = load_classifier(variant.path, attn_implementation="eager").eval()
     task = task_of(variant.record)

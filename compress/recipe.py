@@ -23,7 +23,7 @@ import tomllib
 
 from compress.errors import UserError
 from compress.variant import Variant
-from compress.workspace import META_FILE, check_name
+from compress.workspace import META_FILE, check_name, inside
 
 STAGE_VERBS = ("distill", "prune", "layerdrop", "share", "quantize")
 TASK_KEYS = ("task", "data-dir", "text-column", "label-column", "num-labels")
@@ -194,6 +194,9 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
                 raise UserError(f"recipe {path}: [{verb}] must be a table")
             with commands[verb].make_context(verb, flags(commands[verb], section, f"recipe {path} [{verb}]")):
                 pass
+    if result.report is not None and "out" in result.report:  # a recipe's report stays in the workspace it runs in
+        out = Path(str(result.report["out"]))
+        result.report = {**result.report, "out": str(inside(workspace, out if out.is_absolute() else workspace / out))}
     if result.bench is not None and "shapes" in result.bench:
         from compress.bench import parse_shapes
 

@@ -17,7 +17,7 @@ import jinja2
 
 from compress.errors import UserError
 from compress.variant import Variant, find_variants, parent_path
-from compress.workspace import clean_stale, inside, scratch_path
+from compress.workspace import inside, named_file, write_text
 
 GENERATOR_MARK = '<meta name="generator" content="compress">'
 
@@ -194,22 +194,17 @@ def render(workspace: Path, task: str | None = None, teacher: str | None = None,
     """Write the report to `out` (default: reports/<teacher>-<task>.html); an existing file is
     replaced only if it is a compress report."""
     if out is not None:
+        out = named_file(workspace, out)
         _check_report_target(out)
     context = build(workspace, task, teacher)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("compress", "templates"), autoescape=jinja2.select_autoescape(["html"]))
     page = environment.get_template("report.html.j2").render(**context)
-    out = out or inside(workspace / "reports", workspace / "reports" / f"{context['teacher'] or 'variants'}-{context['task']}.html")
+    out = out or inside(workspace, workspace / "reports" / f"{context['teacher'] or 'variants'}-{context['task']}.html")
     _check_report_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out.parent)
-    tmp = scratch_path(out)
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    out.parent.mkdir(parents=True, exist_ok=True)  # only ever inside the workspace: named_file checked the rest
+    write_text(out, page)
+    return Path(os.path.abspath(out))
 
 
 def _check_report_target(out: Path) -> None:

@@ -56,7 +56,7 @@ from compress.quantize import calibration_reader, ort_quantize
 from compress.structure import SHARING_KEY, STRUCTURE_KEY, apply_structure, record
 from compress.tasks import Task
 from compress.variant import Variant, parent_path
-from compress.workspace import ONNX_DIR, write_json, write_text
+from compress.workspace import ONNX_DIR, inside, write_json, write_text
 
 QUANTIZE_MODE = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}  # fp32 is the export itself
 PRECISIONS = {"cpu": "fp32,int8-dynamic,int8-static", "cuda": "fp32,fp16"}
@@ -237,7 +237,7 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
     teacher_config, tokenizer = load_config(teacher.path), load_tokenizer(teacher.path)
     wanted = precisions(config)
     (batch, sequence), = parse_shapes(config.shape)
-    cache_path = teacher.workspace / "reports" / CACHE
+    cache_path = inside(teacher.workspace, teacher.workspace / "reports" / CACHE)
     cache = _read_cache(cache_path, log)
     key = cache_key(teacher_config, config)
     measured = cache.setdefault(key, {})
@@ -423,7 +423,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     check(config)
     started = time.perf_counter()
     workspace, name = teacher.workspace, label(task.name, config.budget_ms)
-    recipe_path = workspace / f"{name}.toml"
+    recipe_path = inside(workspace, workspace / f"{name}.toml")
     if recipe_path.exists() and not _ours(recipe_path):
         raise UserError(f"{recipe_path} exists and compress search did not write it: move it away first")
     teacher_config = load_config(teacher.path)
@@ -455,7 +455,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
         for stage in stages_of_one:
             stages.setdefault(stage["name"], stage)
     table_of_teacher = teacher_table(teacher, task_params)
-    trials_recipe = workspace / "reports" / "search" / f"{name}-trials.toml"
+    trials_recipe = inside(workspace, workspace / "reports" / "search" / f"{name}-trials.toml")
     trials_recipe.parent.mkdir(parents=True, exist_ok=True)
     write_text(trials_recipe, recipe_text(table_of_teacher, list(stages.values()),
                                           f"The trials of `{command}`: the {len(chosen)} candidates ranked first by "
@@ -528,7 +528,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     elif recipe_path.exists():  # an earlier search's winner at this budget is not this one's
         recipe_path.unlink()
     result["wall_s"] = round(time.perf_counter() - started, 1)
-    write_json(workspace / "reports" / f"{name}.json", result)
+    write_json(inside(workspace, workspace / "reports" / f"{name}.json"), result)
     if winner is None:
         raise UserError(f"none of the {len(trials)} trained candidates met {config.budget_ms:g} ms"
                         + (f" within --max-drop {config.max_drop:g} points" if config.max_drop is not None else "")

@@ -109,7 +109,7 @@ def soft_targets(
         predict_logits(model, mine, tokenizer, precision, batch_size=128,
                        desc="soft targets" if distributed.is_main() else None), len(encoded))
     if distributed.is_main():
-        own_folder(teacher.path, path.parent.name)
+        own_folder(teacher.workspace, teacher.path, path.parent.name)
         clean_stale(path.parent)
         tmp = scratch_path(path)
         try:

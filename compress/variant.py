@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from compress.workspace import (
     check_name,
     clean_stale,
     inside,
+    locked,
     own_folder,
     workspace_of,
     write_json,
@@ -62,6 +64,9 @@ def _record_problem(meta) -> str | None:
             return f"'{key}' has the wrong type ({type(meta[key]).__name__})"
     if not isinstance(meta.get("data", {}).get("spec", {}), dict):
         return "'data.spec' is not an object"
+    parent = meta.get("parent")
+    if meta.get("schema", 0) >= 1 and parent and (Path(parent).is_absolute() or ".." in Path(parent).parts):
+        return f"'parent' {parent} is not a place inside the workspace"
     return None
 
 
@@ -205,13 +210,39 @@ class Variant:
         return found
 
     def record_bench(self, key: str, entry: dict) -> "Variant":
-        """Write one measurement as a file of its own: concurrent benches of one variant never meet."""
+        """Add one measurement to this machine key's file of its own (concurrent keys never meet).
+
+        Measurements accumulate: a shape and runtime measured again replaces its figure, which moves
+        to the file's `history`; every other shape, runtime and key stays as it was."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-.")[:80]
-        folder = inside(self.workspace, own_folder(self.path, BENCH_DIR))
+        folder = own_folder(self.workspace, self.path, BENCH_DIR)
         clean_stale(self.path)  # what a killed writer left beside the record
-        write_json(folder / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json", {"key": key, **entry})
+        path = folder / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
+        with locked(folder):  # two benches of one key merge in turn
+            earlier = _read_json(path)
+            if earlier is None or earlier.get("key") != key or _bench_problem(earlier):
+                earlier = None
+            write_json(path, {"key": key, **merge_bench(earlier, entry)})
         self.__dict__.pop("benches", None)  # read again on the next look
         return self
+
+
+def merge_bench(earlier: dict | None, entry: dict) -> dict:
+    """`entry` added to the `earlier` measurement of the same key: its shapes and runtimes replace theirs
+    (kept in `history` with when they were measured), the rest of `earlier` stays."""
+    if earlier is None:
+        return {**entry, "history": []}
+    latency = {runtime: dict(shapes) for runtime, shapes in earlier["latency_ms"].items()}
+    history = list(earlier.get("history", []))
+    for runtime, shapes in entry["latency_ms"].items():
+        for shape, timing in shapes.items():
+            if shape in latency.get(runtime, {}):
+                history.append({"runtime": runtime, "shape": shape, **latency[runtime][shape]})
+            latency.setdefault(runtime, {})[shape] = timing
+    if earlier.get("dev") != entry["dev"]:
+        history.append({"dev": earlier["dev"], "accuracy_from": earlier["accuracy_from"],
+                        "measured_at": earlier.get("measured_at")})
+    return {**earlier, **entry, "latency_ms": latency, "history": history}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -235,7 +266,7 @@ def derived_dir(parent: Variant, name: str) -> Path:
             parent.record.task, "task name")
     else:
         folder = parent.path.parent
-    target = inside(workspace / "students", folder / name)
+    target = inside(workspace, folder / name)
     if target.resolve() == parent.path.resolve():
         raise UserError(f"--name {name} is the name of the variant it is made from: choose another")
     return target
@@ -243,22 +274,33 @@ def derived_dir(parent: Variant, name: str) -> Path:
 
 def relative_to_workspace(variant: Variant) -> str:
     """How a record names another variant: its path inside their workspace."""
-    return str(variant.path.resolve().relative_to(variant.workspace))
+    return str(Path(os.path.abspath(variant.path)).relative_to(variant.workspace))
 
 
 def parent_path(variant: Variant) -> Path | None:
-    """The folder of `variant`'s parent: recorded inside the workspace (older records: absolute or cwd-relative)."""
+    """The folder of `variant`'s parent, in `variant`'s own workspace: lineage never leaves it.
+
+    Records of schema 0 named parents as typed (absolute or cwd-relative): their place is found by
+    its tail (teachers/<t>/<task> or students/<t>/<task>/<v>), so a moved workspace keeps its lineage.
+    """
     recorded = variant.record.parent
     if not recorded:
         return None
-    recorded = Path(recorded)
-    if recorded.is_absolute():
-        return recorded
-    try:
-        in_workspace = variant.workspace / recorded
-    except UserError:
-        return recorded
-    return in_workspace if in_workspace.exists() or not recorded.exists() else recorded
+    place = Path(recorded)
+    if place.is_absolute() or ".." in place.parts:
+        place = _place_in_a_workspace(place)
+    if place is None:
+        raise UserError(f"{variant.path / META_FILE} names a parent outside its workspace: {recorded}")
+    return inside(variant.workspace, variant.workspace / place)
+
+
+def _place_in_a_workspace(path: Path) -> Path | None:
+    """teachers/<t>/<task> or students/<t>/<task>/<v> at the end of `path`, or None."""
+    parts = path.parts
+    for folder, depth in (("teachers", 3), ("students", 4)):
+        if len(parts) >= depth and parts[-depth] == folder:
+            return Path(*parts[-depth:])
+    return None
 
 
 def teacher_of(variant: Variant) -> Variant:
@@ -288,7 +330,9 @@ def scan(workspace: Path, teacher: str | None = None, task: str | None = None
         if any(part.startswith(".") for part in f.parent.relative_to(workspace).parts):
             continue
         try:
-            variants.append(Variant.load(f.parent))
+            variant = Variant.load(f.parent)
+            parent_path(variant)  # lies in this workspace, reached through no link, as its parent does
+            variants.append(variant)
         except UserError as exc:
             broken.append((f.parent, str(exc)))
     return variants, broken

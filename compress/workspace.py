@@ -40,10 +40,26 @@ def check_name(name, what: str = "--name") -> str:
 
 
 def inside(root: Path, path: Path) -> Path:
-    """`path`, refused unless it resolves to somewhere strictly inside `root`."""
-    resolved, base = path.resolve(), root.resolve()
-    if resolved == base or not resolved.is_relative_to(base):
-        raise UserError(f"{path} lies outside {root}: compress writes only inside its workspace")
+    """`path`, refused unless it lies strictly inside the workspace `root` with no link on the way.
+
+    This is the write policy's one check (docs/cli.md, "Where compress writes"): every path compress
+    writes to in a workspace passes through it before anything is made. Links above `root` are the
+    user's own layout (a whole workspace on a bigger disk); a link below it (`students/` pointing
+    elsewhere, a variant folder pointing at another one) is refused, named as the user wrote it.
+    """
+    root, path = Path(root), Path(path)
+    base, target = Path(os.path.abspath(root)), Path(os.path.abspath(path))
+    if target == base or not target.is_relative_to(base):
+        raise UserError(f"{path} lies outside the workspace {root}: compress writes only inside its workspace")
+    step = base
+    for part in target.relative_to(base).parts:
+        step = step / part
+        if step.is_symlink():
+            raise UserError(f"{path}: {step.relative_to(base)} in the workspace {root} is a link, and compress "
+                            "never writes through a link inside a workspace (to keep one on another disk, point "
+                            "--workspace there)")
+    if path.resolve() != base.resolve() / target.relative_to(base):  # a '..' after a link leads elsewhere
+        raise UserError(f"{path} leads out of its place in the workspace {root} through a link")
     return path
 
 
@@ -51,14 +67,34 @@ def workspace_of(variant_path: Path, teacher: bool) -> Path:
     """The workspace a variant folder lies in, from its place: teachers/<t>/<task> or students/<t>/<task>/<v>.
 
     Whether it is a teacher comes from its record: folder names alone are ambiguous (a teacher
-    may be called "teachers", a workspace "students").
+    may be called "teachers", a workspace "students"). The place is read from the path as given,
+    not resolved, so a link inside the workspace is refused rather than followed elsewhere.
     """
-    path = Path(variant_path).resolve()
+    path = Path(os.path.abspath(variant_path))
     depth, folder = (2, "teachers") if teacher else (3, "students")
     if len(path.parents) > depth and path.parents[depth - 1].name == folder:
-        return path.parents[depth]
+        workspace = path.parents[depth]
+        inside(workspace, Path(variant_path))
+        return workspace
     raise UserError(f"{variant_path} is not in a workspace: variants live in teachers/<teacher>/<task>/ "
                     "or students/<teacher>/<task>/<variant>/")
+
+
+def named_file(workspace: Path, path: Path) -> Path:
+    """A file the user named outright (`report --out`): inside the workspace as `inside` allows, or
+    anywhere else into a folder that already exists. Outside the workspace compress makes no folder
+    and writes no link, nor reaches back into the workspace through one."""
+    path = Path(path)
+    if Path(os.path.abspath(path)).is_relative_to(os.path.abspath(workspace)):
+        return inside(workspace, path)
+    if path.is_symlink():
+        raise UserError(f"{path} is a link: compress writes no file through a link")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: the folder {path.parent} does not exist, and compress makes folders only inside "
+                        f"its workspace ({workspace})")
+    if path.resolve().is_relative_to(Path(workspace).resolve()):
+        raise UserError(f"{path} leads into the workspace {workspace} through a link")
+    return path
 
 
 def partial_dir(target: Path) -> Path:
@@ -101,7 +137,7 @@ def write_text(path: Path, text: str) -> None:
     clean_stale(path.parent)
     tmp = scratch_path(path)
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -142,14 +178,14 @@ def _records_export(variant_folder: Path) -> bool:
         return False
 
 
-def own_folder(parent: Path, name: str) -> Path:
-    """`parent`/`name`, made if missing, refused if it is a link or lies outside `parent`: a variant's
-    own sub-folder (bench/, soft_targets/) that compress writes into."""
-    folder = parent / name
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise UserError(f"{folder} is a link or a file, not a folder of its own: compress will not write through it")
+def own_folder(workspace: Path, parent: Path, name: str) -> Path:
+    """`parent`/`name` in `workspace`, made if missing: a variant's own sub-folder (bench/, soft_targets/).
+
+    Checked before it is made: neither it nor any folder above it in the workspace may be a link."""
+    folder = inside(workspace, parent / name)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder of its own: compress will not write through it")
     folder.mkdir(exist_ok=True)
-    inside(parent, folder)
     return folder
 
 

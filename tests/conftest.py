@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import sys
@@ -23,7 +24,9 @@ from transformers import (
 )
 
 from compress.cli import main
-from compress.configs import TrainConfig
+from compress.configs import DistillConfig, TrainConfig
+from compress.distill import distill
+from compress.export import export
 from compress.registry import resolve_base
 from compress.tasks import load_task
 from compress.teacher import fine_tune
@@ -53,7 +56,7 @@ GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 POSITIVE = ["great", "superb", "lovely", "brilliant", "wonderful"]
 NEGATIVE = ["awful", "dreadful", "boring", "terrible", "clumsy"]
-FILLER = "the a film story plot actors scene movie was is and of with its this that it".split()
+FILLER = ["the", "a", "film", "story", "plot", "actors", "scene", "movie", "was", "is", "and", "of", "with", "its", "this", "that", "it"]
 
 
 @pytest.fixture(scope="session")
@@ -146,3 +149,47 @@ def run_cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+# A workspace for the data-safety and write-policy tests: the tiny teacher and its 1-layer student A.
+TASK = "reviews"
+
+
+def snapshot(*folders: Path) -> dict:
+    """Every file and folder under `folders`, with a hash of each file's bytes."""
+    state = {}
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    return state
+
+
+@pytest.fixture(scope="module")
+def base_workspace(trained_teacher, tmp_path_factory):
+    """The tiny teacher and an exported 1-layer student A, built once and copied by each test."""
+    teacher, task = trained_teacher
+    root = tmp_path_factory.mktemp("safety") / "ws"
+    copy = Variant.load(shutil.copytree(teacher.path, root / "teachers" / "tiny" / task.name))
+    student = distill(copy, task, DistillConfig(layers=1), TrainConfig(epochs=0, max_length=32, precision="fp32"),
+                      name="A", progress=False)
+    export(student, optimize=False)
+    return root, task
+
+
+@pytest.fixture
+def ws(base_workspace, tmp_path):
+    """(workspace, the student folder A, a victim folder beside the workspace, the task)."""
+    root, task = base_workspace
+    workspace = shutil.copytree(root, tmp_path / "ws")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("years of work")
+    return workspace, workspace / "students" / "tiny" / TASK / "A", victim, task
+
+
+def refused(run_cli, *args, message: str):
+    code, out, err = run_cli(*args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("compress: error: "), (args, code, err)
+    assert message in lines[0], (message, lines[0])
+    assert "Traceback" not in out + err

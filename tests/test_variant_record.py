@@ -25,12 +25,14 @@ def test_a_schema_0_record_loads_and_round_trips(tmp_path):
     assert (record.schema, record.name, record.max_length, record.accuracy) == (0, "L1-kd", 32, 0.75)
     assert record.extra == {"structure": {"heads_per_layer": [4]}, "onnx": SCHEMA_0["onnx"], "bench": SCHEMA_0["bench"]}
     assert variant.export == SCHEMA_0["onnx"] and list(variant.benches) == ["cpu | 1 threads | cpu"]
-    assert parent_path(variant).as_posix() == "/old/place/teachers/tiny/reviews"  # absolute: taken as it is
+    # absolute, from where the workspace once was: the same place in the workspace it is in now
+    assert parent_path(variant) == tmp_path / "ws" / "teachers" / "tiny" / "reviews"
     assert {k: v for k, v in variant.meta.items() if k in SCHEMA_0} == SCHEMA_0
 
 
 def test_a_new_record_carries_the_schema_and_the_mark(tmp_path):
-    written = write_record(tmp_path, {k: v for k, v in SCHEMA_0.items() if k not in ("onnx", "bench")})
+    written = write_record(tmp_path, {**{k: v for k, v in SCHEMA_0.items() if k not in ("onnx", "bench")},
+                                      "parent": "teachers/tiny/reviews"})
     on_disk = json.loads((tmp_path / "variant.json").read_text())
     assert on_disk["schema"] == SCHEMA and on_disk["made_by"] == "compress" and on_disk["command"]
     assert Record.from_json(on_disk) == written.record
