@@ -54,7 +54,7 @@ def task_options(fn):
     """The flags every verb that reads task data shares."""
     for option in reversed([
         click.option("--task", default=DEFAULT_TASK,
-                     help="sst2, mrpc, rotten-tomatoes, or a CSV/TSV/JSONL file or folder (train.* and dev.*)."),
+                     help="sst2, mrpc, cola, rotten-tomatoes, or a CSV/TSV/JSONL file or folder (train.* and dev.*)."),
         click.option("--data-dir", envvar="COMPRESS_DATA", help="GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA)."),
         click.option("--text-column", help="For your own files: the text column, or two as a,b for pairs."),
         click.option("--label-column", default=LABEL_COLUMN, help="For your own files: the integer label column."),
@@ -116,7 +116,7 @@ def summary(kind: str, variant) -> str:
     return (f"{kind} {variant.path}: dev {dev}"
             + (f" (before training: accuracy {before['accuracy']:.4f})" if before else "")
             + (f", {train['wall_s']:.0f} s training" if train else "")
-            + (f", retention {metrics['retention']:.3f}" if "retention" in metrics else ""))
+            + (f", retention {metrics['retention']:.3f}" if metrics.get("retention") is not None else ""))
 
 
 @cli.command()

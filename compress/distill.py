@@ -42,7 +42,7 @@ from compress.machine import device
 from compress.tasks import Task
 from compress.teacher import soft_targets
 from compress.train import Trainer, best_epoch, train_record, train_resumable
-from compress.variant import Variant, derived_dir, relative_to_workspace, save_variant
+from compress.variant import Variant, derived_dir, relative_to_workspace, retention, save_variant
 from compress.workspace import check_target, partial_dir
 
 
@@ -250,7 +250,7 @@ def train_student(
         "data": data_record(original),
         **record,
         "metrics": {"dev": metrics, **({"dev_before_training": metrics_before} if metrics_before else {}),
-                    "teacher_dev": teacher_metrics, "retention": metrics["accuracy"] / teacher_metrics["accuracy"],
+                    "teacher_dev": teacher_metrics, "retention": retention(metrics, teacher_metrics),
                     **record.get("metrics", {})},
     }, replace=replace, reads=(parent.path,))
     if distributed.is_main():

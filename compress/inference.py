@@ -1,4 +1,4 @@
-"""Batched inference in PyTorch and the task metrics every stage records (accuracy, and F1 for pairs)."""
+"""Batched inference in PyTorch and the task metrics every stage records (accuracy; F1 for MRPC, MCC for CoLA)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,26 @@ from compress.machine import autocast, kernels_for_many_shapes
 
 
 def task_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+    """Accuracy, and each of `names`: binary F1 of the positive class (GLUE's MRPC), Matthews correlation (CoLA)."""
     predictions = logits.argmax(-1)
     result = {"accuracy": float((predictions == labels).mean())}
     if "f1" in names:  # binary F1 of the positive class, as GLUE reports for MRPC
         tp = float(((predictions == 1) & (labels == 1)).sum())
         predicted, actual = float((predictions == 1).sum()), float((labels == 1).sum())
         result["f1"] = 2 * tp / (predicted + actual) if predicted + actual else 0.0
+    if "mcc" in names:
+        result["mcc"] = matthews(predictions, labels, logits.shape[-1])
     return result
+
+
+def matthews(predictions: np.ndarray, labels: np.ndarray, classes: int) -> float:
+    """Matthews correlation for K classes (Gorodkin 2004), 0 when either side has one class only."""
+    counts = np.zeros((classes, classes), dtype=np.float64)
+    np.add.at(counts, (labels, predictions), 1)
+    total, correct = counts.sum(), np.trace(counts)
+    true, predicted = counts.sum(1), counts.sum(0)
+    denominator = np.sqrt((total**2 - predicted @ predicted) * (total**2 - true @ true))
+    return float((correct * total - predicted @ true) / denominator) if denominator else 0.0
 
 
 @torch.inference_mode()

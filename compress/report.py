@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +17,17 @@ from pathlib import Path
 import jinja2
 
 from compress.errors import UserError
-from compress.variant import Variant, find_variants, parent_path
+from compress.variant import Variant, find_variants, main_metric, parent_path
 from compress.workspace import inside, named_file, write_text
 
 GENERATOR_MARK = '<meta name="generator" content="compress">'
 
 
+METRIC_LABELS = {"accuracy": "accuracy, %", "mcc": "Matthews correlation x 100"}  # how the main metric is shown
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the (latency, accuracy) points no other point beats on both, fastest first."""
+    """Indices of the (latency, score) points no other point beats on both, fastest first."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
     front, best = [], float("-inf")
     for i in order:
@@ -46,7 +50,7 @@ class Row:
     number: int  # the point's label in the plots, and the table's first column
     variant: Variant
     lineage: list[str]
-    accuracy: float
+    score: float  # the task's main dev metric (variant.main_metric): accuracy, or MCC for CoLA
     accuracy_from: str
     latency: dict = field(default_factory=dict)  # (machine, runtime group, shape) -> {"p50", "p90", "runtime"}
 
@@ -65,14 +69,14 @@ def _lineage(variant: Variant, by_path: dict[str, Variant]) -> list[str]:
     return chain[::-1]
 
 
-def _rows(variants: list[Variant]) -> list[Row]:
+def _rows(variants: list[Variant], metric: str) -> list[Row]:
     by_path = {str(v.path.resolve()): v for v in variants}
     rows = []
     for number, v in enumerate(variants, 1):
         measured = list(v.benches.values())
         dev = measured[-1]["dev"] if measured else v.record.metrics["dev"]
         source = measured[-1]["accuracy_from"] if measured else "training-time evaluation (PyTorch fp32)"
-        row = Row(number, v, _lineage(v, by_path), dev["accuracy"], source)
+        row = Row(number, v, _lineage(v, by_path), dev.get(metric, math.nan), source)
         for machine, entry in v.benches.items():
             for runtime, shapes in entry["latency_ms"].items():
                 for shape, timing in shapes.items():
@@ -105,14 +109,14 @@ def searches(workspace: Path, teacher: str | None, task: str, rows: list[Row]) -
     return found
 
 
-def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str], found: list[dict] = ()) -> str:
+def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str], metric: str, found: list[dict] = ()) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     measured = [r for r in rows if key in r.latency]
-    points = [(r.latency[key]["p50"], 100 * r.accuracy) for r in measured]
+    points = [(r.latency[key]["p50"], 100 * r.score) for r in measured]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="#4c72b0", zorder=3)
@@ -132,7 +136,7 @@ def _plot(rows: list[Row], teacher: Row | None, key: tuple[str, str, str], found
                            label=f"search winner ({search['budget_ms']:g} ms)")
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms (log scale), {key[1]}, batch x seq {key[2]}")
-    ax.set_ylabel("dev accuracy, %")
+    ax.set_ylabel(f"dev {metric}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -159,7 +163,8 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
     tasks = {v.record.task for v in variants}
     if len(tasks) > 1:
         raise UserError(f"variants of several tasks ({', '.join(sorted(tasks))}): choose one with --task")
-    rows = _rows(variants)
+    metric = main_metric(variants[0].record.metrics["dev"])  # the teacher's, listed first: one task, one metric
+    rows = _rows(variants, metric)
     teacher_row = next((r for r in rows if r.variant.record.stage == "teacher"), None)
     keys = sorted({k for r in rows for k in r.latency})
     machines = {}
@@ -179,14 +184,15 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
                                 if k not in ("base_path", "warmup", "weight_decay") and v is not None),
             "parameters": record.parameters, "unique_parameters": record.unique_parameters or record.parameters,
             "size_mb": (r.variant.export or {}).get("size_mb") or record.size_mb,
-            "accuracy": r.accuracy, "accuracy_from": r.accuracy_from,
-            "delta": 100 * (r.accuracy - teacher_row.accuracy) if teacher_row else None,
+            "score": r.score, "accuracy_from": r.accuracy_from,
+            "delta": 100 * (r.score - teacher_row.score) if teacher_row else None,
             "cells": cells, "command": record.command,
         })
     task = tasks.pop()
     found = searches(workspace, teacher_row.name if teacher_row else teacher, task, rows)
-    plots = [{"key": key, "svg": _plot(rows, teacher_row, key, found)} for key in keys]
+    plots = [{"key": key, "svg": _plot(rows, teacher_row, key, METRIC_LABELS[metric], found)} for key in keys]
     return {"task": task, "teacher": teacher_row.name if teacher_row else teacher, "device_of": _device_of,
+            "metric": METRIC_LABELS[metric],
             "keys": keys, "table": table, "plots": plots, "machines": machines, "searches": found}
 
 

@@ -55,7 +55,7 @@ from compress.prune import apply_pruning, current_structure, scoring_batches
 from compress.quantize import calibration_reader, ort_quantize
 from compress.structure import SHARING_KEY, STRUCTURE_KEY, apply_structure, record
 from compress.tasks import Task
-from compress.variant import Variant, parent_path
+from compress.variant import Variant, main_metric, parent_path
 from compress.workspace import ONNX_DIR, inside, write_json, write_text
 
 QUANTIZE_MODE = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}  # fp32 is the export itself
@@ -490,13 +490,14 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
                                                                          max(rounds[candidate.name])],
             "bench_p50_ms": timing["p50"], "bench_p90_ms": timing["p90"],
             "measured_over_predicted": round(p50 / candidate.latency_ms["p50"], 4),
-            "accuracy": entry["dev"]["accuracy"], "accuracy_from": entry["accuracy_from"],
-            "drop_points": round(100 * (teacher.record.accuracy - entry["dev"]["accuracy"]), 3),
+            "accuracy": entry["dev"]["accuracy"], "score": entry["dev"][main_metric(entry["dev"])],
+            "accuracy_from": entry["accuracy_from"],
+            "drop_points": round(100 * (teacher.record.score - entry["dev"][main_metric(entry["dev"])]), 3),
             "train_s": round(sum(seconds.values()), 1),
         })
     eligible = [t for t in trials if t["measured_p50_ms"] <= config.budget_ms
                 and (config.max_drop is None or t["drop_points"] <= config.max_drop)]
-    winner = max(eligible, key=lambda t: (t["accuracy"], -t["measured_p50_ms"])) if eligible else None
+    winner = max(eligible, key=lambda t: (t["score"], -t["measured_p50_ms"])) if eligible else None
     result = {
         "teacher": teacher.record.name, "task": task.name, "teacher_accuracy": teacher.record.accuracy,
         "budget_ms": config.budget_ms, "shape": config.shape, "machine_key": key, "command": command,

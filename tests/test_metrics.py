@@ -1,0 +1,65 @@
+"""GLUE's metrics: CoLA read exactly and judged by Matthews correlation, MRPC by accuracy with F1 beside it."""
+
+import math
+
+import numpy as np
+import pytest
+
+from compress.errors import UserError
+from compress.inference import matthews, task_metrics
+from compress.report import build
+from compress.tasks import load_task
+from compress.variant import main_metric, retention
+
+
+def test_cola_is_read_exactly(glue_dir):
+    task = load_task("cola", str(glue_dir))
+    assert (len(task.train), len(task.dev), task.num_labels) == (8551, 1043, 2)
+    assert task.metrics == ("mcc", "accuracy") and not task.is_pair
+    assert task.train[0] == {"text": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1}
+    assert 0.68 < float(np.mean(task.dev["label"])) < 0.70  # 69% acceptable: why accuracy misleads here
+
+
+def test_a_cola_file_with_a_missing_field_names_its_line(glue_dir, tmp_path):
+    folder = tmp_path / "CoLA"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("gj04\t1\t\tA fine sentence.\ngj04\t0\t*\n")
+    (folder / "dev.tsv").write_text("gj04\t1\t\tAnother one.\n")
+    with pytest.raises(UserError, match=r"train.tsv line 2: 3 fields, CoLA has 4"):
+        load_task("cola", str(tmp_path))
+
+
+def test_matthews_matches_its_definition():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 1, 0, 1])
+    predictions = np.array([1, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    tp, tn, fp, fn = 5, 3, 1, 1
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert matthews(predictions, labels, 2) == pytest.approx(expected)
+    assert matthews(np.ones(10, dtype=int), labels, 2) == 0.0  # one predicted class: no correlation
+    assert matthews(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 2]), 3) == pytest.approx(1.0)
+    assert matthews(np.array([1, 0]), np.array([0, 1]), 2) == pytest.approx(-1.0)
+
+
+def test_the_main_metric_is_mcc_where_measured_else_accuracy():
+    logits = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = np.array([1, 0, 0, 1])
+    cola = task_metrics(logits, labels, ("mcc", "accuracy"))
+    mrpc = task_metrics(logits, labels, ("accuracy", "f1"))
+    assert main_metric(cola) == "mcc" and main_metric(mrpc) == "accuracy"
+    assert cola["accuracy"] == mrpc["accuracy"] == 0.75 and mrpc["f1"] == pytest.approx(0.8)
+    assert retention({"mcc": 0.3, "accuracy": 0.8}, {"mcc": 0.6, "accuracy": 0.8}) == pytest.approx(0.5)
+    assert retention({"mcc": 0.3, "accuracy": 0.8}, {"mcc": 0.0, "accuracy": 0.7}) is None  # no ratio to a zero
+
+
+def test_the_report_plots_and_compares_the_main_metric(trained_teacher, tmp_path):
+    import json
+    import shutil
+
+    teacher, task = trained_teacher
+    copy = shutil.copytree(teacher.path, tmp_path / "ws" / "teachers" / "tiny" / task.name)
+    record = json.loads((copy / "variant.json").read_text())
+    record["metrics"]["dev"] = {"accuracy": 0.9, "mcc": 0.42}
+    (copy / "variant.json").write_text(json.dumps(record))
+    context = build(tmp_path / "ws")
+    assert context["metric"] == "Matthews correlation x 100"
+    assert context["table"][0]["score"] == 0.42
