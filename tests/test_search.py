@@ -220,3 +220,46 @@ def test_a_random_candidate_has_the_shape_the_stages_give(arch):
     ids = select_layers(config.num_hidden_layers, 3, "alternate")
     if getattr(config, "layer_types", None):
         assert model.config.layer_types == [config.layer_types[i] for i in ids]
+
+
+def test_a_larger_shape_is_never_predicted_faster_than_one_it_contains():
+    from compress.search import broken_pairs, monotone
+
+    small, wide, deep = Shape(1, 2, 32), Shape(1, 4, 32), Shape(2, 4, 32)
+    table = {small: {"fp32": timing(3.36)}, wide: {"fp32": timing(2.12)}, deep: {"fp32": timing(3.2)}}
+    # the wide one contains the small one and measured 37% faster: beyond noise, both are timed again
+    assert broken_pairs(table, "fp32") == {small, wide}
+    table[wide]["fp32"] = timing(3.2)  # within timing noise (MARGIN) of 3.36: not timed again ...
+    assert broken_pairs(table, "fp32") == set()
+    raised = monotone(table, "fp32")  # ... but raised to it, as is every shape that contains it
+    assert [r["candidate"] for r in raised] == ["L1-h4-f32-fp32", "L2-h4-f32-fp32"]
+    assert table[wide]["fp32"]["p50"] == table[deep]["fp32"]["p50"] == 3.36
+    assert table[wide]["fp32"]["measured_p50"] == 3.2 and monotone(table, "fp32") == []
+
+
+def test_a_search_without_a_winner_names_the_closest_trial_and_what_already_meets_the_budget(
+        run_cli, tiny_teacher, monkeypatch):
+    import compress.search as search
+
+    teacher, task = tiny_teacher
+    workspace, source = teacher.workspace, teacher.record.data["source"]
+    code, _, err = run_cli("--workspace", workspace, "distill", "--teacher", "tiny", "--task", source, "--text-column",
+                           "sentence", "--layers", "1", "--epochs", "1", "--max-length", "32", "--precision", "fp32",
+                           "--name", "mine")
+    assert code == 0, err
+    mine = workspace / "students" / "tiny" / "reviews" / "mine"
+    for command in (("export", mine), ("bench", mine, "--shapes", "1x16")):  # the search compares ORT timings
+        code, _, err = run_cli("--workspace", workspace, *command)
+        assert code == 0, err
+    slower = iter([1500.0, 1200.0])
+    monkeypatch.setattr(search, "alternating", lambda sessions, batch, sequence, rounds, runs, **kwargs:
+                        {name: [900.0 if name.endswith("twin") else next(slower)] * rounds for name in sessions})
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task", source,
+                             "--text-column", "sentence", "--budget-ms", "1000", "--trials", "2", *SMALL)
+    assert code == 2
+    assert "the closest, " in err and "took 1200.00 ms (20% over)" in err
+    assert "students/tiny/reviews/mine already meets it" in err
+    assert "its twin 900.00 now" in out and "this machine's state moved between the table and the trials" in out
+    record = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
+    assert [h["variant"] for h in record["handmade_under_budget"]] == ["students/tiny/reviews/mine"]
+    assert all(t["twin_p50_ms"] == 900.0 for t in record["trials"])
