@@ -13,7 +13,7 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import BenchConfig, validate
+from compress.configs import BenchConfig
 from compress.data import check_max_length, encode
 from compress.errors import UserError, first_line
 from compress.inference import predict_logits, task_metrics
@@ -95,7 +95,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     from a CUDA graph (eager timings at batch 1 measure kernel launches, not the model), and ORT's
     CUDA provider where onnxruntime-gpu is installed.
     """
-    validate(BenchConfig(threads=threads, device=device, runs=runs))
+    BenchConfig(threads=threads, device=device, runs=runs)  # checks them as the flags are checked
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: PyTorch sees no CUDA GPU on this machine")
     threads = threads or torch.get_num_threads()

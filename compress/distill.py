@@ -24,7 +24,7 @@ from compress import distributed
 from compress.arch import keep_layers
 from compress.augment import NEIGHBOURS, REPLACE_PROBABILITY, augmented
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import DistillConfig, TrainConfig, validate
+from compress.configs import DistillConfig, TrainConfig
 from compress.data import data_record, encode
 from compress.errors import UserError
 from compress.inference import evaluate
@@ -140,7 +140,6 @@ def default_name(distill: DistillConfig) -> str:
 
 def check_kd_options(distill_config: DistillConfig) -> dict[str, float]:
     """The intermediate losses' weights, once the options are known to make sense together."""
-    validate(distill_config)
     weights = parse_intermediate(distill_config.intermediate)
     if not distill_config.kd and (weights or distill_config.augment or distill_config.intermediate_epochs):
         raise UserError("--no-kd trains on labels alone: --intermediate, --intermediate-epochs and --augment "

@@ -22,7 +22,7 @@ import torch
 
 from compress.arch import encoder_layers, keep_layers, layout
 from compress.checkpoint import load_classifier, load_config
-from compress.configs import LayerDropConfig, TrainConfig, validate
+from compress.configs import LayerDropConfig, TrainConfig
 from compress.distill import select_layers, train_student
 from compress.errors import UserError
 from compress.recovery import kd_for, recovery_setup, shrink
@@ -106,7 +106,6 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
     The LayerDrop-trained model does not depend on the cut: one trained with the same settings is
     reused for another --keep, unless `replace` (--force) asks to train it again.
     """
-    validate(config)
     keep = kept_layers(load_config(variant.path).num_hidden_layers, config.keep)
     task, teacher, train_config = recovery_setup(variant, train_config)
     name = name or default_name(variant, config)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 
 from compress.arch import head_pruning_blocker, keep_layers, layout
-from compress.configs import PruneConfig, TrainConfig, validate
+from compress.configs import PruneConfig, TrainConfig
 from compress.data import encode, length_batches
 from compress.errors import UserError
 from compress.recovery import shrink
@@ -237,7 +237,6 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
 
 
 def check(config: PruneConfig) -> None:
-    validate(config)
     if not (config.heads or config.neurons or config.layers):
         raise UserError("nothing to prune: give --heads, --neurons or --layers")
 

@@ -18,7 +18,7 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
-from compress.configs import RECOVERY_TRAINING, QuantizeConfig, TrainConfig, validate
+from compress.configs import RECOVERY_TRAINING, QuantizeConfig, TrainConfig
 from compress.console import hushed
 from compress.data import encode
 from compress.errors import UserError, first_line
@@ -173,7 +173,6 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     if variant.is_quantized:
         raise UserError(f"{variant.path} is already quantized ({variant.record.params.get('mode')}): "
                         "quantize the variant it was made from instead")
-    validate(config)
     mode, per_channel, fp32_ffn_output, calibration, backend, max_drop = (
         config.mode, config.per_channel, config.fp32_ffn_output, config.calibration, config.backend, config.max_drop)
     if backend == "torch" and mode != "dynamic":

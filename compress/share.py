@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from compress.arch import layout
-from compress.configs import ShareConfig, TrainConfig, validate
+from compress.configs import ShareConfig, TrainConfig
 from compress.errors import UserError
 from compress.recovery import shrink
 from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
@@ -28,7 +28,6 @@ def layer_groups(depth: int, groups: int) -> list[list[int]]:
 
 def share_layers(model, config: ShareConfig) -> dict:
     """Tie the model's layers in place as `config` says; returns the sharing recorded in its config."""
-    validate(config)
     if getattr(model.config, SHARING_KEY, None):
         raise UserError("this variant's layers are already shared; share its parent instead")
     spec = layout(model.config)
