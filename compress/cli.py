@@ -133,8 +133,8 @@ def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, na
     from compress.tasks import load_task
     from compress.workspace import check_name
 
-    name = check_name(name or stage.default_name(base),
-                      "--name" if name else "the teacher's name (from --base; give --name)")
+    name = check_name(stage.default_name(base) if name is None else name,
+                      "the teacher's name (from --base; give --name)" if name is None else "--name")
     data = load_task(task, data_dir, text_column, label_column, num_labels)
     if not force and report_existing(stage.teacher_dir(obj["workspace"], name, data.name)):
         return
@@ -227,7 +227,7 @@ def variant_stage(verb: str, settings, name_default: str, epochs_flag: str | Non
 def start(variant: Path, config_class, default_name, name: str | None, force: bool, params: dict):
     """A stage's input, settings and output name; None when the output exists and stays (no --force)."""
     parent, config = load_variant(variant), take(config_class, params)
-    name = name or default_name(parent, config)
+    name = default_name(parent, config) if name is None else name
     return None if already_made(parent, name, force) else (parent, config, name)
 
 

@@ -38,7 +38,8 @@ class Settings:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(Settings):
-    epochs: float = setting(3.0, "Epochs; fractions allowed.", low=0, low_open=True, high=MAX_EPOCHS)
+    epochs: float = setting(3.0, "Epochs; fractions allowed (0: the model is saved untrained; not for a teacher).",
+                            low=0, high=MAX_EPOCHS)
     lr: float = setting(5e-5, "Peak learning rate (linear warm-up over 10%, then decay).", low=0, low_open=True,
                         high=1)
     batch_size: int = setting(32, "Examples per training step.", low=1, high=MAX_BATCH)

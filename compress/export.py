@@ -29,7 +29,7 @@ from compress.inference import predict_logits
 from compress.latency import alternating
 from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
-from compress.variant import Variant
+from compress.variant import Variant, as_variant
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, inside, write_json
 
 PARITY_ATOL = 1e-4
@@ -152,6 +152,8 @@ def write_graphs(model, tokenizer, folder: Path, opset: int = ExportConfig.opset
 def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = ExportConfig.optimize) -> Variant:
     """Write variant/onnx/ (replacing an earlier export) with its record, onnx/export.json: the
     fusion, the timings behind the graph kept, and the parity check."""
+    variant = as_variant(variant)
+    ExportConfig(opset=opset, optimize=optimize)  # checks them as the flags are checked
     if variant.is_quantized:
         raise UserError(f"{variant.path} is quantized: its ONNX file is its artifact; export the variant it was made from")
     inside(variant.workspace, variant.path)  # it writes into the variant: only into one that lies in a workspace

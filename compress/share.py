@@ -15,7 +15,7 @@ import torch
 from compress.arch import layout
 from compress.configs import ShareConfig, TrainConfig
 from compress.errors import UserError
-from compress.recovery import shrink
+from compress.recovery import shrink, stage_inputs
 from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
 from compress.variant import Variant
 
@@ -57,9 +57,10 @@ def default_name(variant: Variant, config: ShareConfig) -> str:
 def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name: str | None = None,
           progress: bool = True, replace: bool = False) -> Variant:
     """Tie `variant`'s layers in groups, then recover with KD for `train_config.epochs` (0: none)."""
+    variant = stage_inputs(variant, config, ShareConfig, train_config)
 
     def tie(model, task, tokenizer, train: TrainConfig) -> dict:
         return {"sharing": {"groups": share_layers(model, config)["groups"]}}
 
-    return shrink(variant, "share", name or default_name(variant, config), tie, config, config.as_dict(),
+    return shrink(variant, "share", default_name(variant, config) if name is None else name, tie, config, config.as_dict(),
                   train_config, progress, replace)

@@ -20,7 +20,7 @@ from pathlib import Path
 import datasets
 
 from compress.configs import LABEL_COLUMN, MAX_LABELS
-from compress.errors import UserError, first_line
+from compress.errors import UserError, first_line, require
 from compress.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
@@ -252,8 +252,13 @@ def load_task(
 ) -> Task:
     """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column.
 
-    `num_labels` declares more classes than training shows (see _checked).
+    `num_labels` declares more classes than training shows (see _checked). Paths may be str or Path.
     """
+    task = os.fspath(require(task, (str, os.PathLike), "task"))
+    data_dir = None if data_dir is None else os.fspath(require(data_dir, (str, os.PathLike), "data_dir"))
+    for value, what in ((text_column, "text_column"), (label_column, "label_column")):
+        require(value, (str, type(None)), what)
+    require(num_labels, (int, type(None)), "num_labels")
     root = data_dir or os.environ.get("COMPRESS_DATA")
     spec = {"task": task, "data_dir": str(Path(root).expanduser().resolve()) if root else None,
             "text_column": text_column, "label_column": label_column,
@@ -271,7 +276,11 @@ def load_task(
         columns = tuple(c.strip() for c in text_column.split(","))
         if len(columns) > 2 or not all(columns):
             raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
-        loaded = _from_files(path, columns, label_column or LABEL_COLUMN)
+        label_column = label_column or LABEL_COLUMN
+        if label_column in columns:
+            raise UserError(f"--text-column {text_column} names the label column '{label_column}': the model would "
+                            "read the answers")
+        loaded = _from_files(path, columns, label_column)
         spec["task"] = str(path.resolve())
     else:
         raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")

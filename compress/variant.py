@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import UserError, as_path
 from compress.workspace import (
     EXPORT_FILE,
     MADE_BY,
@@ -222,6 +223,15 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def as_variant(value, what: str = "variant") -> Variant:
+    """A stage's input: a Variant, or (through the API) the path of its folder as a str or Path."""
+    if isinstance(value, Variant):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return Variant.load(value)
+    raise UserError(f"{what} must be a Variant or the path of its folder, not {type(value).__name__}")
+
+
 def derived_dir(parent: Variant, name: str) -> Path:
     """Where a variant made from `parent` goes: students/<teacher>/<task>/<name>/, beside its siblings.
 
@@ -280,6 +290,7 @@ def scan(workspace: Path, teacher: str | None = None, task: str | None = None
 
     Hidden (temporary, partial, set-aside) folders are skipped.
     """
+    workspace = as_path(workspace, "workspace")
     teacher, task = teacher or "*", task or "*"
     files = sorted((workspace / "teachers").glob(f"{teacher}/{task}/{META_FILE}"))
     files += sorted((workspace / "students").glob(f"{teacher}/{task}/*/{META_FILE}"))
