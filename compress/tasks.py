@@ -51,8 +51,11 @@ class Task:
         return digest.hexdigest()
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """Header and rows of a CSV, TSV (no quoting, as GLUE needs) or JSONL file."""
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header and (line number, row) pairs of a CSV, TSV (no quoting, as GLUE needs) or JSONL file.
+
+    The line numbers are the file's own, so an error points at the line to fix (JSONL has no header
+    line and may hold blank ones)."""
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -68,8 +71,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                             raise UserError(f"{path} line {number}: not JSON ({exc.msg})") from None
                         if not isinstance(row, dict):
                             raise UserError(f"{path} line {number}: not a JSON object (one {{\"column\": value}} per line)")
-                        rows.append(row)
-            header = list(rows[0]) if rows else []
+                        rows.append((number, row))
+            header = list(rows[0][1]) if rows else []
             return header, rows
         if suffix not in (".csv", ".tsv"):
             raise UserError(f"{path}: unsupported data file type '{suffix}' (use .csv, .tsv or .jsonl)")
@@ -78,7 +81,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                 reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             else:
                 reader = csv.DictReader(f)
-            rows = list(reader)
+            rows = [(reader.line_num, row) for row in reader]  # the line the row ends on
             return list(reader.fieldnames or []), rows
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
@@ -111,13 +114,16 @@ def _split(
     data = {"text": [], "label": []}
     if len(text_columns) == 2:
         data["text_pair"] = []
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
-        where = f"{path} row {number}"
+    for number, row in rows:
+        where = f"{path} line {number}"
         if any(row.get(c) is None for c in (*text_columns, label_column)):
             raise UserError(f"{where}: missing a value (is a field short?)")
-        data["text"].append(str(row[text_columns[0]]))
+        for column in text_columns:
+            if not isinstance(row[column], str):
+                raise UserError(f"{where}: the text in '{column}' is a {type(row[column]).__name__}, not a string")
+        data["text"].append(row[text_columns[0]])
         if len(text_columns) == 2:
-            data["text_pair"].append(str(row[text_columns[1]]))
+            data["text_pair"].append(row[text_columns[1]])
         data["label"].append(_class_id(row[label_column], where))
     return datasets.Dataset.from_dict(data)
 
