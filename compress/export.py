@@ -69,8 +69,10 @@ def _optimize(raw: Path, out: Path, config) -> dict:
         counts = {len(heads) for heads in structure["heads"] if heads}
         num_heads = counts.pop() if len(counts) == 1 else 0
         width = num_heads * structure["head_size"]
-    # num_heads 0 means unfused attention is intended: the fusion's "Failed to detect num_heads" is noise
-    with hushed(loggers=("fusion_attention",), log_messages=("Failed to detect num_heads",)):  # ORT names it so
+    # num_heads 0 means unfused attention is intended: the fusion's "Failed to detect num_heads" is noise; and
+    # the attention width it is told differs from the input width on purpose when heads were pruned
+    with hushed(loggers=("fusion_attention",), log_messages=("Failed to detect num_heads",  # ORT names it so
+                                                             "Input hidden size")):
         optimized = optimize_model(str(raw), model_type="bert", num_heads=num_heads, hidden_size=width)
     optimized.save_model_to_file(str(out))
     ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
+from compress.configs import MAX_SEQUENCE
 from compress.errors import UserError, as_path
 from compress.workspace import (
     EXPORT_FILE,
@@ -53,8 +54,8 @@ def _record_problem(meta) -> str | None:
             return f"'{outer}.{inner}' is missing"
     if not isinstance(meta["metrics"]["dev"].get("accuracy"), (int, float)):
         return "'metrics.dev.accuracy' is missing"
-    if meta["params"]["max_length"] < 1:
-        return "'params.max_length' is not positive"
+    if not 1 <= meta["params"]["max_length"] <= MAX_SEQUENCE:
+        return f"'params.max_length' is not a length from 1 to {MAX_SEQUENCE}"
     number, text = (int, float, type(None)), (str, type(None))
     for key, kinds in (("parent", text), ("teacher", text), ("num_labels", (int, type(None))), ("data", dict),
                        ("parameters", (int, type(None))), ("unique_parameters", (int, type(None))),

@@ -417,7 +417,8 @@ def test_init_does_not_write_through_a_dangling_link(run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("parameters", [1]), ("size_mb", "big"), ("parent", ["x"]), ("data", "x"),
-                                          ("params", {"max_length": -5}), ("num_labels", True)])
+                                          ("params", {"max_length": -5}), ("params", {"max_length": 10**9}),
+                                          ("num_labels", True)])
 def test_a_record_with_a_wrong_type_is_listed_as_broken(run_cli, ws, field, value):
     workspace, student, _, _ = ws
     record = json.loads((student / "variant.json").read_text())

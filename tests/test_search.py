@@ -220,3 +220,22 @@ def test_a_random_candidate_has_the_shape_the_stages_give(arch):
     ids = select_layers(config.num_hidden_layers, 3, "alternate")
     if getattr(config, "layer_types", None):
         assert model.config.layer_types == [config.layer_types[i] for i in ids]
+
+
+def test_exporting_a_pruned_candidate_keeps_ortss_width_note_off_the_console(tmp_path, caplog):
+    """Told the pruned attention width on purpose, ORT's fusion warns "Input hidden size (N) is not same as ..."."""
+    import logging
+
+    from transformers import AutoTokenizer, BertConfig
+
+    from compress.export import write_graphs
+    from compress.registry import resolve_base
+    from compress.search import random_student
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base("minilm-l6"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                        intermediate_size=128)
+    model = random_student(config, Shape(2, 2, 64)).eval()  # 2 of 4 heads: attention 32 wide in a 64-wide model
+    with caplog.at_level(logging.WARNING):
+        record = write_graphs(model, tokenizer, tmp_path)
+    assert "fused_ops" in record and "Input hidden size" not in caplog.text
