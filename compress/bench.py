@@ -45,7 +45,8 @@ def check_shapes(shapes) -> list[tuple[int, int]]:
     if isinstance(shapes, str):
         return parse_shapes(shapes)
     if not isinstance(shapes, (list, tuple)) or not shapes:
-        raise UserError(f"shapes must be (batch, sequence) pairs like [(1, 128)] or text like '1x128', not {shapes!r:.60}")
+        raise UserError(f"shapes must be (batch, sequence) pairs like [(1, 128)] or text like '1x128', "
+                        f"not {shapes!r:.60}")
     for shape in shapes:
         if not (isinstance(shape, (list, tuple)) and len(shape) == 2
                 and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)):

@@ -81,8 +81,8 @@ def training_options(recovery_flag: str | None = None):
     def decorate(fn):
         fn = cli_options(TrainConfig, only=names, **defaults)(force_option(fn))
         if recovery_flag == "--recover-epochs":
-            return click.option(recovery_flag, "epochs", type=click.FloatRange(0, MAX_EPOCHS), default=defaults["epochs"],
-                                callback=finite,
+            return click.option(recovery_flag, "epochs", type=click.FloatRange(0, MAX_EPOCHS),
+                                default=defaults["epochs"], callback=finite,
                                 help="Epochs of KD from the teacher afterwards (fractions allowed; 0: none).")(fn)
         return cli_options(TrainConfig, only=("epochs",), **defaults)(fn) if recovery_flag else fn
 

@@ -261,5 +261,6 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
                               "heads_before": sum(len(h) for h in before["heads"]),
                               "neurons_before": sum(before["neurons"])}}
 
-    return shrink(variant, "prune", default_name(variant, config) if name is None else name, cut, config, config.as_dict(),
+    name = default_name(variant, config) if name is None else name
+    return shrink(variant, "prune", name, cut, config, config.as_dict(),
                   train_config, progress, replace)

@@ -62,5 +62,6 @@ def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name
     def tie(model, task, tokenizer, train: TrainConfig) -> dict:
         return {"sharing": {"groups": share_layers(model, config)["groups"]}}
 
-    return shrink(variant, "share", default_name(variant, config) if name is None else name, tie, config, config.as_dict(),
+    name = default_name(variant, config) if name is None else name
+    return shrink(variant, "share", name, tie, config, config.as_dict(),
                   train_config, progress, replace)
