@@ -459,11 +459,11 @@ def test_a_config_field_of_the_wrong_type_is_one_line(run_cli, ws):
 
 def test_infinite_or_nan_numbers_are_refused(run_cli, ws):
     workspace, student, _, task = ws
-    for value in ("inf", "nan"):
+    for value, message in (("inf", "inf is not in the range 0<=x<=1000"), ("nan", "nan is not a finite number")):
         refused(run_cli, "--workspace", workspace, "prune", student, "--heads", "0.5", "--recover-epochs", value,
-                message="is not a finite number")
+                message=message)
         refused(run_cli, "--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
-                "--text-column", "sentence", "--epochs", value, message="is not a finite number")
+                "--text-column", "sentence", "--epochs", value, message=message)
     assert not list((student.parent).glob(".*partial"))
 
 
