@@ -12,8 +12,9 @@
     bench(int8, [(1, 128)])
     report(Path("ws"))
 
-Each stage takes a Variant and gives a new one (fine_tune starts from a base model); its
-settings are the same dataclasses the CLI builds from its flags.
+Each stage takes a Variant (or the path of its folder) and gives a new one (fine_tune starts
+from a base model); its settings are the same dataclasses the CLI builds from its flags, checked
+as the flags are when built, and paths may be str or Path. Bad arguments raise UserError.
 """
 
 from compress.bench import bench
@@ -27,15 +28,24 @@ from compress.configs import (
     TrainConfig,
 )
 from compress.distill import distill
+from compress.errors import as_path, require
 from compress.export import export
 from compress.layerdrop import layerdrop
 from compress.prune import prune
 from compress.quantize import quantize
-from compress.report import render as report
+from compress.report import render
 from compress.share import share
 from compress.tasks import Task, load_task
 from compress.teacher import fine_tune
 from compress.variant import Variant, find_variants
+
+
+def report(workspace, task: str | None = None, teacher: str | None = None, out=None):
+    """The report page of `workspace` (a str or Path), written to `out` [default: reports/<teacher>-<task>.html]."""
+    require(task, (str, type(None)), "task")
+    require(teacher, (str, type(None)), "teacher")
+    return render(as_path(workspace, "workspace"), task, teacher, None if out is None else as_path(out, "out"))
+
 
 __all__ = [
     "KD", "DistillConfig", "LayerDropConfig", "PruneConfig", "QuantizeConfig", "ShareConfig", "TrainConfig",

@@ -119,3 +119,16 @@ def keep_layers(model: nn.Module, layer_ids: list[int]) -> None:
         position = {old: new for new, old in enumerate(layer_ids)}
         groups = [[position[i] for i in group if i in position] for group in sharing["groups"]]
         sharing["groups"] = [g for g in groups if g]
+
+
+def layer_id_list(spec: str, flag: str, depth: int) -> list[int]:
+    """The distinct layer ids in `spec` (like 1,3), sorted; a repeated or unknown id is refused."""
+    try:
+        ids = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes layer ids like 1,3, not '{spec}'") from None
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{flag} {spec} names a layer twice")
+    if not ids or not all(0 <= i < depth for i in ids):
+        raise UserError(f"{flag} {spec}: name layers from 0 to {depth - 1}")
+    return sorted(ids)

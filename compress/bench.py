@@ -15,7 +15,7 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import BenchConfig, validate
+from compress.configs import MAX_BATCH, MAX_SEQUENCE, BenchConfig
 from compress.data import check_max_length, encode
 from compress.errors import UserError, first_line
 from compress.inference import predict_logits, task_metrics
@@ -23,8 +23,9 @@ from compress.latency import in_precision, ort_latency_ms, torch_latency_ms
 from compress.machine import machine
 from compress.quantize import torch_int8
 from compress.tasks import task_of
-from compress.variant import Variant, parent_path
+from compress.variant import Variant, as_variant, parent_path
 
+MAX_TOKENS = 2**20  # batch x sequence: a 128 x 8192 or 4096 x 256 forward, gigabytes of activations
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -36,10 +37,27 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
             batch, sequence = (int(x) for x in part.strip().lower().split("x"))
         except ValueError:
             raise UserError(f"--shapes takes BATCHxSEQUENCE pairs like 1x128,32x128, not '{part}'") from None
-        if batch < 1 or not 1 <= sequence <= 4096:
-            raise UserError(f"shape {part} is out of range (batch >= 1, sequence 1 to 4096)")
         shapes.append((batch, sequence))
-    return shapes
+    return check_shapes(shapes)
+
+
+def check_shapes(shapes) -> list[tuple[int, int]]:
+    """`shapes` as (batch, sequence) pairs of integers within bounds a run can hold; the API may also
+    give them as the flag's text, like "1x128"."""
+    if isinstance(shapes, str):
+        return parse_shapes(shapes)
+    if not isinstance(shapes, (list, tuple)) or not shapes:
+        raise UserError(f"shapes must be (batch, sequence) pairs like [(1, 128)] or text like '1x128', "
+                        f"not {shapes!r:.60}")
+    for shape in shapes:
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)):
+            raise UserError(f"shape {shape!r:.60} is not a (batch, sequence) pair of integers")
+        batch, sequence = shape
+        if not (1 <= batch <= MAX_BATCH and 1 <= sequence <= MAX_SEQUENCE and batch * sequence <= MAX_TOKENS):
+            raise UserError(f"shape {batch}x{sequence} is out of range (batch 1 to {MAX_BATCH}, sequence 1 to "
+                            f"{MAX_SEQUENCE}, at most {MAX_TOKENS:,} tokens in all)")
+    return [tuple(shape) for shape in shapes]
 
 
 def machine_key(info: dict, threads: int, device: str) -> str:
@@ -97,7 +115,8 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     from a CUDA graph (eager timings at batch 1 measure kernel launches, not the model), and ORT's
     CUDA provider where onnxruntime-gpu is installed.
     """
-    validate(BenchConfig(threads=threads, device=device, runs=runs))
+    variant, shapes = as_variant(variant), check_shapes(shapes)
+    BenchConfig(threads=threads, device=device, runs=runs)  # checks them as the flags are checked
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: PyTorch sees no CUDA GPU on this machine")
     threads = threads or torch.get_num_threads()

@@ -10,6 +10,7 @@ import click
 
 from compress.configs import (
     LABEL_COLUMN,
+    MAX_EPOCHS,
     MAX_LABELS,
     RECOVERY_TRAINING,
     BenchConfig,
@@ -80,8 +81,8 @@ def training_options(recovery_flag: str | None = None):
     def decorate(fn):
         fn = cli_options(TrainConfig, only=names, **defaults)(force_option(fn))
         if recovery_flag == "--recover-epochs":
-            return click.option(recovery_flag, "epochs", type=click.FloatRange(min=0), default=defaults["epochs"],
-                                callback=finite,
+            return click.option(recovery_flag, "epochs", type=click.FloatRange(0, MAX_EPOCHS),
+                                default=defaults["epochs"], callback=finite,
                                 help="Epochs of KD from the teacher afterwards (fractions allowed; 0: none).")(fn)
         return cli_options(TrainConfig, only=("epochs",), **defaults)(fn) if recovery_flag else fn
 
@@ -132,8 +133,8 @@ def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, na
     from compress.tasks import load_task
     from compress.workspace import check_name
 
-    name = check_name(name or stage.default_name(base),
-                      "--name" if name else "the teacher's name (from --base; give --name)")
+    name = check_name(stage.default_name(base) if name is None else name,
+                      "the teacher's name (from --base; give --name)" if name is None else "--name")
     data = load_task(task, data_dir, text_column, label_column, num_labels)
     if not force and report_existing(stage.teacher_dir(obj["workspace"], name, data.name)):
         return
@@ -226,7 +227,7 @@ def variant_stage(verb: str, settings, name_default: str, epochs_flag: str | Non
 def start(variant: Path, config_class, default_name, name: str | None, force: bool, params: dict):
     """A stage's input, settings and output name; None when the output exists and stays (no --force)."""
     parent, config = load_variant(variant), take(config_class, params)
-    name = name or default_name(parent, config)
+    name = default_name(parent, config) if name is None else name
     return None if already_made(parent, name, force) else (parent, config, name)
 
 
@@ -273,11 +274,19 @@ def export_command(variant, opset, optimize):
     from compress.export import export
 
     result = export(load_variant(variant), opset=opset, optimize=optimize).export
-    fused = ", ".join(f"{n} {op}" for op, n in result.get("fused_ops", {}).items()) or "none"
-    click.echo(f"exported {variant}/onnx/model.onnx ({result['size_mb']} MB, "
-               f"{'optimized' if result['optimized'] else 'plain'} graph; fused: {fused}); "
+    click.echo(f"exported {variant}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "
                f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}, "
                f"agreement {result['parity']['agreement']:.4f}")
+
+
+def graph_kept(export_record: dict) -> str:
+    """Which graph an export kept, and why, in words."""
+    if export_record["optimized"]:
+        fused = ", ".join(f"{n} {op}" for op, n in export_record.get("fused_ops", {}).items())
+        return f"optimized graph, fused: {fused or 'nothing'}"
+    if "fused_ops" in export_record:  # the optimizer ran and lost the timing
+        return "plain graph (the optimizer's graph was not faster)"
+    return "plain graph (--no-optimize)"
 
 
 @variant_stage("quantize", QuantizeConfig, "<variant>-int8-<mode>[-ffn-fp32][-pc], -fp16 or -torch-int8")

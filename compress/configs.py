@@ -6,8 +6,17 @@ torch: the CLI can read it and still start fast.
 """
 
 import math
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
+
+# Upper bounds on sizes no run means: past them a typo exhausts memory or time instead of failing.
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # oversubscribed beyond this; 100,000 threads abort ORT
+MAX_BATCH = 4096
+MAX_SEQUENCE = 8192  # the longest position table of the supported encoders (ModernBERT)
+MAX_EPOCHS = 1000
+MAX_EXAMPLES = 10_000_000  # examples to score, calibrate or probe on
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 def setting(default, help: str, choices: tuple | None = None, low=None, high=None, low_open: bool = False,
@@ -18,23 +27,32 @@ def setting(default, help: str, choices: tuple | None = None, low=None, high=Non
 
 
 class Settings:
+    """A stage's settings; built by the CLI from flags or by hand through the API, checked the same way."""
+
+    def __post_init__(self):
+        validate(self)
+
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(Settings):
-    epochs: float = setting(3.0, "Epochs; fractions allowed.", low=0, low_open=True)
-    lr: float = setting(5e-5, "Peak learning rate (linear warm-up over 10%, then decay).", low=0, low_open=True)
-    batch_size: int = setting(32, "Examples per training step.", low=1)
-    max_length: int = setting(128, "Tokens per example; longer ones are truncated.", low=1)
-    seed: int = setting(42, "Seeds the new head, the data order and dropout.")
+    epochs: float = setting(3.0, "Epochs; fractions allowed (0: the model is saved untrained; not for a teacher).",
+                            low=0, high=MAX_EPOCHS)
+    lr: float = setting(5e-5, "Peak learning rate (linear warm-up over 10%, then decay).", low=0, low_open=True,
+                        high=1)
+    batch_size: int = setting(32, "Examples per training step.", low=1, high=MAX_BATCH)
+    max_length: int = setting(128, "Tokens per example; longer ones are truncated.", low=1, high=MAX_SEQUENCE)
+    seed: int = setting(42, "Seeds the new head, the data order and dropout.", low=0, high=MAX_SEED)
     precision: str = setting("auto", "auto: bf16 autocast where the CPU or GPU has it, else fp32 (CPU) or fp16 (GPU).",
                              choices=("auto", "bf16", "fp16", "fp32"))
-    warmup: float = setting(0.1, "Fraction of the steps spent warming the learning rate up.", cli=False)
-    weight_decay: float = setting(0.01, "AdamW weight decay.", cli=False)
+    warmup: float = setting(0.1, "Fraction of the steps spent warming the learning rate up.", low=0, high=1,
+                            high_open=True, cli=False)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", low=0, high=1, cli=False)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.precision == "auto":  # recorded as what ran, never as "auto"
             from compress.machine import training_precision
 
@@ -50,16 +68,16 @@ RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recover
 class KD(Settings):
     """The soft-target terms every distillation and every KD recovery uses (Hinton et al. 2015)."""
 
-    temperature: float = setting(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True)
+    temperature: float = setting(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True, high=100)
     alpha: float = setting(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels.", low=0, high=1)
     intermediate: str = setting("", "Intermediate-layer losses and their weights, like hidden=1,attention=1 (names: "
                                 "hidden, hidden-cosine, embeddings, attention, value-relation); runs the teacher live.")
     layer_map: str = setting("", "The teacher layer each student layer learns from, like 1,3,5 "
                              "[default: the teacher layer it was made from].")
     intermediate_epochs: float = setting(0.0, "TinyBERT's two phases: this many epochs on the intermediate losses "
-                                         "alone first, then the epochs on the logits.", low=0)
+                                         "alone first, then the epochs on the logits.", low=0, high=MAX_EPOCHS)
     augment: int = setting(0, "New examples per training example: words swapped for their nearest neighbours in the "
-                           "teacher's embeddings, learned from the teacher's soft targets only.", low=0)
+                           "teacher's embeddings, learned from the teacher's soft targets only.", low=0, high=100)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +97,7 @@ class PruneConfig(KD):
                               choices=("taylor", "magnitude", "random"))
     scope: str = setting("global", "Rank heads and neurons across layers, or remove the same fraction from each layer.",
                          choices=("global", "per-layer"))
-    score_examples: int = setting(1024, "Training examples to score on.", low=1)
+    score_examples: int = setting(1024, "Training examples to score on.", low=1, high=MAX_EXAMPLES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,11 +126,12 @@ class QuantizeConfig(Settings):
                                     "does): they read the GELU's outliers; most of the accuracy back for some of "
                                     "the speed.")
     qat_epochs: float = setting(0.0, "Quantization-aware KD recovery first: epochs in which the Linear layers see "
-                                "the int8 rounding ORT dynamic int8 applies (dynamic mode only).", low=0)
-    calibration: int = setting(256, "Training examples to calibrate static int8 on.", low=1)
+                                "the int8 rounding ORT dynamic int8 applies (dynamic mode only).", low=0,
+                                high=MAX_EPOCHS)
+    calibration: int = setting(256, "Training examples to calibrate static int8 on.", low=1, high=MAX_EXAMPLES)
     backend: str = setting("ort", "ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.", choices=("ort", "torch"))
     max_drop: float | None = setting(None, "Refuse (and write nothing) if dev accuracy falls by more than this many "
-                                     "points.", low=0)
+                                     "points.", low=0, high=100)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,25 +145,25 @@ class ExportConfig(Settings):
 class BenchConfig(Settings):
     shapes: str = setting("1x32,1x128,32x128", "BATCHxSEQUENCE shapes, comma-separated "
                           "(batch 1 short and long, and a served batch).")
-    threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1)
+    threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1, high=MAX_THREADS)
     device: str = setting("cpu", "Where to measure: the CPU, or the GPU (PyTorch fp32/fp16/bf16, eager and CUDA "
                           "graph; ORT's CUDA provider with the gpu extra).", choices=("cpu", "cuda"))
-    runs: int = setting(30, "Timed runs per shape, after a warm-up (median and p90 need 30).", low=30)
+    runs: int = setting(30, "Timed runs per shape, after a warm-up (median and p90 need 30).", low=30, high=100_000)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig(Settings):
     budget_ms: float = setting(MISSING, "Latency budget: p50 milliseconds at --shape on this machine.", low=0,
-                               low_open=True)
+                               low_open=True, high=3_600_000)
     shape: str = setting("1x128", "The BATCHxSEQUENCE shape the budget is for.")
     device: str = setting("cpu", "Where the student will be served: ORT on the CPU, or ORT's CUDA provider (gpu extra).",
                           choices=("cpu", "cuda"))
-    threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1)
+    threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1, high=MAX_THREADS)
     runs: int = setting(30, "Timed runs per candidate after a warm-up, and per round when the trials are "
-                            "timed in turn.", low=30)
-    trials: int = setting(3, "Candidates to train, the best by the proxy.", low=1)
+                            "timed in turn.", low=30, high=100_000)
+    trials: int = setting(3, "Candidates to train, the best by the proxy.", low=1, high=100)
     max_drop: float | None = setting(None, "Accept only a winner at most this many accuracy points below the teacher.",
-                                     low=0)
+                                     low=0, high=100)
     depths: str = setting("", "Student depths to consider, like 2,3,4,6 [default: 1/6, 1/4, 1/3, 1/2 and 2/3 of the "
                           "teacher's layers].")
     heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.")
@@ -152,8 +171,8 @@ class SearchConfig(Settings):
     precisions: str = setting("", "Precisions to consider [default: fp32,int8-dynamic,int8-static on the CPU; "
                               "fp32,fp16 on a GPU].")
     proxy_examples: int = setting(256, "Training rows the proxy (KL from the teacher, untrained) is measured on.",
-                                  low=1)
-    recover_epochs: float = setting(1.0, "KD recovery epochs after pruning, in every trial.", low=0)
+                                  low=1, high=MAX_EXAMPLES)
+    recover_epochs: float = setting(1.0, "KD recovery epochs after pruning, in every trial.", low=0, high=MAX_EPOCHS)
 
 
 def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: Any):
@@ -177,7 +196,9 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: A
             kind = click.Choice(meta["choices"])
         elif low is not None or high is not None:
             kind = (click.IntRange if kind is int else click.FloatRange)(low, high, min_open=low_open, max_open=high_open)
-        return click.option(meta["flag"] or f"--{f.name.replace('_', '-')}", f.name, type=kind, default=default,
+        # a required flag gets no default at all: click takes default=None as a given value (and the stage a None)
+        given = {} if required else {"default": default}
+        return click.option(meta["flag"] or f"--{f.name.replace('_', '-')}", f.name, type=kind, **given,
                             required=required, help=meta["help"], callback=finite, show_default=default != "")
 
     chosen = [f for f in fields(config_class) if f.metadata.get("cli") and (only is None or f.name in only)]
@@ -206,17 +227,25 @@ def take(config_class, params: dict, **fixed):
 
 
 def validate(config) -> None:
-    """Check `config`'s values against its fields' choices and ranges, as the CLI does for flags.
+    """Check `config`'s values against its fields' types, choices and ranges, as the CLI does for flags.
 
-    The API takes dataclasses built by hand, so the stages call this; it names the flag.
+    Every Settings dataclass calls it when built, so a config made by hand through the API is refused
+    as its flag would be: with a UserError naming the flag (or, for API-only fields, the field).
     """
     from compress.errors import UserError
 
     for f in fields(config):
         value, meta = getattr(config, f.name), f.metadata
-        if not meta.get("cli") or value is None or isinstance(value, bool):
+        flag = (meta["flag"] or f"--{f.name.replace('_', '-')}") if meta["cli"] else f"{type(config).__name__}.{f.name}"
+        kinds = getattr(f.type, "__args__", (f.type,))  # `int | None`: that kind, or None
+        if value is None and type(None) in kinds:
             continue
-        flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+        kind = kinds[0]
+        if not _is_kind(value, kind):
+            expected = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}[kind]
+            raise UserError(f"{flag} must be {expected}, not {value!r}")
+        if kind is bool:
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag} {value} is not a finite number")
         if meta["choices"] and value not in meta["choices"]:
@@ -228,3 +257,10 @@ def validate(config) -> None:
             interval = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, " \
                        f"{high if high is not None else 'inf'}{')' if high_open or high is None else ']'}"
             raise UserError(f"{flag} {value} is outside {interval}")
+
+
+def _is_kind(value, kind) -> bool:
+    """Whether `value` is of a setting's kind: bools are not numbers, and an int is a float setting's number."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)

@@ -24,9 +24,9 @@ from compress import distributed
 from compress.arch import keep_layers
 from compress.augment import NEIGHBOURS, REPLACE_PROBABILITY, augmented
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import DistillConfig, TrainConfig, validate
+from compress.configs import DistillConfig, TrainConfig
 from compress.data import data_record, encode
-from compress.errors import UserError
+from compress.errors import UserError, require
 from compress.inference import evaluate
 from compress.losses import (
     Taps,
@@ -42,7 +42,7 @@ from compress.machine import device
 from compress.tasks import Task
 from compress.teacher import soft_targets
 from compress.train import Trainer, best_epoch, train_record, train_resumable
-from compress.variant import Variant, derived_dir, relative_to_workspace, retention, save_variant
+from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, retention, save_variant
 from compress.workspace import check_target, partial_dir
 
 
@@ -140,7 +140,6 @@ def default_name(distill: DistillConfig) -> str:
 
 def check_kd_options(distill_config: DistillConfig) -> dict[str, float]:
     """The intermediate losses' weights, once the options are known to make sense together."""
-    validate(distill_config)
     weights = parse_intermediate(distill_config.intermediate)
     if not distill_config.kd and (weights or distill_config.augment or distill_config.intermediate_epochs):
         raise UserError("--no-kd trains on labels alone: --intermediate, --intermediate-epochs and --augment "
@@ -160,6 +159,10 @@ def distill(
 
     A teacher fine-tuned on other data under the same task name is refused unless `reuse_teacher`.
     """
+    teacher = as_variant(teacher, "teacher")
+    require(task, Task, "task")
+    require(distill_config, DistillConfig, "distill_config")
+    require(config, TrainConfig, "config")
     if task.num_labels != teacher.record.num_labels:
         raise UserError(f"the teacher has {teacher.record.num_labels} labels but {task.name} has {task.num_labels}")
     trained_on = teacher.record.data.get("fingerprint")
@@ -174,7 +177,7 @@ def distill(
     teacher_model = load_classifier(teacher.path)
     set_seed(config.seed)
     student = make_student(teacher_model, layer_ids)
-    name = name or default_name(distill_config)
+    name = default_name(distill_config) if name is None else name
     return train_student(
         student, teacher, task, distill_config, config, teacher, derived_dir(teacher, name),
         meta={"name": name, "stage": "distill",

@@ -29,7 +29,7 @@ from compress.inference import predict_logits
 from compress.latency import alternating
 from compress.structure import STRUCTURE_KEY
 from compress.tasks import task_of
-from compress.variant import Variant
+from compress.variant import Variant, as_variant
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, inside, write_json
 
 PARITY_ATOL = 1e-4
@@ -69,8 +69,10 @@ def _optimize(raw: Path, out: Path, config) -> dict:
         counts = {len(heads) for heads in structure["heads"] if heads}
         num_heads = counts.pop() if len(counts) == 1 else 0
         width = num_heads * structure["head_size"]
-    # num_heads 0 means unfused attention is intended: the fusion's "Failed to detect num_heads" is noise
-    with hushed(loggers=("fusion_attention",), log_messages=("Failed to detect num_heads",)):  # ORT names it so
+    # num_heads 0 means unfused attention is intended: the fusion's "Failed to detect num_heads" is noise; and
+    # the attention width it is told differs from the input width on purpose when heads were pruned
+    with hushed(loggers=("fusion_attention",), log_messages=("Failed to detect num_heads",  # ORT names it so
+                                                             "Input hidden size")):
         optimized = optimize_model(str(raw), model_type="bert", num_heads=num_heads, hidden_size=width)
     optimized.save_model_to_file(str(out))
     ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
@@ -152,6 +154,8 @@ def write_graphs(model, tokenizer, folder: Path, opset: int = ExportConfig.opset
 def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = ExportConfig.optimize) -> Variant:
     """Write variant/onnx/ (replacing an earlier export) with its record, onnx/export.json: the
     fusion, the timings behind the graph kept, and the parity check."""
+    variant = as_variant(variant)
+    ExportConfig(opset=opset, optimize=optimize)  # checks them as the flags are checked
     if variant.is_quantized:
         raise UserError(f"{variant.path} is quantized: its ONNX file is its artifact; export the variant it was made from")
     inside(variant.workspace, variant.path / ONNX_DIR)  # it writes into the variant: only into one in a workspace

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from compress.arch import encoder_layers, keep_layers, layout
+from compress.arch import encoder_layers, keep_layers, layer_id_list, layout
 from compress.checkpoint import load_classifier, load_config
-from compress.configs import LayerDropConfig, TrainConfig, validate
+from compress.configs import LayerDropConfig, TrainConfig
 from compress.distill import select_layers, train_student
 from compress.errors import UserError
-from compress.recovery import kd_for, recovery_setup, shrink
+from compress.recovery import kd_for, recovery_setup, shrink, stage_inputs
 from compress.variant import Variant, derived_dir
 from compress.workspace import check_target
 
@@ -36,13 +36,10 @@ def kept_layers(depth: int, keep: str) -> list[int]:
         ids = list(range(0, depth, 2))
     elif keep.isdigit():
         ids = select_layers(depth, int(keep), "alternate")
+    elif "," in keep:
+        ids = layer_id_list(keep, "--keep", depth)
     else:
-        try:
-            ids = sorted({int(part) for part in keep.split(",") if part.strip()})
-        except ValueError:
-            raise UserError(f"--keep must be every-other, a count N or layer ids like 0,2,4, not '{keep}'") from None
-        if not ids or not all(0 <= i < depth for i in ids):
-            raise UserError(f"--keep {keep}: name layers from 0 to {depth - 1}")
+        raise UserError(f"--keep must be every-other, a count N or layer ids like 0,2,4, not '{keep}'")
     if len(ids) == depth:
         raise UserError(f"--keep {keep} keeps all {depth} layers: nothing would be dropped")
     return ids
@@ -106,10 +103,10 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
     The LayerDrop-trained model does not depend on the cut: one trained with the same settings is
     reused for another --keep, unless `replace` (--force) asks to train it again.
     """
-    validate(config)
+    variant = stage_inputs(variant, config, LayerDropConfig, train_config)
     keep = kept_layers(load_config(variant.path).num_hidden_layers, config.keep)
     task, teacher, train_config = recovery_setup(variant, train_config)
-    name = name or default_name(variant, config)
+    name = default_name(variant, config) if name is None else name
     full_name = f"{variant.record.name}-ld{round(100 * config.rate)}-full"
     targets = {"full": derived_dir(variant, full_name), "cut": derived_dir(variant, name)}
     if baseline:

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from compress.arch import head_pruning_blocker, keep_layers, layout
-from compress.configs import PruneConfig, TrainConfig, validate
+from compress.arch import head_pruning_blocker, keep_layers, layer_id_list, layout
+from compress.configs import PruneConfig, TrainConfig
 from compress.data import encode, length_batches
 from compress.errors import UserError
-from compress.recovery import shrink
+from compress.recovery import shrink, stage_inputs
 from compress.removal import ffn_width, head_group, head_root, neuron_group, remove, trace
 from compress.structure import SHARING_KEY, STRUCTURE_KEY, record
 from compress.variant import Variant
@@ -181,18 +181,15 @@ def choose(layer_scores: list[torch.Tensor], fraction: float, scope: str) -> lis
 def layers_to_remove(model, spec: str, importance: str, batches: list[dict], seed: int) -> list[int]:
     """Layer ids named in `spec`, or the N whose removal raises the scoring loss least."""
     depth = model.config.num_hidden_layers
+    if "," in spec:
+        ids = layer_id_list(spec, "--layers", depth)
+        if len(ids) >= depth:
+            raise UserError(f"--layers {spec} removes every layer: leave at least one")
+        return ids
     try:
-        if "," in spec:
-            ids = sorted({int(part) for part in spec.split(",") if part.strip()})
-        else:
-            count = int(spec)
-            ids = None
+        count = int(spec)
     except ValueError:
         raise UserError(f"--layers must be a count N or layer ids like 1,3, not '{spec}'") from None
-    if ids is not None:
-        if not ids or not all(0 <= i < depth for i in ids) or len(ids) >= depth:
-            raise UserError(f"--layers {spec}: name layers from 0 to {depth - 1}, leaving at least one")
-        return ids
     if not 0 < count < depth:
         raise UserError(f"--layers {count}: the model has {depth} layers; remove 1 to {depth - 1}")
     if importance == "random":
@@ -237,7 +234,6 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
 
 
 def check(config: PruneConfig) -> None:
-    validate(config)
     if not (config.heads or config.neurons or config.layers):
         raise UserError("nothing to prune: give --heads, --neurons or --layers")
 
@@ -251,6 +247,7 @@ def default_name(variant: Variant, config: PruneConfig) -> str:
 def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name: str | None = None,
           progress: bool = True, replace: bool = False) -> Variant:
     """Prune `variant` physically, then recover it with KD for `train_config.epochs` (0: no recovery)."""
+    variant = stage_inputs(variant, config, PruneConfig, train_config)
     check(config)
 
     def cut(model, task, tokenizer, train: TrainConfig) -> dict:
@@ -264,5 +261,6 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
                               "heads_before": sum(len(h) for h in before["heads"]),
                               "neurons_before": sum(before["neurons"])}}
 
-    return shrink(variant, "prune", name or default_name(variant, config), cut, config, config.as_dict(),
+    name = default_name(variant, config) if name is None else name
+    return shrink(variant, "prune", name, cut, config, config.as_dict(),
                   train_config, progress, replace)

@@ -18,15 +18,15 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
-from compress.configs import RECOVERY_TRAINING, QuantizeConfig, TrainConfig, validate
+from compress.configs import RECOVERY_TRAINING, QuantizeConfig, TrainConfig
 from compress.console import hushed
 from compress.data import encode
-from compress.errors import UserError, first_line
+from compress.errors import UserError, first_line, require
 from compress.export import MODEL, RAW, dedupe_initializers, export
 from compress.inference import predict_logits, task_metrics
 from compress.machine import device
 from compress.tasks import task_of
-from compress.variant import Variant, derived_dir, relative_to_workspace, write_record
+from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, write_record
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, check_target
 
 
@@ -170,10 +170,11 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
 
     An existing variant of that name is replaced only with `replace` (--force).
     """
+    variant = as_variant(variant)
+    require(config, QuantizeConfig, "config")
     if variant.is_quantized:
         raise UserError(f"{variant.path} is already quantized ({variant.record.params.get('mode')}): "
                         "quantize the variant it was made from instead")
-    validate(config)
     mode, per_channel, fp32_ffn_output, calibration, backend, max_drop = (
         config.mode, config.per_channel, config.fp32_ffn_output, config.calibration, config.backend, config.max_drop)
     if backend == "torch" and mode != "dynamic":
@@ -183,7 +184,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
               "use --mode fp16 for the GPU")
     if fp32_ffn_output and (backend == "torch" or mode == "fp16"):
         raise UserError("--fp32-ffn-output applies to ORT int8 only")
-    name = name or default_name(variant, config)
+    name = default_name(variant, config) if name is None else name
     target = derived_dir(variant, name)
     asked, parent_accuracy = variant, variant.record.metrics["dev"]["accuracy"]  # with QAT too: the drop from it
     if config.qat_epochs:

@@ -14,11 +14,11 @@ from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import KD, DistillConfig, TrainConfig
 from compress.data import encode
 from compress.distill import train_student
-from compress.errors import UserError
+from compress.errors import UserError, require
 from compress.inference import evaluate
 from compress.machine import device
 from compress.tasks import Task, task_of
-from compress.variant import Variant, derived_dir, teacher_of
+from compress.variant import Variant, as_variant, derived_dir, teacher_of
 from compress.workspace import check_target
 
 # (model, task, tokenizer, training settings) -> what to record in variant.json about the change
@@ -33,6 +33,13 @@ def recovery_setup(variant: Variant, config: TrainConfig) -> tuple[Task, Variant
                         "shrink its parent, then quantize the result")
     config = TrainConfig(**{**config.as_dict(), "max_length": variant.record.params["max_length"]})
     return task_of(variant.record), teacher_of(variant), config
+
+
+def stage_inputs(variant, config, config_class: type, train_config) -> Variant:
+    """A shrink stage's API arguments, checked: the settings' kinds, and the variant (or its folder's path)."""
+    require(config, config_class, "config")
+    require(train_config, TrainConfig, "train_config")
+    return as_variant(variant)
 
 
 def kd_for(model, kd: KD) -> DistillConfig:

@@ -44,7 +44,7 @@ from compress import ort as runtime
 from compress.arch import keep_layers
 from compress.bench import PROVIDERS, key_here, parse_shapes
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import PruneConfig, QuantizeConfig, SearchConfig, TrainConfig, validate
+from compress.configs import PruneConfig, QuantizeConfig, SearchConfig, TrainConfig
 from compress.data import check_max_length, encode
 from compress.distill import make_student, select_layers
 from compress.errors import UserError
@@ -135,7 +135,6 @@ def precisions(config: SearchConfig) -> list[str]:
 
 def check(config: SearchConfig) -> None:
     """Every flag that needs no teacher, checked before a teacher is fine-tuned for the search."""
-    validate(config)
     if len(parse_shapes(config.shape)) != 1:
         raise UserError(f"--shape takes one BATCHxSEQUENCE shape, not '{config.shape}'")
     if config.device == "cuda" and not (torch.cuda.is_available()

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from compress.arch import layout
-from compress.configs import ShareConfig, TrainConfig, validate
+from compress.configs import ShareConfig, TrainConfig
 from compress.errors import UserError
-from compress.recovery import shrink
+from compress.recovery import shrink, stage_inputs
 from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
 from compress.variant import Variant
 
@@ -28,7 +28,6 @@ def layer_groups(depth: int, groups: int) -> list[list[int]]:
 
 def share_layers(model, config: ShareConfig) -> dict:
     """Tie the model's layers in place as `config` says; returns the sharing recorded in its config."""
-    validate(config)
     if getattr(model.config, SHARING_KEY, None):
         raise UserError("this variant's layers are already shared; share its parent instead")
     spec = layout(model.config)
@@ -58,9 +57,11 @@ def default_name(variant: Variant, config: ShareConfig) -> str:
 def share(variant: Variant, config: ShareConfig, train_config: TrainConfig, name: str | None = None,
           progress: bool = True, replace: bool = False) -> Variant:
     """Tie `variant`'s layers in groups, then recover with KD for `train_config.epochs` (0: none)."""
+    variant = stage_inputs(variant, config, ShareConfig, train_config)
 
     def tie(model, task, tokenizer, train: TrainConfig) -> dict:
         return {"sharing": {"groups": share_layers(model, config)["groups"]}}
 
-    return shrink(variant, "share", name or default_name(variant, config), tie, config, config.as_dict(),
+    name = default_name(variant, config) if name is None else name
+    return shrink(variant, "share", name, tie, config, config.as_dict(),
                   train_config, progress, replace)

@@ -20,7 +20,7 @@ from pathlib import Path
 import datasets
 
 from compress.configs import LABEL_COLUMN, MAX_LABELS
-from compress.errors import UserError, first_line
+from compress.errors import UserError, first_line, require
 from compress.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
@@ -51,8 +51,11 @@ class Task:
         return digest.hexdigest()
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """Header and rows of a CSV, TSV (no quoting, as GLUE needs) or JSONL file."""
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header and (line number, row) pairs of a CSV, TSV (no quoting, as GLUE needs) or JSONL file.
+
+    The line numbers are the file's own, so an error points at the line to fix (JSONL has no header
+    line and may hold blank ones)."""
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -68,8 +71,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                             raise UserError(f"{path} line {number}: not JSON ({exc.msg})") from None
                         if not isinstance(row, dict):
                             raise UserError(f"{path} line {number}: not a JSON object (one {{\"column\": value}} per line)")
-                        rows.append(row)
-            header = list(rows[0]) if rows else []
+                        rows.append((number, row))
+            header = list(rows[0][1]) if rows else []
             return header, rows
         if suffix not in (".csv", ".tsv"):
             raise UserError(f"{path}: unsupported data file type '{suffix}' (use .csv, .tsv or .jsonl)")
@@ -78,7 +81,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                 reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             else:
                 reader = csv.DictReader(f)
-            rows = list(reader)
+            rows = [(reader.line_num, row) for row in reader]  # the line the row ends on
             return list(reader.fieldnames or []), rows
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
@@ -111,13 +114,16 @@ def _split(
     data = {"text": [], "label": []}
     if len(text_columns) == 2:
         data["text_pair"] = []
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
-        where = f"{path} row {number}"
+    for number, row in rows:
+        where = f"{path} line {number}"
         if any(row.get(c) is None for c in (*text_columns, label_column)):
             raise UserError(f"{where}: missing a value (is a field short?)")
-        data["text"].append(str(row[text_columns[0]]))
+        for column in text_columns:
+            if not isinstance(row[column], str):
+                raise UserError(f"{where}: the text in '{column}' is a {type(row[column]).__name__}, not a string")
+        data["text"].append(row[text_columns[0]])
         if len(text_columns) == 2:
-            data["text_pair"].append(str(row[text_columns[1]]))
+            data["text_pair"].append(row[text_columns[1]])
         data["label"].append(_class_id(row[label_column], where))
     return datasets.Dataset.from_dict(data)
 
@@ -278,8 +284,13 @@ def load_task(
 ) -> Task:
     """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column.
 
-    `num_labels` declares more classes than training shows (see _checked).
+    `num_labels` declares more classes than training shows (see _checked). Paths may be str or Path.
     """
+    task = os.fspath(require(task, (str, os.PathLike), "task"))
+    data_dir = None if data_dir is None else os.fspath(require(data_dir, (str, os.PathLike), "data_dir"))
+    for value, what in ((text_column, "text_column"), (label_column, "label_column")):
+        require(value, (str, type(None)), what)
+    require(num_labels, (int, type(None)), "num_labels")
     root = data_dir or os.environ.get("COMPRESS_DATA")
     spec = {"task": task, "data_dir": str(Path(root).expanduser().resolve()) if root else None,
             "text_column": text_column, "label_column": label_column,
@@ -299,7 +310,11 @@ def load_task(
         columns = tuple(c.strip() for c in text_column.split(","))
         if len(columns) > 2 or not all(columns):
             raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
-        loaded = _from_files(path, columns, label_column or LABEL_COLUMN)
+        label_column = label_column or LABEL_COLUMN
+        if label_column in columns:
+            raise UserError(f"--text-column {text_column} names the label column '{label_column}': the model would "
+                            "read the answers")
+        loaded = _from_files(path, columns, label_column)
         spec["task"] = str(path.resolve())
     else:
         raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")

@@ -7,6 +7,7 @@ running the same command again resumes from there (--force starts afresh).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from compress import distributed
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import TrainConfig
 from compress.data import check_max_length, data_record, encode
-from compress.errors import UserError
+from compress.errors import UserError, as_path, require
 from compress.inference import evaluate, predict_logits
 from compress.machine import device
 from compress.registry import BASES, resolve_base
@@ -48,7 +49,13 @@ def fine_tune(
 
     An existing teacher of that name and task is replaced only with `replace` (--force).
     """
-    name = name or default_name(base)
+    base = os.fspath(require(base, (str, os.PathLike), "base"))
+    require(task, Task, "task")
+    require(config, TrainConfig, "config")
+    workspace = as_path(workspace, "workspace")
+    if not config.epochs:
+        raise UserError("--epochs 0: a teacher must be trained; give more epochs")
+    name = default_name(base) if name is None else name
     target = teacher_dir(workspace, name, task.name)
     check_target(target, replace)
     base_path = resolve_base(base)

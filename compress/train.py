@@ -23,6 +23,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from compress import distributed
 from compress.configs import TrainConfig
 from compress.data import Collator
+from compress.errors import UserError, first_line
 from compress.inference import task_metrics
 from compress.machine import device, kernels_for_many_shapes
 from compress.workspace import write_json
@@ -162,7 +163,14 @@ def train_resumable(
         print(f"resuming from {last}")
     started = time.perf_counter()
     kernels_for_many_shapes()
-    result = trainer.train(resume_from_checkpoint=last)
+    try:
+        result = trainer.train(resume_from_checkpoint=last)
+    except Exception as exc:  # noqa: BLE001 - torch.save reports a full disk as a RuntimeError without errno
+        if isinstance(exc, UserError) or not out_of_room(work_dir, model):
+            raise
+        raise UserError(f"the disk holding {work_dir.parent} is full: a training checkpoint did not fit "
+                        f"({first_line(exc)[:120]}); free space, then run the same command again"
+                        + (" (it resumes)" if cleaned_after_full_disk(work_dir, checkpoints) else "")) from None
     history = [  # per-epoch dev metrics, without the timings that differ from run to run
         {"epoch": log["epoch"], **{m: log[f"eval_{m}"] for m in ("loss", *metric_names)}}
         for log in trainer.state.log_history
@@ -186,6 +194,20 @@ def _recorded_run(work_dir: Path) -> dict | None:
         return json.loads((work_dir / "run.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def out_of_room(folder: Path, model) -> bool:
+    """Whether `folder`'s disk lacks room for `model`'s weights: a checkpoint that failed there hit a full disk."""
+    return shutil.disk_usage(folder).free < sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def cleaned_after_full_disk(work_dir: Path, checkpoints: Path) -> bool:
+    """Remove the checkpoint a full disk cut off, and the whole run if no finished checkpoint is left;
+    returns whether one is left to resume from."""
+    if distributed.is_main() and resume_point(checkpoints) is None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return False
+    return True
 
 
 def resume_point(checkpoints: Path) -> str | None:

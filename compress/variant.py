@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.configs import MAX_SEQUENCE
+from compress.errors import UserError, as_path
 from compress.workspace import (
     EXPORT_FILE,
     MADE_BY,
@@ -71,8 +72,8 @@ def _record_problem(meta) -> str | None:
             return f"'{outer}.{inner}' is missing"
     if not isinstance(meta["metrics"]["dev"].get("accuracy"), (int, float)):
         return "'metrics.dev.accuracy' is missing"
-    if meta["params"]["max_length"] < 1:
-        return "'params.max_length' is not positive"
+    if not 1 <= meta["params"]["max_length"] <= MAX_SEQUENCE:
+        return f"'params.max_length' is not a length from 1 to {MAX_SEQUENCE}"
     number, text = (int, float, type(None)), (str, type(None))
     for key, kinds in (("parent", text), ("teacher", text), ("num_labels", (int, type(None))), ("data", dict),
                        ("parameters", (int, type(None))), ("unique_parameters", (int, type(None))),
@@ -275,6 +276,15 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def as_variant(value, what: str = "variant") -> Variant:
+    """A stage's input: a Variant, or (through the API) the path of its folder as a str or Path."""
+    if isinstance(value, Variant):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return Variant.load(value)
+    raise UserError(f"{what} must be a Variant or the path of its folder, not {type(value).__name__}")
+
+
 def derived_dir(parent: Variant, name: str) -> Path:
     """Where a variant made from `parent` goes: students/<teacher>/<task>/<name>/, beside its siblings.
 
@@ -344,6 +354,7 @@ def scan(workspace: Path, teacher: str | None = None, task: str | None = None
 
     Hidden (temporary, partial, set-aside) folders are skipped.
     """
+    workspace = as_path(workspace, "workspace")
     teacher, task = teacher or "*", task or "*"
     files = sorted((workspace / "teachers").glob(f"{teacher}/{task}/{META_FILE}"))
     files += sorted((workspace / "students").glob(f"{teacher}/{task}/*/{META_FILE}"))

@@ -117,3 +117,13 @@ def test_teacher_command_trains_and_then_reports_the_existing_teacher(run_cli, w
     assert f"teacher {workspace}/teachers/tiny/reviews: dev accuracy" in out
     code, out, _ = run_cli(*args)
     assert code == 0 and "exists (dev" in out and "--force" in out
+
+
+def test_export_says_which_graph_it_kept_in_words():
+    from compress.cli import graph_kept
+
+    assert graph_kept({"optimized": True, "fused_ops": {"Attention": 6, "SkipLayerNormalization": 12}}) == \
+        "optimized graph, fused: 6 Attention, 12 SkipLayerNormalization"
+    assert graph_kept({"optimized": False, "fused_ops": {"Attention": 6}}) == \
+        "plain graph (the optimizer's graph was not faster)"
+    assert graph_kept({"optimized": False}) == "plain graph (--no-optimize)"

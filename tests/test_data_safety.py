@@ -8,6 +8,7 @@ output changed, neither in the workspace nor in a folder beside it.
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,6 +167,48 @@ def test_a_kill_while_saving_a_checkpoint_does_not_wedge_the_stage(ws, monkeypat
     resumed = distill(teacher, task, DistillConfig(layers=1), config, name="killed", progress=False)
     assert resumed.meta["metrics"]["history"] == straight.meta["metrics"]["history"]
     assert not partial.exists()
+
+
+def test_a_full_disk_during_training_is_one_line_and_leaves_no_partial_run(run_cli, ws, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError without errno (55 lines from save_pretrained before)."""
+    from collections import namedtuple
+
+    from transformers import Trainer
+
+    import compress.train
+
+    workspace, _, _, task = ws
+
+    def disk_full(self, *args, **kwargs):  # the optimizer state cut off, as on a full tmpfs
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 7819904 vs 7819792")
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", disk_full)
+    monkeypatch.setattr(compress.train.shutil, "disk_usage", lambda _: namedtuple("Usage", "total used free")(1, 1, 0))
+    code, out, err = run_cli("--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
+                             "--text-column", "sentence", "--layers", "1", "--epochs", "1", "--max-length", "32",
+                             "--name", "full")
+    assert code == 2 and "Traceback" not in out + err and err.count("compress: error: ") == 1, err
+    (error,) = re.findall(r"compress: error: [^\r\n]*", err)  # among the progress bars' lines
+    assert "is full: a training checkpoint did not fit (" in error, error
+    assert not partial_dir(workspace / "students" / "tiny" / TASK / "full").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["share", "{student}"], "Missing option '--groups'"),
+    (["search", "--teacher", "tiny", "--task", "{task}", "--text-column", "sentence"], "Missing option '--budget-ms'"),
+    (["bench", "{student}", "--threads", "100000"], "--threads"),
+    (["bench", "{student}", "--shapes", "100000x8"], "shape 100000x8 is out of range"),
+    (["quantize", "{student}", "--name", ""], "--name '' is not a valid name"),
+    (["teacher", "--base", "{student}", "--name", ""], "--name '' is not a valid name"),
+    (["prune", "{student}", "--layers", "0,0"], "--layers 0,0 names a layer twice"),
+    (["distill", "--teacher", "tiny", "--task", "{task}", "--text-column", "label"], "names the label column"),
+])
+def test_missing_and_unbounded_flags_are_one_line(run_cli, ws, args, message):
+    workspace, student, victim, task = ws
+    before = snapshot(workspace, victim)
+    refused(run_cli, "--workspace", workspace, *(a.format(student=student, task=task.spec["task"]) for a in args),
+            message=message)
+    assert snapshot(workspace, victim) == before
 
 
 def test_force_starts_training_afresh(ws, capsys):
@@ -332,7 +375,8 @@ def test_init_does_not_write_through_a_dangling_link(run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("parameters", [1]), ("size_mb", "big"), ("parent", ["x"]), ("data", "x"),
-                                          ("params", {"max_length": -5}), ("num_labels", True)])
+                                          ("params", {"max_length": -5}), ("params", {"max_length": 10**9}),
+                                          ("num_labels", True)])
 def test_a_record_with_a_wrong_type_is_listed_as_broken(run_cli, ws, field, value):
     workspace, student, _, _ = ws
     record = json.loads((student / "variant.json").read_text())
@@ -373,11 +417,11 @@ def test_a_config_field_of_the_wrong_type_is_one_line(run_cli, ws):
 
 def test_infinite_or_nan_numbers_are_refused(run_cli, ws):
     workspace, student, _, task = ws
-    for value in ("inf", "nan"):
+    for value, message in (("inf", "inf is not in the range 0<=x<=1000"), ("nan", "nan is not a finite number")):
         refused(run_cli, "--workspace", workspace, "prune", student, "--heads", "0.5", "--recover-epochs", value,
-                message="is not a finite number")
+                message=message)
         refused(run_cli, "--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
-                "--text-column", "sentence", "--epochs", value, message="is not a finite number")
+                "--text-column", "sentence", "--epochs", value, message=message)
     assert not list((student.parent).glob(".*partial"))
 
 

@@ -196,18 +196,20 @@ def test_prune_stage_removes_recovers_and_records(tiny_teacher, tmp_path):
     assert reloaded.config.num_hidden_layers == 1
 
 
-@pytest.mark.parametrize("config, message", [
-    (PruneConfig(heads=1.0), "outside \\[0, 1\\)"),
-    (PruneConfig(neurons=-0.1), "outside \\[0, 1\\)"),
-    (PruneConfig(layers="5,"), "name layers from 0 to 1"),
-    (PruneConfig(layers="2"), "remove 1 to 1"),
-    (PruneConfig(layers="x"), "a count N or layer ids"),
-    (PruneConfig(), "nothing to prune"),
+@pytest.mark.parametrize("settings, message", [
+    ({"heads": 1.0}, "outside \\[0, 1\\)"),
+    ({"neurons": -0.1}, "outside \\[0, 1\\)"),
+    ({"layers": "5,"}, "name layers from 0 to 1"),
+    ({"layers": "0,0"}, "--layers 0,0 names a layer twice"),
+    ({"layers": "0,1"}, "removes every layer"),
+    ({"layers": "2"}, "remove 1 to 1"),
+    ({"layers": "x"}, "a count N or layer ids"),
+    ({}, "nothing to prune"),
 ])
-def test_bad_pruning_requests_are_clear_errors(tiny_teacher, config, message):
+def test_bad_pruning_requests_are_clear_errors(tiny_teacher, settings, message):
     teacher, _ = tiny_teacher
     with pytest.raises(UserError, match=message):
-        prune(teacher, config, FAST, name="never", progress=False)
+        prune(teacher, PruneConfig(**settings), FAST, name="never", progress=False)
     assert not (teacher.path.parents[2] / "students" / "tiny" / teacher.meta["task"] / "never").exists()
 
 
@@ -221,4 +223,4 @@ def test_prune_command(run_cli, tiny_teacher, tmp_path):
     assert f"pruned {target}" in out and "before training" in out
     assert Variant.load(target).meta["structure"]["removed"] == {"layers": [], "heads": 2, "neurons": 128}
     code, _, err = run_cli("prune", copy, "--layers", "7,")
-    assert code == 2 and err.strip() == "compress: error: --layers 7,: name layers from 0 to 1, leaving at least one"
+    assert code == 2 and err.strip() == "compress: error: --layers 7,: name layers from 0 to 1"

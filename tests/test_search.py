@@ -263,3 +263,22 @@ def test_a_search_without_a_winner_names_the_closest_trial_and_what_already_meet
     record = json.loads((workspace / "reports" / "search-reviews-1000ms.json").read_text())
     assert [h["variant"] for h in record["handmade_under_budget"]] == ["students/tiny/reviews/mine"]
     assert all(t["twin_p50_ms"] == 900.0 for t in record["trials"])
+
+
+def test_exporting_a_pruned_candidate_keeps_ortss_width_note_off_the_console(tmp_path, caplog):
+    """Told the pruned attention width on purpose, ORT's fusion warns "Input hidden size (N) is not same as ..."."""
+    import logging
+
+    from transformers import AutoTokenizer, BertConfig
+
+    from compress.export import write_graphs
+    from compress.registry import resolve_base
+    from compress.search import random_student
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base("minilm-l6"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                        intermediate_size=128)
+    model = random_student(config, Shape(2, 2, 64)).eval()  # 2 of 4 heads: attention 32 wide in a 64-wide model
+    with caplog.at_level(logging.WARNING):
+        record = write_graphs(model, tokenizer, tmp_path)
+    assert "fused_ops" in record and "Input hidden size" not in caplog.text

@@ -138,3 +138,25 @@ def test_missing_glue_folder_and_unknown_task(tmp_path):
         load_task("sst2", str(tmp_path))
     with pytest.raises(UserError, match="unknown task 'sst3'"):
         load_task("sst3")
+
+
+def test_a_missing_value_is_reported_at_the_files_own_line(tmp_path):
+    rows = ['{"s": "good film", "label": 1}', '{"s": "bad film", "label": 0}', "", '{"s": null, "label": 1}']
+    write(tmp_path / "data.jsonl", "\n".join(rows * 5) + "\n")
+    with pytest.raises(UserError, match=r"data.jsonl line 4: missing a value"):
+        load_task(str(tmp_path / "data.jsonl"), text_column="s")
+    write(tmp_path / "data.csv", "s,label\ngood film,1\n\"two\nlines\",0\nbad film\n" + "a,0\nb,1\n" * 5)
+    with pytest.raises(UserError, match=r"data.csv line 5: missing a value"):
+        load_task(str(tmp_path / "data.csv"), text_column="s")
+
+
+def test_a_text_that_is_not_a_string_is_refused(tmp_path):
+    write(tmp_path / "data.jsonl", '{"s": "good film", "label": 1}\n{"s": ["bad", "film"], "label": 0}\n' * 5)
+    with pytest.raises(UserError, match=r"data.jsonl line 2: the text in 's' is a list, not a string"):
+        load_task(str(tmp_path / "data.jsonl"), text_column="s")
+
+
+def test_the_label_column_cannot_be_the_text(tmp_path):
+    write(tmp_path / "data.csv", "s,label\n" + "good film,1\nbad film,0\n" * 5)
+    with pytest.raises(UserError, match=r"--text-column s,label names the label column 'label'"):
+        load_task(str(tmp_path / "data.csv"), text_column="s,label")
