@@ -13,7 +13,8 @@
     report(Path("ws"))
 
 Each stage takes a Variant and gives a new one (fine_tune starts from a base model); its
-settings are the same dataclasses the CLI builds from its flags.
+settings are the same dataclasses the CLI builds from its flags. A KD field left at None (the
+default) is the one the variant was trained with, as an untyped flag is (compress.kd).
 """
 
 from compress.bench import bench
