@@ -14,7 +14,9 @@
 
 Each stage takes a Variant (or the path of its folder) and gives a new one (fine_tune starts
 from a base model); its settings are the same dataclasses the CLI builds from its flags, checked
-as the flags are when built, and paths may be str or Path. Bad arguments raise UserError.
+as the flags are when built, and paths may be str or Path. Bad arguments raise UserError. A KD
+field left at None (the default) is the one the variant was trained with, as an untyped flag is
+(compress.kd).
 """
 
 from compress.bench import bench

@@ -65,6 +65,7 @@ ARCHITECTURES = {
 }
 
 TEACHER_LAYERS_KEY = "compress_teacher_layers"  # in a student's config: the teacher layer each layer was made from
+LAYER_MAP_KEY = "compress_layer_map"  # and the one each layer learned from by intermediate losses (compress.kd)
 
 
 def layout(config) -> Layout:
@@ -90,7 +91,7 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def keep_layers(model: nn.Module, layer_ids: list[int]) -> None:
     """Keep only the layers `layer_ids`, in that order; the config's depth and recorded shapes follow,
-    and so does the teacher layer each kept layer was made from (the default layer map of KD).
+    and so do the teacher layer each kept layer was made from and the one it learned from (KD's layer map).
 
     ModernBERT's per-layer attention types (global or sliding window) follow the layers too, and so
     do its attention norms: transformers builds only the first layer without one, so a cut that puts
@@ -100,6 +101,8 @@ def keep_layers(model: nn.Module, layer_ids: list[int]) -> None:
     layers = encoder_layers(model)
     made_from = getattr(model.config, TEACHER_LAYERS_KEY, None) or list(range(len(layers)))
     setattr(model.config, TEACHER_LAYERS_KEY, [made_from[i] for i in layer_ids])
+    if learned := getattr(model.config, LAYER_MAP_KEY, None):
+        setattr(model.config, LAYER_MAP_KEY, [learned[i] for i in layer_ids])
     setattr(model.get_submodule(parent_path), name, nn.ModuleList([layers[i] for i in layer_ids]))
     model.config.num_hidden_layers = len(layer_ids)  # DistilBERT maps this to n_layers
     if getattr(model.config, "layer_types", None):

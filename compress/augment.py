@@ -84,19 +84,23 @@ def augment_texts(texts: list[str], tokenizer, embeddings: torch.Tensor, n: int,
     return variants
 
 
-def augmented(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed: int) -> Task:
-    """`task` with n augmented copies of every training example appended, labelled NO_LABEL.
-
-    Deterministic under `seed`; the new training set has its own fingerprint, so the teacher's
-    soft targets for it are cached apart from those of the original rows.
-    """
+def augmented_rows(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed: int) -> dict[str, list[str]]:
+    """n augmented copies of every training example's text columns, deterministic under `seed`."""
     rng = np.random.default_rng(seed)
     starts = word_starts(tokenizer)
     columns = [c for c in ("text", "text_pair") if c in task.train.column_names]
     per_column = {c: augment_texts(list(task.train[c]), tokenizer, embeddings, n, rng, starts) for c in columns}
-    rows = {c: [variant for variants in per_column[c] for variant in variants] for c in columns}
-    rows["label"] = [NO_LABEL] * len(rows[columns[0]])
+    return {c: [variant for variants in per_column[c] for variant in variants] for c in columns}
+
+
+def with_rows(task: Task, rows: dict[str, list[str]]) -> Task:
+    """`task` with the augmented `rows` appended, labelled NO_LABEL.
+
+    The new training set has its own fingerprint, so the teacher's soft targets for it are cached
+    apart from those of the original rows.
+    """
     original = task.train.cast_column("label", datasets.Value("int64"))  # a hub task's ClassLabel rejects -100
-    new = datasets.Dataset.from_dict(rows, features=original.features)
+    new = datasets.Dataset.from_dict({**rows, "label": [NO_LABEL] * len(next(iter(rows.values())))},
+                                     features=original.features)
     return dataclasses.replace(task, train=datasets.concatenate_datasets(
         [original, new.select_columns(original.column_names)]))

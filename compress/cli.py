@@ -214,12 +214,13 @@ def name_option(default: str):
 
 
 def variant_stage(verb: str, settings, name_default: str, epochs_flag: str | None = None):
-    """A verb that makes one variant from VARIANT: the argument, its settings' flags, --name, and
-    --force with (for the stages that train) TrainConfig's flags."""
+    """A verb that makes one variant from VARIANT: the argument, its settings' flags (a KD flag not
+    typed stays None: VARIANT's setting applies), --name, and --force with (for the stages that
+    train) TrainConfig's flags."""
 
     def decorate(fn):
         fn = training_options(epochs_flag)(fn) if epochs_flag else force_option(fn)
-        return cli.command(verb)(variant_argument(cli_options(settings)(name_option(name_default)(fn))))
+        return cli.command(verb)(variant_argument(cli_options(settings, inherits=True)(name_option(name_default)(fn))))
 
     return decorate
 
@@ -231,9 +232,10 @@ def start(variant: Path, config_class, default_name, name: str | None, force: bo
     return None if already_made(parent, name, force) else (parent, config, name)
 
 
-@variant_stage("prune", PruneConfig, "<variant>-prune-h<%>n<%>-<importance>", "--recover-epochs")
+@variant_stage("prune", PruneConfig, "<variant>-prune-h<%>n<%>-<importance>[-s<steps>]", "--recover-epochs")
 def prune_command(variant, name, force, **params):
-    """Remove attention heads, FFN neurons or whole layers of VARIANT physically, then recover it with KD."""
+    """Remove attention heads, FFN neurons or whole layers of VARIANT physically, then recover it with KD
+    (the KD settings VARIANT was trained with, unless a flag says otherwise)."""
     from compress import prune as stage
 
     if started := start(variant, PruneConfig, stage.default_name, name, force, params):
@@ -244,7 +246,8 @@ def prune_command(variant, name, force, **params):
 @variant_stage("layerdrop", LayerDropConfig, "<variant>-ld<rate%>-keep-<keep>", "--epochs")
 @click.option("--no-baseline", is_flag=True, help="Skip the baseline: the same cut of VARIANT, recovered by KD.")
 def layerdrop_command(variant, no_baseline, name, force, **params):
-    """Distil VARIANT with LayerDrop, keep a subset of its layers; and the baseline cut without LayerDrop."""
+    """Distil VARIANT with LayerDrop, keep a subset of its layers; and the baseline cut without LayerDrop
+    (both with the KD settings VARIANT was trained with, unless a flag says otherwise)."""
     from compress import layerdrop as stage
 
     if started := start(variant, LayerDropConfig, stage.default_name, name, force, params):
@@ -256,7 +259,8 @@ def layerdrop_command(variant, no_baseline, name, force, **params):
 
 @variant_stage("share", ShareConfig, "<variant>-share-g<G>-<what>", "--recover-epochs")
 def share_command(variant, name, force, **params):
-    """Tie VARIANT's layers in groups (ALBERT-style), then recover with KD; cuts unique parameters, not FLOPs."""
+    """Tie VARIANT's layers in groups (ALBERT-style), then recover with KD (VARIANT's KD settings, unless a flag
+    says otherwise); cuts unique parameters, not FLOPs."""
     from compress import share as stage
 
     if started := start(variant, ShareConfig, stage.default_name, name, force, params):
@@ -291,7 +295,8 @@ def graph_kept(export_record: dict) -> str:
 
 @variant_stage("quantize", QuantizeConfig, "<variant>-int8-<mode>[-ffn-fp32][-pc], -fp16 or -torch-int8")
 def quantize_command(variant, name, force, **params):
-    """Quantize VARIANT into a new variant beside it; accuracy is measured on the quantized artifact."""
+    """Quantize VARIANT into a new variant beside it; accuracy is measured on the quantized artifact. The KD
+    flags apply to --qat-epochs, which otherwise trains with the KD settings VARIANT was trained with."""
     from compress.quantize import default_name, quantize
 
     if started := start(variant, QuantizeConfig, default_name, name, force, params):

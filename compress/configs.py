@@ -20,10 +20,16 @@ MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 def setting(default, help: str, choices: tuple | None = None, low=None, high=None, low_open: bool = False,
-            high_open: bool = False, flag: str | None = None, cli: bool = True):
+            high_open: bool = False, flag: str | None = None, cli: bool = True, **more):
     """A dataclass field that also describes its command-line flag (`cli=False`: API only)."""
     return field(default=default, metadata={"help": help, "choices": choices, "range": (low, high, low_open, high_open),
-                                             "flag": flag, "cli": cli})
+                                             "flag": flag, "cli": cli, **more})
+
+
+def inherited(fallback, help: str, **kwargs):
+    """A KD setting that defaults to None: the one the parent variant was trained with (compress.kd),
+    else `fallback`."""
+    return setting(None, help, fallback=fallback, **kwargs)
 
 
 class Settings:
@@ -66,18 +72,29 @@ RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recover
 
 @dataclass(frozen=True, kw_only=True)
 class KD(Settings):
-    """The soft-target terms every distillation and every KD recovery uses (Hinton et al. 2015)."""
+    """The soft-target terms every distillation and every KD recovery uses (Hinton et al. 2015).
 
-    temperature: float = setting(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True, high=100)
-    alpha: float = setting(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels.", low=0, high=1)
-    intermediate: str = setting("", "Intermediate-layer losses and their weights, like hidden=1,attention=1 (names: "
-                                "hidden, hidden-cosine, embeddings, attention, value-relation); runs the teacher live.")
-    layer_map: str = setting("", "The teacher layer each student layer learns from, like 1,3,5 "
-                             "[default: the teacher layer it was made from].")
-    intermediate_epochs: float = setting(0.0, "TinyBERT's two phases: this many epochs on the intermediate losses "
-                                         "alone first, then the epochs on the logits.", low=0, high=MAX_EPOCHS)
-    augment: int = setting(0, "New examples per training example: words swapped for their nearest neighbours in the "
-                           "teacher's embeddings, learned from the teacher's soft targets only.", low=0, high=100)
+    None means "not given": a stage then trains with what its parent variant was trained with, else
+    with the field's fallback (compress.kd decides, and records where each value came from).
+    """
+
+    temperature: float | None = inherited(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True,
+                                          high=100)
+    alpha: float | None = inherited(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels.", low=0, high=1)
+    intermediate: str | None = inherited("", "Intermediate-layer losses and their weights, like hidden=1,attention=1 "
+                                         "(names: hidden, hidden-cosine, embeddings, attention, value-relation; "
+                                         "'' for none); runs the teacher live.")
+    layer_map: str | None = inherited("", "The teacher layer each layer of the model trained here (before any cut) "
+                                      "learns from, like 1,3,5; by default the one it learned from, else the one it "
+                                      "was made from.")
+    intermediate_epochs: float | None = inherited(0.0, "TinyBERT's two phases: this many epochs on the intermediate "
+                                                  "losses alone first, then the epochs on the logits.", low=0,
+                                                  high=MAX_EPOCHS)
+    augment: int | None = inherited(0, "New examples per training example: words swapped for their nearest "
+                                    "neighbours in the teacher's embeddings, learned from the teacher's soft targets "
+                                    "only (made once per task, N and seed, then cached).", low=0, high=100)
+    augment_seed: int | None = inherited(None, "Seed of the augmented examples; by default --seed.", low=0,
+                                         high=MAX_SEED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +115,9 @@ class PruneConfig(KD):
     scope: str = setting("global", "Rank heads and neurons across layers, or remove the same fraction from each layer.",
                          choices=("global", "per-layer"))
     score_examples: int = setting(1024, "Training examples to score on.", low=1, high=MAX_EXAMPLES)
+    steps: int = setting(1, "Prune gradually: reach the fractions over N rounds on a cubic schedule (Zhu & Gupta "
+                         "2017: after round t, fraction * (1 - (1 - t/N)^3)), each cut followed by 1/N of the "
+                         "recovery epochs (and of --intermediate-epochs).", low=1, high=100)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +137,7 @@ class ShareConfig(KD):
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuantizeConfig(Settings):
+class QuantizeConfig(KD):  # the KD settings apply to --qat-epochs
     mode: str = setting("dynamic", "dynamic: int8 weights, activations quantized on the fly (the default for "
                         "transformers); static: int8 QDQ calibrated on training examples; fp16: for GPUs.",
                         choices=("dynamic", "static", "fp16"))
@@ -175,9 +195,10 @@ class SearchConfig(Settings):
     recover_epochs: float = setting(1.0, "KD recovery epochs after pruning, in every trial.", low=0, high=MAX_EPOCHS)
 
 
-def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: Any):
+def cli_options(config_class, only: tuple[str, ...] | None = None, inherits: bool = False, **defaults: Any):
     """Click options for `config_class`'s fields (or `only` those), named as the fields; `defaults`
-    overrides a default for one verb (a recovery's shorter schedule)."""
+    overrides a default for one verb (a recovery's shorter schedule). An untyped KD flag stays None;
+    with `inherits` (a verb that trains from VARIANT) its help says that VARIANT's setting applies."""
     import click
 
     def option(f):
@@ -196,10 +217,14 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, **defaults: A
             kind = click.Choice(meta["choices"])
         elif low is not None or high is not None:
             kind = (click.IntRange if kind is int else click.FloatRange)(low, high, min_open=low_open, max_open=high_open)
+        shown = default != ""
+        if "fallback" in meta:
+            fallback = "" if meta["fallback"] in ("", None) else str(meta["fallback"])
+            shown = (f"VARIANT's, else {fallback}" if fallback else "VARIANT's") if inherits else (fallback or False)
         # a required flag gets no default at all: click takes default=None as a given value (and the stage a None)
         given = {} if required else {"default": default}
         return click.option(meta["flag"] or f"--{f.name.replace('_', '-')}", f.name, type=kind, **given,
-                            required=required, help=meta["help"], callback=finite, show_default=default != "")
+                            required=required, help=meta["help"], callback=finite, show_default=shown)
 
     chosen = [f for f in fields(config_class) if f.metadata.get("cli") and (only is None or f.name in only)]
 

@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from transformers import set_seed
 
 from compress import distributed
-from compress.arch import keep_layers
-from compress.augment import NEIGHBOURS, REPLACE_PROBABILITY, augmented
+from compress.arch import LAYER_MAP_KEY, keep_layers
+from compress.augment import NEIGHBOURS, REPLACE_PROBABILITY
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import DistillConfig, TrainConfig
+from compress.configs import KD, DistillConfig, TrainConfig
 from compress.data import data_record, encode
 from compress.errors import UserError, require
 from compress.inference import evaluate
+from compress.kd import kd_record, kd_settings, with_fallbacks
 from compress.losses import (
     Taps,
     head_dim,
@@ -40,7 +41,7 @@ from compress.losses import (
 )
 from compress.machine import device
 from compress.tasks import Task
-from compress.teacher import soft_targets
+from compress.teacher import augmented_task, soft_targets
 from compress.train import Trainer, best_epoch, train_record, train_resumable
 from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, retention, save_variant
 from compress.workspace import check_target, partial_dir
@@ -90,6 +91,7 @@ class DistillTrainer(Trainer):
     def __init__(self, *args, distill: DistillConfig, phase: str = "joint", teacher=None,
                  layer_map: list[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        distill = with_fallbacks(distill)  # the stages give it settings chosen already (choose_kd)
         self.distill, self.phase, self.layer_map = distill, phase, layer_map
         self.weights = parse_intermediate(distill.intermediate) if phase != "prediction" else {}
         self.teacher = teacher.to(self.args.device).eval() if teacher is not None and self.weights else None
@@ -130,6 +132,7 @@ class DistillTrainer(Trainer):
 
 def default_name(distill: DistillConfig) -> str:
     """L<N>-kd or L<N>-nokd, then what was added: the intermediate losses, two phases, augmentation."""
+    distill = with_fallbacks(distill)  # a teacher has no KD settings to inherit
     name = f"L{distill.layers}-{'kd' if distill.kd else 'nokd'}"
     if distill.kd:
         name += "".join(f"-{loss}" for loss in parse_intermediate(distill.intermediate))
@@ -138,17 +141,28 @@ def default_name(distill: DistillConfig) -> str:
     return name
 
 
-def check_kd_options(distill_config: DistillConfig) -> dict[str, float]:
+def check_kd_options(kd: KD) -> dict[str, float]:
     """The intermediate losses' weights, once the options are known to make sense together."""
-    weights = parse_intermediate(distill_config.intermediate)
-    if not distill_config.kd and (weights or distill_config.augment or distill_config.intermediate_epochs):
+    weights = parse_intermediate(kd.intermediate)
+    if not getattr(kd, "kd", True) and (weights or kd.augment or kd.intermediate_epochs):
         raise UserError("--no-kd trains on labels alone: --intermediate, --intermediate-epochs and --augment "
                         "need the teacher")
-    if distill_config.intermediate_epochs and not weights:
+    if kd.intermediate_epochs and not weights:
         raise UserError("--intermediate-epochs trains on the intermediate losses first: name them with --intermediate")
-    if distill_config.layer_map and not weights:
+    if kd.layer_map and not weights:
         raise UserError("--layer-map pairs layers for the intermediate losses: name them with --intermediate")
     return weights
+
+
+def choose_kd(kd: KD, parent: Variant, model, teacher_depth: int, seed: int) -> tuple[KD, dict]:
+    """The KD settings `model`, still `parent`'s model (before any cut), trains with, and where each
+    came from (compress.kd). A --layer-map names this model's layers: it is pinned on them now, so a
+    cut keeps each kept layer's teacher layer."""
+    chosen, sources = kd_settings(kd, parent.meta, seed)
+    check_kd_options(chosen)
+    if chosen.layer_map:
+        setattr(model.config, LAYER_MAP_KEY, layer_map(model.config, teacher_depth, chosen.layer_map))
+    return chosen, sources
 
 
 def distill(
@@ -171,91 +185,112 @@ def distill(
             f"teacher {teacher.record.name} was fine-tuned on other {task.name} data "
             f"({teacher.record.data.get('source', 'unknown source')}) than {task.source or 'this task'}: "
             "fine-tune it again (compress teacher --force), or pass --reuse-teacher")
-    check_kd_options(distill_config)
+    check_kd_options(with_fallbacks(distill_config))
     depth = load_config(teacher.path).num_hidden_layers
     layer_ids = select_layers(depth, distill_config.layers, distill_config.init)
     teacher_model = load_classifier(teacher.path)
     set_seed(config.seed)
     student = make_student(teacher_model, layer_ids)
+    chosen = choose_kd(distill_config, teacher, student, depth, config.seed)
+    distill_config = chosen[0]
     name = default_name(distill_config) if name is None else name
     return train_student(
         student, teacher, task, distill_config, config, teacher, derived_dir(teacher, name),
         meta={"name": name, "stage": "distill",
               "params": {**distill_config.as_dict(), "layer_ids": layer_ids, **config.as_dict()}},
-        teacher_model=teacher_model, progress=progress, replace=replace,
+        chosen=chosen, teacher_model=teacher_model, progress=progress, replace=replace,
     )
 
 
 def train_student(
     student, teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig, parent: Variant,
-    target, meta: dict, teacher_model=None, progress: bool = True, metrics_before: dict | None = None,
-    replace: bool = False,
+    target, meta: dict, chosen: tuple[KD, dict], teacher_model=None, progress: bool = True, metrics_before: dict | None = None,
+    replace: bool = False, work=None,
 ) -> Variant:
     """Train `student`, made from `parent`, on `teacher`'s soft targets (labels alone for the baseline)
     and save it at `target`.
 
     Every stage that changes a student (distill, prune, layerdrop, share, qat) ends here, so each
     variant records the same metrics: dev, the teacher's dev, agreement with it and retention, and
-    each can add the intermediate losses, TinyBERT's two phases and augmentation (`distill_config`).
+    the KD settings it trained with and where each came from (`chosen`, as `choose_kd` returns them;
+    `distill_config` is what this one run trains with: a gradual pruning round's share of the epochs).
     `config.epochs == 0` saves the student untrained. A stopped run resumes from its partial
-    folder; `replace` (--force) starts afresh and replaces an existing `target`.
+    folder (`work`, a folder inside it, for one of several runs); `replace` (--force) starts afresh
+    and replaces an existing `target`.
     """
-    weights = check_kd_options(distill_config)
     check_target(target, replace, (parent.path,))
     tokenizer = load_tokenizer(teacher.path)
     teacher_model = (teacher_model if teacher_model is not None else load_classifier(teacher.path)).to(device())
-    trains = config.epochs > 0
-    pairs = layer_map(student.config, teacher_model.config.num_hidden_layers, distill_config.layer_map) \
-        if weights and trains else None
-    record = {"layer_map": pairs} if pairs else {}
-    original = task
-    if distill_config.augment and trains:
-        task = augmented(task, tokenizer, teacher_model.get_input_embeddings().weight, distill_config.augment,
-                         config.seed)
-        record["augmentation"] = {"per_example": distill_config.augment, "seed": config.seed,
-                                  "added": len(task.train) - len(original.train),
-                                  "replace_probability": REPLACE_PROBABILITY, "neighbours": NEIGHBOURS}
-    train = encode(task.train, tokenizer, config.max_length)
+    run_key = {"teacher": str(teacher.path), "parent": str(parent.path), "meta": meta}
+    student, record = fit(student, teacher, task, distill_config, config, work or partial_dir(target), run_key,
+                          teacher_model, tokenizer, progress, replace)
     dev = encode(task.dev, tokenizer, config.max_length)
-    phases = [("intermediate", TrainConfig(**{**config.as_dict(), "epochs": distill_config.intermediate_epochs})),
-              ("prediction", config)] if distill_config.intermediate_epochs else [("joint", config)]
-    if distill_config.kd and trains and (not weights or distill_config.intermediate_epochs):
-        logits = soft_targets(teacher, task, config.max_length, config.precision, model=teacher_model,
-                              tokenizer=tokenizer, encoded=train)
-        train = train.add_column("teacher_logits", logits.tolist())
-
-    partial = partial_dir(target)
-    if trains:
-        run_key = {"teacher": str(teacher.path), "parent": str(parent.path), "fingerprint": task.fingerprint, "meta": meta,
-                   **distill_config.as_dict(), **config.as_dict()}
-        histories, wall_s = [], 0.0
-        for phase, phase_config in phases:
-            trained = train_resumable(
-                student, tokenizer, train, dev, phase_config, partial / phase if len(phases) > 1 else partial,
-                {**run_key, "phase": phase},
-                task.metrics, trainer_class=DistillTrainer, progress=progress, fresh=replace,
-                keep_best=phase != "intermediate", distill=distill_config, phase=phase,
-                teacher=teacher_model if weights else None, layer_map=pairs,
-            )
-            student, wall_s = trained.model, wall_s + trained.wall_s
-            histories += [{**h, "phase": phase} for h in trained.history] if len(phases) > 1 else trained.history
-        record.update({"metrics": {"best_epoch": best_epoch(trained.history), "history": histories},
-                       "train": {**train_record(trained, config), "wall_s": round(wall_s, 1)}})
     metrics, student_logits = evaluate(student, dev, tokenizer, task.metrics)
     teacher_metrics, teacher_logits = evaluate(teacher_model, dev, tokenizer, task.metrics)
     metrics["agreement"] = float((student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean())
+    if distill_config.kd:
+        learned = getattr(student.config, LAYER_MAP_KEY, None) if parse_intermediate(distill_config.intermediate) else None
+        record["kd"] = kd_record(*chosen, learned)
     variant = save_variant(target, student, tokenizer, {
         **meta,
         "parent": relative_to_workspace(parent),
         "teacher": teacher.record.name,
         "task": task.name,
         "num_labels": task.num_labels,
-        "data": data_record(original),
+        "data": data_record(task),
         **record,
         "metrics": {"dev": metrics, **({"dev_before_training": metrics_before} if metrics_before else {}),
                     "teacher_dev": teacher_metrics, "retention": retention(metrics, teacher_metrics),
                     **record.get("metrics", {})},
     }, replace=replace, reads=(parent.path,))
     if distributed.is_main():
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(partial_dir(target), ignore_errors=True)
     return variant
+
+
+def fit(student, teacher: Variant, task: Task, distill_config: DistillConfig, config: TrainConfig, work,
+        run_key: dict, teacher_model, tokenizer, progress: bool = True, fresh: bool = False) -> tuple[object, dict]:
+    """Train `student` by `distill_config` for `config.epochs` (0: not at all), checkpointing in `work`.
+
+    Returns the trained model and what to record about the run: the layer map, the augmentation,
+    the dev history and the training's figures. The layer map is the student's own (`choose_kd`
+    pinned a given one); the student's config keeps it for what is made from it later.
+    """
+    weights = check_kd_options(distill_config)
+    trains = config.epochs > 0
+    pairs = layer_map(student.config, teacher_model.config.num_hidden_layers) if weights and trains else None
+    if pairs:
+        setattr(student.config, LAYER_MAP_KEY, pairs)
+    record = {"layer_map": pairs} if pairs else {}
+    if distill_config.augment and trains:
+        original = task
+        task = augmented_task(teacher, task, distill_config.augment, distill_config.augment_seed, tokenizer,
+                              teacher_model)
+        record["augmentation"] = {"per_example": distill_config.augment, "seed": distill_config.augment_seed,
+                                  "added": len(task.train) - len(original.train),
+                                  "replace_probability": REPLACE_PROBABILITY, "neighbours": NEIGHBOURS}
+    if not trains:
+        return student, record
+    train = encode(task.train, tokenizer, config.max_length)
+    dev = encode(task.dev, tokenizer, config.max_length)
+    phases = [("intermediate", TrainConfig(**{**config.as_dict(), "epochs": distill_config.intermediate_epochs})),
+              ("prediction", config)] if distill_config.intermediate_epochs else [("joint", config)]
+    if distill_config.kd and (not weights or distill_config.intermediate_epochs):
+        logits = soft_targets(teacher, task, config.max_length, config.precision, model=teacher_model,
+                              tokenizer=tokenizer, encoded=train)
+        train = train.add_column("teacher_logits", logits.tolist())
+    run_key = {**run_key, "fingerprint": task.fingerprint, **distill_config.as_dict(), **config.as_dict()}
+    histories, wall_s = [], 0.0
+    for phase, phase_config in phases:
+        trained = train_resumable(
+            student, tokenizer, train, dev, phase_config, work / phase if len(phases) > 1 else work,
+            {**run_key, "phase": phase},
+            task.metrics, trainer_class=DistillTrainer, progress=progress, fresh=fresh,
+            keep_best=phase != "intermediate", distill=distill_config, phase=phase,
+            teacher=teacher_model if weights else None, layer_map=pairs,
+        )
+        student, wall_s = trained.model, wall_s + trained.wall_s
+        histories += [{**h, "phase": phase} for h in trained.history] if len(phases) > 1 else trained.history
+    record.update({"metrics": {"best_epoch": best_epoch(trained.history), "history": histories},
+                   "train": {**train_record(trained, config), "wall_s": round(wall_s, 1)}})
+    return student, record

@@ -15,17 +15,15 @@ One command makes three variants beside the parent:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from pathlib import Path
 
 import torch
 
 from compress.arch import encoder_layers, keep_layers, layer_id_list, layout
 from compress.checkpoint import load_classifier, load_config
 from compress.configs import LayerDropConfig, TrainConfig
-from compress.distill import select_layers, train_student
+from compress.distill import choose_kd, select_layers, train_student
 from compress.errors import UserError
-from compress.recovery import kd_for, recovery_setup, shrink, stage_inputs
+from compress.recovery import kd_for, planned_params, recovery_setup, shrink, stage_inputs, trained_with
 from compress.variant import Variant, derived_dir
 from compress.workspace import check_target
 
@@ -111,8 +109,9 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
     targets = {"full": derived_dir(variant, full_name), "cut": derived_dir(variant, name)}
     if baseline:
         targets["baseline"] = derived_dir(variant, f"{name}-baseline")
-    full_params = {**{k: v for k, v in config.as_dict().items() if k != "keep"}, **train_config.as_dict()}
-    reuse_full = not replace and _trained_with(targets["full"], full_params)
+    full_params = planned_params(variant, config, {k: v for k, v in config.as_dict().items() if k != "keep"},
+                                 train_config)
+    reuse_full = not replace and trained_with(targets["full"], full_params)
     for key, target in targets.items():
         if not (key == "full" and reuse_full):
             check_target(target, replace, (variant.path,))
@@ -123,10 +122,11 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
         full = Variant.load(targets["full"])
     else:
         model = load_classifier(variant.path)
+        chosen = choose_kd(config, variant, model, load_config(teacher.path).num_hidden_layers, train_config.seed)
         with layer_drop(model, config.rate, train_config.seed):
-            full = train_student(model, teacher, task, kd_for(model, config), train_config, variant, targets["full"],
-                                 meta={"name": full_name, "stage": "layerdrop", "params": full_params},
-                                 progress=progress, replace=replace)
+            full = train_student(model, teacher, task, kd_for(model, chosen[0]), train_config, variant,
+                                 targets["full"], meta={"name": full_name, "stage": "layerdrop", "params": full_params},
+                                 chosen=chosen, progress=progress, replace=replace)
 
     def cut(model, *_) -> dict:
         keep_layers(model, keep)
@@ -134,15 +134,7 @@ def layerdrop(variant: Variant, config: LayerDropConfig, train_config: TrainConf
 
     untrained = TrainConfig(**{**train_config.as_dict(), "epochs": 0})
     made = [full, shrink(full, "keep-layers", name, cut, config, params, untrained, progress, replace)]
-    if baseline:  # a --layer-map names layers of the full depth: the cut learns by the layers' recorded origins
-        made.append(shrink(variant, "keep-layers", f"{name}-baseline", cut, dataclasses.replace(config, layer_map=""),
-                           {**params, "rate": 0.0}, train_config, progress, replace))
+    if baseline:  # a --layer-map names the variant's layers: each kept layer keeps its own
+        made.append(shrink(variant, "keep-layers", f"{name}-baseline", cut, config, {**params, "rate": 0.0},
+                           train_config, progress, replace))
     return made
-
-
-def _trained_with(folder: Path, params: dict) -> bool:
-    """Whether `folder` holds a variant trained with exactly `params`."""
-    try:
-        return Variant.load(folder).record.params == params
-    except UserError:
-        return False

@@ -31,7 +31,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from compress.arch import TEACHER_LAYERS_KEY, layout
+from compress.arch import LAYER_MAP_KEY, TEACHER_LAYERS_KEY, layout
 from compress.errors import UserError
 
 
@@ -141,9 +141,9 @@ def parse_intermediate(spec: str) -> dict[str, float]:
 
 
 def layer_map(student_config, teacher_depth: int, spec: str = "") -> list[int]:
-    """The teacher layer each student layer learns from: `spec` (like 1,3,5), else the layer it was made
-    from (recorded by `arch.keep_layers`), else TinyBERT's uniform map (student layer j of n: teacher
-    layer (j + 1) * teacher_depth / n - 1)."""
+    """The teacher layer each student layer learns from: `spec` (like 1,3,5), else the one it learned
+    from before, else the layer it was made from (both recorded in its config, kept by `arch.keep_layers`),
+    else TinyBERT's uniform map (student layer j of n: teacher layer (j + 1) * teacher_depth / n - 1)."""
     depth = student_config.num_hidden_layers
     if spec:
         try:
@@ -154,9 +154,10 @@ def layer_map(student_config, teacher_depth: int, spec: str = "") -> list[int]:
             raise UserError(f"--layer-map {spec} must name {depth} teacher layers (one per student layer), "
                             f"each from 0 to {teacher_depth - 1}")
         return ids
-    made_from = getattr(student_config, TEACHER_LAYERS_KEY, None)
-    if made_from and len(made_from) == depth and max(made_from) < teacher_depth:
-        return list(made_from)
+    for key in (LAYER_MAP_KEY, TEACHER_LAYERS_KEY):
+        recorded = getattr(student_config, key, None)
+        if recorded and len(recorded) == depth and max(recorded) < teacher_depth:
+            return list(recorded)
     return [(j + 1) * teacher_depth // depth - 1 for j in range(depth)]
 
 

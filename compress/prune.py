@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -241,26 +242,58 @@ def check(config: PruneConfig) -> None:
 def default_name(variant: Variant, config: PruneConfig) -> str:
     parts = [f"h{round(100 * config.heads)}" if config.heads else "", f"n{round(100 * config.neurons)}" if config.neurons else "",
              f"l{config.layers.strip(',').replace(',', '_')}" if config.layers else ""]
-    return f"{variant.record.name}-prune-{''.join(parts)}-{config.importance}"
+    steps = f"-s{config.steps}" if config.steps > 1 else ""
+    return f"{variant.record.name}-prune-{''.join(parts)}-{config.importance}{steps}"
+
+
+def cubic(final: float, t: int, steps: int) -> float:
+    """The fraction removed after round t of `steps` (Zhu & Gupta 2017): final * (1 - (1 - t / steps)^3)."""
+    return final * (1 - (1 - t / steps) ** 3)
+
+
+class Rounds:
+    """prune's change, called once per round (recovery.shrink): round t of N removes what brings the
+    heads and neurons removed to the cubic schedule's share of those the variant had once --layers
+    were cut (in round 1). With N = 1 it is the one-shot cut, `config` as it is."""
+
+    def __init__(self, config: PruneConfig):
+        self.config, self.done, self.base = config, 0, None
+
+    def __call__(self, model, task, tokenizer, train: TrainConfig) -> dict:
+        self.done += 1
+        before = current_structure(model)
+        counts = units(before)
+        target = {kind: cubic(getattr(self.config, kind), self.done, self.config.steps) for kind in counts}
+        config = dataclasses.replace(self.config, **(target if self.done == 1 else self.fractions(counts, target)))
+        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed)
+        removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed)
+        after = getattr(model.config, STRUCTURE_KEY)
+        if self.done == 1:  # what the fractions are of: the heads and neurons the layer cut left
+            self.base = {kind: left + removed[kind] for kind, left in units(after).items()}
+        return {"structure": {"removed": removed,
+                              "heads_per_layer": [len(h) for h in after["heads"]],
+                              "neurons_per_layer": after["neurons"],
+                              "heads_before": counts["heads"],
+                              "neurons_before": counts["neurons"]},
+                **({"schedule": target} if self.config.steps > 1 else {})}
+
+    def fractions(self, counts: dict, target: dict) -> dict:
+        """--heads and --neurons for a later round: of what is left, the share that reaches `target`."""
+        still = {kind: round(target[kind] * self.base[kind]) - (self.base[kind] - counts[kind]) for kind in counts}
+        return {"layers": "", **{kind: still[kind] / counts[kind] if counts[kind] else 0.0 for kind in counts}}
+
+
+def units(structure: dict) -> dict:
+    """How many heads and FFN neurons a structure has in all."""
+    return {"heads": sum(len(h) for h in structure["heads"]), "neurons": sum(structure["neurons"])}
 
 
 def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name: str | None = None,
           progress: bool = True, replace: bool = False) -> Variant:
-    """Prune `variant` physically, then recover it with KD for `train_config.epochs` (0: no recovery)."""
+    """Prune `variant` physically, then recover it with KD for `train_config.epochs` (0: no recovery),
+    in one cut or, gradually, in `config.steps` rounds that share the recovery epochs."""
     variant = stage_inputs(variant, config, PruneConfig, train_config)
     check(config)
-
-    def cut(model, task, tokenizer, train: TrainConfig) -> dict:
-        before = current_structure(model)
-        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed)
-        removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed)
-        after = getattr(model.config, STRUCTURE_KEY)
-        return {"structure": {"removed": removed,
-                              "heads_per_layer": [len(h) for h in after["heads"]],
-                              "neurons_per_layer": after["neurons"],
-                              "heads_before": sum(len(h) for h in before["heads"]),
-                              "neurons_before": sum(before["neurons"])}}
-
     name = default_name(variant, config) if name is None else name
-    return shrink(variant, "prune", name, cut, config, config.as_dict(),
-                  train_config, progress, replace)
+    return shrink(variant, "prune", name, Rounds(config), config, config.as_dict(), train_config, progress, replace,
+                  steps=config.steps)

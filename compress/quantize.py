@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,15 @@ import torch
 
 from compress import ort as runtime
 from compress.checkpoint import load_classifier, load_tokenizer
-from compress.configs import RECOVERY_TRAINING, QuantizeConfig, TrainConfig
+from compress.configs import KD, RECOVERY_TRAINING, QuantizeConfig, TrainConfig
 from compress.console import hushed
 from compress.data import encode
 from compress.errors import UserError, first_line, require
 from compress.export import MODEL, RAW, dedupe_initializers, export
 from compress.inference import predict_logits, task_metrics
+from compress.kd import given
 from compress.machine import device
+from compress.recovery import planned_params, trained_with
 from compress.tasks import task_of
 from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, write_record
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, check_target
@@ -184,12 +187,14 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
               "use --mode fp16 for the GPU")
     if fp32_ffn_output and (backend == "torch" or mode == "fp16"):
         raise UserError("--fp32-ffn-output applies to ORT int8 only")
+    if (kd_flags := given(config)) and not config.qat_epochs:
+        raise UserError(f"{', '.join(kd_flags)} set the KD of quantization-aware training: give --qat-epochs too")
     name = default_name(variant, config) if name is None else name
     target = derived_dir(variant, name)
     asked, parent_accuracy = variant, variant.record.metrics["dev"]["accuracy"]  # with QAT too: the drop from it
     if config.qat_epochs:
-        check_target(target, replace, (variant.path,))
-        variant = quantization_aware(variant, config, replace)
+        check_target(target, replace, (variant.path,))  # both outputs are checked before QAT trains
+        variant = quantization_aware(variant, config, target, replace)
     tokenizer = load_tokenizer(variant.path)
     task = task_of(variant.record)
     max_length = variant.record.params["max_length"]
@@ -262,24 +267,28 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     return Variant.load(target)
 
 
-def quantization_aware(variant: Variant, config: QuantizeConfig, replace: bool) -> Variant:
-    """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.qat): the
-    variant to quantize instead. One made before with the same settings is reused unless `replace`;
-    it stays a variant of its own even if --max-drop then refuses the int8 artifact."""
+def quantization_aware(variant: Variant, config: QuantizeConfig, target: Path, replace: bool) -> Variant:
+    """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.qat): the variant
+    to quantize into `target` instead. Its KD settings are `config`'s, else those `variant` was trained
+    with (compress.kd). One made before with the same settings is reused unless `replace`; it stays a
+    variant of its own even if --max-drop then refuses the int8 artifact."""
     from compress import qat
 
     if config.mode != "dynamic" or config.backend != "ort":
         raise UserError("--qat-epochs simulates ORT dynamic int8: use it with --mode dynamic --backend ort")
     made = derived_dir(variant, qat.default_name(variant))
+    if made == target:
+        raise UserError(f"--name {target.name} is the name of the QAT variant quantize writes first: choose another")
+    kd = KD(**{f.name: getattr(config, f.name) for f in fields(KD)})
+    train = TrainConfig(**{**RECOVERY_TRAINING, "epochs": config.qat_epochs})
     if made.is_dir() and not replace:
-        params = Variant.load(made).record.params
-        if (params.get("per_channel"), params.get("epochs")) != (config.per_channel, config.qat_epochs):
-            raise UserError(f"{made} was trained with other settings (per channel {params.get('per_channel')}, "
-                            f"{params.get('epochs')} epochs); --force trains it again")
+        if not trained_with(made, planned_params(variant, kd, {"per_channel": config.per_channel}, train)):
+            raise UserError(f"{made} was trained with other settings (QAT epochs, per channel or KD); "
+                            "--force trains it again")
         print(f"{made} exists; quantizing it (--force trains it again)")
         return Variant.load(made)
-    return qat.qat(variant, config.per_channel, TrainConfig(**{**RECOVERY_TRAINING, "epochs": config.qat_epochs}),
-                   replace=replace)
+    check_target(made, replace, (variant.path,))
+    return qat.qat(variant, config.per_channel, train, kd, replace=replace)
 
 
 def onnx_inputs(path: Path) -> list[str]:

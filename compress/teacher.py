@@ -7,8 +7,10 @@ running the same command again resumes from there (--force starts afresh).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import set_seed
 
 from compress import distributed
+from compress.augment import augmented_rows, with_rows
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import TrainConfig
 from compress.data import check_max_length, data_record, encode
@@ -116,15 +119,40 @@ def soft_targets(
         predict_logits(model, mine, tokenizer, precision, batch_size=128,
                        desc="soft targets" if distributed.is_main() else None), len(encoded))
     if distributed.is_main():
-        own_folder(teacher.workspace, teacher.path, path.parent.name)
-        clean_stale(path.parent)
-        tmp = scratch_path(path)
-        try:
-            save_file({"logits": logits.contiguous()}, str(tmp), metadata={
-                "fingerprint": task.fingerprint, "max_length": str(max_length), "precision": precision,
-            })
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _publish(teacher, path, lambda tmp: save_file({"logits": logits.contiguous()}, str(tmp), metadata={
+            "fingerprint": task.fingerprint, "max_length": str(max_length), "precision": precision}))
     distributed.barrier()
     return logits
+
+
+def augmented_task(teacher: Variant, task: Task, n: int, seed: int, tokenizer=None, model=None) -> Task:
+    """`task` with n augmented copies of every training row (compress.augment), from the teacher's embeddings.
+
+    Made once per task (its fingerprint), n and seed, then read from teachers/<name>/<task>/augmented/
+    by every stage that trains with them; their soft targets are cached like the task's own.
+    """
+    path = teacher.path / "augmented" / f"train-{task.fingerprint[:16]}-n{n}-seed{seed}.json"
+    if path.is_file():
+        try:
+            return with_rows(task, json.loads(path.read_text()))
+        except (ValueError, OSError, StopIteration, TypeError, KeyError, AttributeError) as exc:
+            raise UserError(f"augmented rows {path} are corrupt ({exc}); delete the file to make them again") from None
+    tokenizer = tokenizer or load_tokenizer(teacher.path)
+    model = model or load_classifier(teacher.path)
+    rows = augmented_rows(task, tokenizer, model.get_input_embeddings().weight, n, seed)
+    if distributed.is_main():
+        _publish(teacher, path, lambda tmp: tmp.write_text(json.dumps(rows)))
+    distributed.barrier()
+    return with_rows(task, rows)
+
+
+def _publish(teacher: Variant, path: Path, write: Callable[[Path], object]) -> None:
+    """Put a cache file into its folder inside the teacher's: `write` fills a temporary name, renamed once whole."""
+    own_folder(teacher.workspace, teacher.path, path.parent.name)
+    clean_stale(path.parent)
+    tmp = scratch_path(path)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

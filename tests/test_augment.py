@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from compress.augment import NO_LABEL, augment_texts, augmented, nearest_neighbours, word_starts
+from compress.augment import NO_LABEL, augment_texts, augmented_rows, nearest_neighbours, with_rows, word_starts
 from compress.checkpoint import load_classifier
 from compress.configs import DistillConfig, TrainConfig
 from compress.distill import distill
@@ -85,14 +85,14 @@ def test_augmented_task_keeps_pairs_and_invents_no_labels(tokenizer, embeddings,
                                        features=datasets.Features(text=datasets.Value("string"),
                                                                   text_pair=datasets.Value("string"), label=label))
     task = Task(name="pairs", train=train, dev=train, num_labels=2)
-    bigger = augmented(task, tokenizer, embeddings, 2, seed=3)
+    bigger = with_rows(task, augmented_rows(task, tokenizer, embeddings, 2, seed=3))
     assert len(bigger.train) == 6 and bigger.train.column_names == train.column_names
     assert bigger.train["label"] == [1, 0] + [NO_LABEL] * 4
     assert list(bigger.train["text"])[:2] == PAIRS  # the original rows first, untouched
     for row in list(bigger.train)[2:]:
         assert row["text"] != row["text_pair"]  # each sentence augmented from its own side
     assert bigger.fingerprint != task.fingerprint
-    assert augmented(task, tokenizer, embeddings, 2, seed=3).fingerprint == bigger.fingerprint
+    assert with_rows(task, augmented_rows(task, tokenizer, embeddings, 2, seed=3)).fingerprint == bigger.fingerprint
 
 
 def test_distill_with_augmentation_records_it_and_caches_its_soft_targets_apart(tiny_teacher):

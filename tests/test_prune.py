@@ -223,4 +223,58 @@ def test_prune_command(run_cli, tiny_teacher, tmp_path):
     assert f"pruned {target}" in out and "before training" in out
     assert Variant.load(target).meta["structure"]["removed"] == {"layers": [], "heads": 2, "neurons": 128}
     code, _, err = run_cli("prune", copy, "--layers", "7,")
-    assert code == 2 and err.strip() == "compress: error: --layers 7,: name layers from 0 to 1"
+    assert code == 2 and err.strip() == "compress: error: --layers 7,: name layers from 0 to 1, leaving at least one"
+
+
+def test_the_cubic_schedule():
+    from compress.prune import cubic
+
+    assert [round(cubic(0.5, t, 3), 4) for t in range(4)] == [0.0, 0.3519, 0.4815, 0.5]
+    assert cubic(0.4, 1, 1) == 0.4
+
+
+def test_gradual_pruning_in_one_step_is_the_one_shot_cut(tiny_teacher):
+    """--steps 1 keeps the same heads and neurons, and the same weights after recovery, as one plain cut."""
+    from compress.recovery import shrink
+
+    teacher, _ = tiny_teacher
+    config = PruneConfig(heads=0.5, neurons=0.5, steps=1)
+    recovery = TrainConfig(**{**FAST.as_dict(), "epochs": 0.5})
+    gradual = prune(teacher, config, recovery, name="gradual", progress=False)
+
+    def one_cut(model, task, tokenizer, train):
+        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed)
+        return {"structure": {"removed": apply_pruning(model, current_structure(model), config, batches, train.seed)}}
+
+    one_shot = shrink(teacher, "prune", "one-shot", one_cut, config, config.as_dict(), recovery, progress=False)
+    assert gradual.meta["structure"]["removed"] == one_shot.meta["structure"]["removed"]
+    assert "rounds" not in gradual.meta
+    kept = [getattr(load_classifier(v.path).config, STRUCTURE_KEY) for v in (gradual, one_shot)]
+    assert kept[0]["heads"] == kept[1]["heads"] and kept[0]["neurons"] == kept[1]["neurons"]
+    weights = [load_classifier(v.path).state_dict() for v in (gradual, one_shot)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_gradual_pruning_follows_the_cubic_schedule_and_records_each_round(tiny_teacher):
+    from compress.prune import cubic
+
+    teacher, _ = tiny_teacher  # 2 layers: 8 heads, 256 FFN neurons
+    recovery = TrainConfig(**{**FAST.as_dict(), "epochs": 0.6})
+    pruned = prune(teacher, PruneConfig(heads=0.5, neurons=0.5, steps=3), recovery, progress=False)
+    assert pruned.path.name == "tiny-prune-h50n50-taylor-s3"
+    rounds = pruned.meta["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    for t, entry in enumerate(rounds, start=1):
+        structure = entry["structure"]
+        assert 8 - sum(structure["heads_per_layer"]) == round(cubic(0.5, t, 3) * 8) == [3, 4, 4][t - 1]
+        assert 256 - sum(structure["neurons_per_layer"]) == round(cubic(0.5, t, 3) * 256) == [90, 123, 128][t - 1]
+        assert entry["schedule"] == {"heads": cubic(0.5, t, 3), "neurons": cubic(0.5, t, 3)}
+        assert "accuracy" in entry["dev_before_recovery"]
+    assert all("accuracy" in r["dev_after_recovery"] for r in rounds[:2]) and "dev_after_recovery" not in rounds[2]
+    assert pruned.meta["structure"] == rounds[2]["structure"]
+    assert [h["epoch"] for h in pruned.meta["metrics"]["history"]] == [pytest.approx(0.2, abs=0.05)]  # 0.6 / 3
+    assert pruned.meta["params"]["epochs"] == 0.6 and pruned.meta["params"]["steps"] == 3
+    from compress.workspace import partial_dir
+
+    assert not partial_dir(pruned.path).exists()

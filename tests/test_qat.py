@@ -82,3 +82,43 @@ def test_quantize_with_qat_makes_the_qat_variant_then_its_int8_artifact(tiny_tea
         with pytest.raises(UserError, match=says):
             quantize(student, config, name="never")
         assert not (student.path.parent / "never").exists()
+
+
+def test_qat_trains_with_the_students_kd_and_a_flag_overrides_it(tiny_teacher):
+    from compress.configs import DistillConfig, TrainConfig
+    from compress.variant import Variant
+
+    teacher, task = tiny_teacher
+    config = TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, seed=1, precision="fp32")
+    student = distill(teacher, task, DistillConfig(layers=1, intermediate="hidden", augment=1, temperature=3.0),
+                      config, progress=False)
+    quantize(student, QuantizeConfig(qat_epochs=0.5, alpha=0.8))
+    made = Variant.load(student.path.parent / f"{student.path.name}-qat").meta
+    assert made["kd"]["intermediate"] == {"value": "hidden", "from": "inherited", "variant": student.path.name}
+    assert made["kd"]["temperature"]["value"] == 3.0 and made["kd"]["alpha"] == {"value": 0.8, "from": "given"}
+    assert made["layer_map"] == [0] and made["augmentation"]["per_example"] == 1  # it trained with them
+    from compress.errors import UserError
+
+    with pytest.raises(UserError, match="trained with other settings"):  # other KD: not the QAT variant made
+        quantize(student, QuantizeConfig(qat_epochs=0.5, alpha=0.6), name="never")
+    with pytest.raises(UserError, match="--temperature set the KD of quantization-aware training: give --qat-epochs"):
+        quantize(student, QuantizeConfig(temperature=4.0), name="never")
+    assert not (student.path.parent / "never").exists()
+
+
+def test_quantize_checks_both_names_before_qat_trains(run_cli, tiny_teacher, monkeypatch):
+    teacher, task = tiny_teacher
+    from compress import qat as stage
+    from compress.configs import DistillConfig
+
+    student = distill(teacher, task, DistillConfig(layers=1), FAST, progress=False)
+    monkeypatch.setattr(stage, "shrink", lambda *a, **k: pytest.fail("QAT trained before the names were checked"))
+    code, _, err = run_cli("quantize", student.path, "--qat-epochs", "1", "--name", "L1-kd-qat")
+    assert code == 2 and err.strip() == ("compress: error: --name L1-kd-qat is the name of the QAT variant quantize "
+                                         "writes first: choose another")
+    assert not (student.path.parent / "L1-kd-qat").exists()
+    taken = student.path.parent / "taken"
+    taken.mkdir()  # not a variant compress made
+    code, _, err = run_cli("quantize", student.path, "--qat-epochs", "1", "--name", "taken", "--force")
+    assert code == 2 and "compress did not make it" in err
+    assert not (student.path.parent / "L1-kd-qat").exists()
