@@ -19,6 +19,8 @@ field left at None (the default) is the one the variant was trained with, as an 
 (compress.kd).
 """
 
+from pathlib import Path
+
 from compress.bench import bench
 from compress.configs import (
     KD,
@@ -35,11 +37,18 @@ from compress.export import export
 from compress.layerdrop import layerdrop
 from compress.prune import prune
 from compress.quantize import quantize
+from compress.recipe import init_workspace
 from compress.report import render
 from compress.share import share
 from compress.tasks import Task, load_task
 from compress.teacher import fine_tune
 from compress.variant import Variant, find_variants
+
+
+def init(directory, preset: str = "demo") -> Path:
+    """A workspace in `directory` (a str or Path) with recipe.toml from `preset` (demo, small-data); returns
+    the recipe's path (one that exists is left as it is). `compress run` runs it."""
+    return init_workspace(as_path(directory, "directory"), require(preset, str, "preset"))[0]
 
 
 def report(workspace, task: str | None = None, teacher: str | None = None, out=None):
@@ -51,6 +60,6 @@ def report(workspace, task: str | None = None, teacher: str | None = None, out=N
 
 __all__ = [
     "KD", "DistillConfig", "LayerDropConfig", "PruneConfig", "QuantizeConfig", "ShareConfig", "TrainConfig",
-    "Task", "Variant", "bench", "distill", "export", "find_variants", "fine_tune", "layerdrop", "load_task", "prune",
+    "Task", "Variant", "bench", "distill", "export", "find_variants", "fine_tune", "init", "layerdrop", "load_task", "prune",
     "quantize", "report", "share",
 ]

@@ -27,6 +27,7 @@ from compress.configs import (
     take,
 )
 from compress.errors import UserError, first_line
+from compress.recipe import PRESETS
 
 DEFAULT_BASE, DEFAULT_TASK = "minilm-l6", "rotten-tomatoes"
 
@@ -450,20 +451,16 @@ def search_command(obj, teacher_name, task, data_dir, text_column, label_column,
 
 @cli.command("init")
 @click.argument("directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
-def init_command(directory):
-    """Make a workspace in DIRECTORY: teachers/, students/, reports/ and recipe.toml (the demo, to edit)."""
-    from compress.recipe import demo_recipe
+@click.option("--preset", type=click.Choice(PRESETS), default="demo",
+              help="The recipe to start from: demo (minutes on a laptop CPU), or small-data (the chain that keeps "
+                   "97% of the teacher on a few thousand examples: TinyBERT-class distillation, gradual pruning, QAT).")
+def init_command(directory, preset):
+    """Make a workspace in DIRECTORY: teachers/, students/, reports/ and recipe.toml (a preset, to edit)."""
+    from compress.recipe import init_workspace
 
-    from compress.workspace import inside, write_text
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in ("teachers", "students", "reports"):
-        inside(directory, directory / name).mkdir(exist_ok=True)
-    recipe = directory / "recipe.toml"
-    if recipe.exists() or recipe.is_symlink():  # never write through a link
+    recipe, written = init_workspace(directory, preset)
+    if not written:
         click.echo(f"{recipe} exists; left as it is")
-    else:
-        write_text(recipe, demo_recipe().read_text())  # a full disk leaves no empty recipe behind
     click.echo(f"workspace ready in {directory}: edit {recipe}, then: compress --workspace {directory} run {recipe}")
 
 

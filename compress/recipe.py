@@ -23,11 +23,10 @@ import tomllib
 
 from compress.errors import UserError
 from compress.variant import Variant
-from compress.workspace import META_FILE, check_name, inside
+from compress.workspace import META_FILE, check_name, inside, write_text
 
 STAGE_VERBS = ("distill", "prune", "layerdrop", "share", "quantize")
 TASK_KEYS = ("task", "data-dir", "text-column", "label-column", "num-labels")
-DEMO = "demo.toml"
 
 
 @dataclass
@@ -55,7 +54,32 @@ class Plan:
 
 
 def demo_recipe() -> Path:
-    return Path(str(resources.files("compress") / "recipes" / DEMO))
+    return preset_recipe("demo")
+
+
+PRESETS = ("demo", "small-data")  # the recipes that ship in compress/recipes/
+
+
+def preset_recipe(preset: str) -> Path:
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose {', '.join(PRESETS)}")
+    return Path(str(resources.files("compress") / "recipes" / f"{preset}.toml"))
+
+
+def init_workspace(directory: Path | str, preset: str = "demo") -> tuple[Path, bool]:
+    """Make a workspace in `directory`: teachers/, students/, reports/ and recipe.toml from `preset`.
+
+    Returns the recipe's path and whether it was written now: one that exists is left as it is."""
+    directory = Path(directory)
+    source = preset_recipe(preset)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("teachers", "students", "reports"):
+        inside(directory, directory / name).mkdir(exist_ok=True)
+    recipe = directory / "recipe.toml"
+    if recipe.exists() or recipe.is_symlink():  # never write through a link
+        return recipe, False
+    write_text(recipe, source.read_text())  # a full disk leaves no empty recipe behind
+    return recipe, True
 
 
 def load(path: Path) -> dict:

@@ -174,3 +174,25 @@ def test_committed_recipes_plan_cleanly(run_cli, tmp_path, glue_dir, monkeypatch
     assert code == 0, err
     stages = tomllib.loads(path.read_text())["stages"]
     assert out.count("[to run]") == 1 + len(stages)
+
+
+def test_the_small_data_preset_chains_tinybert_distillation_gradual_pruning_and_qat(run_cli, tmp_path):
+    import tomllib
+
+    from compress import api
+
+    code, out, err = run_cli("init", tmp_path / "ws", "--preset", "small-data")
+    assert code == 0, err
+    recipe = tomllib.loads((tmp_path / "ws" / "recipe.toml").read_text())
+    distill, prune, quantize = recipe["stages"]
+    assert (distill["intermediate"], distill["augment"]) == ("hidden,attention", 2)
+    assert prune["steps"] > 1 and "intermediate" not in prune and "augment" not in prune  # inherited
+    assert quantize["qat-epochs"] == 1
+    code, out, err = run_cli("--workspace", tmp_path / "ws", "run", tmp_path / "ws" / "recipe.toml", "--dry-run")
+    assert code == 0, err  # every stage's flags are checked by its verb
+    assert [line.split()[0] for line in out.splitlines()[2:5]] == ["distill", "prune", "quantize"], out
+    # the API writes the same file; the demo stays the default
+    assert api.init(str(tmp_path / "api"), "small-data").read_text() == (tmp_path / "ws" / "recipe.toml").read_text()
+    assert "intermediate" not in api.init(tmp_path / "demo").read_text()
+    code, _, err = run_cli("init", tmp_path / "x", "--preset", "large")
+    assert code == 2 and "is not one of 'demo', 'small-data'" in err
