@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from compress.configs import (
+    KD,
     LABEL_COLUMN,
     MAX_EPOCHS,
     MAX_LABELS,
@@ -418,6 +419,7 @@ def execute(plan, obj: dict, dry_run: bool = False) -> None:
 @teacher_option
 @task_options
 @cli_options(SearchConfig)
+@cli_options(KD)
 @cli_options(TrainConfig, only=("epochs", "lr", "batch_size", "max_length", "seed", "precision"))
 @click.pass_obj
 def search_command(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, **params):
@@ -429,7 +431,7 @@ def search_command(obj, teacher_name, task, data_dir, text_column, label_column,
     from compress.variant import command_line
 
     data = load_task(task, data_dir, text_column, label_column, num_labels)
-    config, train = take(SearchConfig, params), TrainConfig(**params)
+    config, kd, train = take(SearchConfig, params), take(KD, params), TrainConfig(**params)
     stage.check(config)  # before a teacher may be fine-tuned for it
     teacher_variant = teacher_for(obj["workspace"], teacher_name, data, train)
     typed = {"task": str(Path(task).resolve()) if Path(task).exists() else task,  # the recipe may run elsewhere
@@ -441,7 +443,7 @@ def search_command(obj, teacher_name, task, data_dir, text_column, label_column,
         execute(recipes.plan(path, obj["workspace"], cli.commands, keep_teacher=True), obj)
 
     result = stage.search(teacher_variant, data, config, train, run_recipe, task_params, command_line(),
-                          log=click.echo)
+                          log=click.echo, kd=kd)
     winner = result["winner"]
     click.echo(f"winner {winner['candidate']}: dev accuracy {winner['accuracy']:.4f} "
                f"({winner['drop_points']:.2f} points below the teacher), {winner['measured_p50_ms']:.2f} ms at "

@@ -44,7 +44,7 @@ from compress import ort as runtime
 from compress.arch import keep_layers
 from compress.bench import PROVIDERS, key_here, parse_shapes
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
-from compress.configs import PruneConfig, QuantizeConfig, SearchConfig, TrainConfig
+from compress.configs import KD, PruneConfig, QuantizeConfig, SearchConfig, TrainConfig
 from compress.data import check_max_length, encode
 from compress.distill import make_student, select_layers
 from compress.errors import UserError
@@ -314,7 +314,8 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
                 retimed.append({"candidate": f"{shape.key}-{precision}", "before_p50_ms": before, "after_p50_ms": now})
             write_json(cache_path, cache)
             log("  timed again, in turn (a larger shape measured faster than one it contains): " + ", ".join(
-                f"{r['candidate']} {r['before_p50_ms']:.2f} -> {r['after_p50_ms']:.2f} ms" for r in retimed[-len(suspects):]))
+                f"{r['candidate']} {r['before_p50_ms']:.2f} -> {r['after_p50_ms']:.2f} ms"
+                for r in retimed[-len(suspects):]))
         raised += monotone(table, precision)
     drift = None
     reused = [shape for shape, by in table.items() if shape not in fresh and any(by.values())]
@@ -423,14 +424,17 @@ def _trained_name(base: str, *params: dict) -> str:
     return f"{base}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}"
 
 
-def chain(candidate: Candidate, teacher_config, origin: dict, config: SearchConfig, train: TrainConfig) -> list[dict]:
+def chain(candidate: Candidate, teacher_config, origin: dict, config: SearchConfig, train: TrainConfig,
+          kd: KD | None = None) -> list[dict]:
     """The recipe stages that make `candidate` from the teacher (`origin`: its fine-tune and the data, for the
-    names): distill its depth, prune its widths, quantize it. A precision that `auto` picks here is left
-    to `auto`, so the recipe trains well on another CPU."""
+    names): distill its depth with the KD settings given (`kd`: the pruned and quantized stages inherit
+    them from it), prune its widths, quantize it. A precision that `auto` picks here is left to `auto`,
+    so the recipe trains well on another CPU."""
     shape = candidate.shape
     precision = {} if train.precision == training_precision("auto") else {"precision": train.precision}
+    given = {key.replace("_", "-"): value for key, value in (kd.as_dict() if kd else {}).items() if value is not None}
     distill = {"layers": shape.depth, "epochs": train.epochs, "lr": train.lr, "batch-size": train.batch_size,
-               "max-length": train.max_length, "seed": train.seed, **precision}
+               "max-length": train.max_length, "seed": train.seed, **precision, **given}
     stages = [{"verb": "distill", "from": "teacher",
                "name": _trained_name(f"search-L{shape.depth}", origin, distill), **distill}]
     heads, neurons = prune_fractions(shape, teacher_config)
@@ -460,8 +464,10 @@ def train_seconds(variant: Variant, stop: Path) -> dict[str, float]:
 
 
 def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfig, run_recipe, task_params: dict,
-           command: str, log=print) -> dict:
+           command: str, log=print, kd: KD | None = None) -> dict:
     """Steps 1 to 4 of the module's docstring; returns the record written to reports/<label>.json.
+
+    `kd`: the distillation settings every trial trains with (intermediate losses, augmentation...).
 
     `run_recipe(path)` runs a recipe in this workspace, the teacher taken as it is (the CLI's `run`).
     """
@@ -497,7 +503,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     chosen = ranked[:config.trials]
 
     origin = {"teacher": teacher.made, "data": task.fingerprint}
-    chains = {c.name: chain(c, teacher_config, origin, config, train) for c in chosen}
+    chains = {c.name: chain(c, teacher_config, origin, config, train, kd) for c in chosen}
     stages = {}
     for stages_of_one in chains.values():
         for stage in stages_of_one:
@@ -608,7 +614,8 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
         over = 100 * (closest["measured_p50_ms"] / config.budget_ms - 1)
         raise UserError(f"none of the {len(trials)} trained candidates met {config.budget_ms:g} ms"
                         + (f" within --max-drop {config.max_drop:g} points" if config.max_drop is not None else "")
-                        + f" when measured; the closest, {closest['candidate']}, took {closest['measured_p50_ms']:.2f} ms"
+                        + f" when measured; the closest, {closest['candidate']}, took "
+                          f"{closest['measured_p50_ms']:.2f} ms"
                         + (f" ({over:.0f}% over)" if over > 0 else "")
                         + f" at {closest['drop_points']:.2f} points below the teacher"
                         + (f"; {handmade[0]['variant']} already meets it" if handmade else "")

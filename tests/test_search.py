@@ -282,3 +282,20 @@ def test_exporting_a_pruned_candidate_keeps_ortss_width_note_off_the_console(tmp
     with caplog.at_level(logging.WARNING):
         record = write_graphs(model, tokenizer, tmp_path)
     assert "fused_ops" in record and "Input hidden size" not in caplog.text
+
+
+def test_every_trial_distils_with_the_kd_settings_given():
+    """Only the distill stage names them: prune and quantize inherit them from the student (compress.kd)."""
+    from compress.configs import KD, SearchConfig, TrainConfig
+    from compress.search import Candidate, chain
+
+    config = CONFIGS["bert"]
+    candidate = Candidate(Shape(2, 2, 32), "int8-dynamic", {"p50": 1.0})
+    train = TrainConfig(epochs=1, precision="fp32")
+    plain = chain(candidate, config, {"teacher": "t"}, SearchConfig(budget_ms=5), train)
+    tiny = chain(candidate, config, {"teacher": "t"}, SearchConfig(budget_ms=5), train,
+                 KD(intermediate="hidden,attention", augment=2))
+    assert [s["verb"] for s in tiny] == ["distill", "prune", "quantize"]
+    assert tiny[0]["intermediate"] == "hidden,attention" and tiny[0]["augment"] == 2
+    assert "intermediate" not in plain[0] and all("augment" not in s for s in tiny[1:])
+    assert tiny[0]["name"] != plain[0]["name"]  # trained otherwise: trials of their own
