@@ -26,3 +26,12 @@ def as_path(value, what: str):
     from pathlib import Path
 
     return Path(require(value, (str, PathLike), what))
+
+
+def says_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` reports a full disk: an OSError with ENOSPC, or a library's own error type (safetensors')
+    that carries it only in words."""
+    import errno
+    import os
+
+    return getattr(exc, "errno", None) == errno.ENOSPC or os.strerror(errno.ENOSPC) in str(exc)

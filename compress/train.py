@@ -23,7 +23,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from compress import distributed
 from compress.configs import TrainConfig
 from compress.data import Collator
-from compress.errors import UserError, first_line
+from compress.errors import UserError, first_line, says_disk_full
 from compress.inference import task_metrics
 from compress.machine import device, kernels_for_many_shapes
 from compress.workspace import write_json
@@ -166,7 +166,7 @@ def train_resumable(
     try:
         result = trainer.train(resume_from_checkpoint=last)
     except Exception as exc:  # noqa: BLE001 - torch.save reports a full disk as a RuntimeError without errno
-        if isinstance(exc, UserError) or not out_of_room(work_dir, model):
+        if isinstance(exc, UserError) or not (says_disk_full(exc) or out_of_room(work_dir, model)):
             raise
         raise UserError(f"the disk holding {work_dir.parent} is full: a training checkpoint did not fit "
                         f"({first_line(exc)[:120]}); free space, then run the same command again"

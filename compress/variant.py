@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 from compress.configs import MAX_SEQUENCE
-from compress.errors import UserError, as_path
+from compress.errors import UserError, as_path, says_disk_full
 from compress.workspace import (
     EXPORT_FILE,
     MADE_BY,
@@ -400,17 +400,23 @@ def save_variant(target: Path, model, tokenizer, meta: dict, replace: bool = Fal
     if not distributed.is_main():  # under torchrun only rank 0 writes; the others read its result
         distributed.barrier()
         return Variant.load(target)
-    with atomic_dir(target, replace, reads) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if structure.is_structured(model.config):  # loadable with trust_remote_code
-            shutil.copyfile(structure.__file__, tmp / structure.MODELING_FILE)
-        record = write_record(tmp, {
-            **meta,
-            "parameters": sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
-            "unique_parameters": unique_parameters(model),
-            "size_mb": round(folder_size_mb(tmp), 2),
-        }).record
+    try:
+        with atomic_dir(target, replace, reads) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if structure.is_structured(model.config):  # loadable with trust_remote_code
+                shutil.copyfile(structure.__file__, tmp / structure.MODELING_FILE)
+            record = write_record(tmp, {
+                **meta,
+                "parameters": sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
+                "unique_parameters": unique_parameters(model),
+                "size_mb": round(folder_size_mb(tmp), 2),
+            }).record
+    except Exception as exc:  # noqa: BLE001 - safetensors reports a full disk as its own error type, errno in words
+        if isinstance(exc, UserError) or not says_disk_full(exc):
+            raise
+        raise UserError(f"the disk holding {target.parent} is full: {target.name} did not fit; free space, then "
+                        "run the same command again") from None
     distributed.barrier()
     return Variant(target, record)
 

@@ -184,3 +184,29 @@ def test_merge_keeps_what_a_new_measurement_does_not_cover():
     assert merged["dev"] == {"accuracy": 0.75}
     assert merged["history"] == [{"runtime": "ort-cpu", "shape": "1x8", **timing},
                                  {"dev": {"accuracy": 0.5}, "accuracy_from": "onnx", "measured_at": None}]
+
+
+def test_a_full_disk_while_a_variant_is_saved_is_one_line_and_leaves_nothing(run_cli, ws, monkeypatch):
+    from safetensors import SafetensorError
+    from transformers import PreTrainedModel
+
+    workspace, _, _, task = ws
+
+    real_save = PreTrainedModel.save_pretrained
+
+    def full_disk(self, folder, *args, **kwargs):  # training's checkpoints fit; the variant itself does not
+        if not Path(folder).name.startswith(".full."):
+            return real_save(self, folder, *args, **kwargs)
+        (Path(folder) / "model.safetensors").write_bytes(b"\0" * 64)  # cut off mid-file
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                              "\"No space left on device\" })")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    students = workspace / "students" / "tiny" / TASK
+    before = sorted(p.name for p in students.iterdir())
+    code, out, err = run_cli("--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
+                             "--text-column", "sentence", "--layers", "1", "--epochs", "1", "--max-length", "32",
+                             "--name", "full")
+    assert code == 2 and "Traceback" not in out + err and err.count("compress: error: ") == 1, err
+    assert "is full: full did not fit; free space" in err
+    assert sorted(p.name for p in students.iterdir()) == before  # no half-written folder, no partial run kept
