@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import Results, compress
-
 from compress.bench import key_here
 from compress.variant import Variant
 
+from common import Results, compress
+
 HANDMADE = Path("students/minilm-l6/rotten-tomatoes/L3-kd-pruned-int8")
+
+
+def shown(line: str) -> bool:
+    """A console line a reader wants: not empty, not a progress bar or its cursor movements."""
+    bare = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\[A", "", line).strip()
+    return bool(bare) and "it/s" not in bare and "s/it" not in bare
 
 
 def main() -> None:
@@ -44,7 +51,7 @@ def main() -> None:
     done = subprocess.run([sys.executable, "-m", "compress", *search], capture_output=True, text=True)
     wall = round(time.perf_counter() - started, 1)
     console = (done.stdout + done.stderr).replace("\r", "\n")
-    printed = [line for line in console.splitlines() if line.strip() and "it/s" not in line and "s/it" not in line]
+    printed = [line for line in console.splitlines() if shown(line)]
     record_path = args.workspace / "reports" / f"search-rotten-tomatoes-{budget:g}ms.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     winner = record.get("winner")
@@ -58,7 +65,8 @@ def main() -> None:
         trials=[{k: t.get(k) for k in ("candidate", "accuracy", "measured_p50_ms", "predicted_p50_ms", "twin_p50_ms",
                                        "measured_over_predicted", "measured_over_twin", "train_s")}
                 for t in record.get("trials", [])],
-        table_retimed=record.get("table", {}).get("retimed"), table_raised=len(record.get("table", {}).get("raised") or []),
+        table_retimed=record.get("table", {}).get("retimed"),
+        table_raised=len(record.get("table", {}).get("raised") or []),
         winner=winner and {k: winner[k] for k in ("candidate", "accuracy", "measured_p50_ms")},
         at_least_as_accurate=bool(winner and winner["accuracy"] >= entry["dev"]["accuracy"]),
     )
