@@ -24,6 +24,7 @@ from compress.machine import machine
 from compress.quantize import torch_int8
 from compress.tasks import task_of
 from compress.variant import Variant, as_variant, parent_path
+from compress.workspace import inside
 
 MAX_TOKENS = 2**20  # batch x sequence: a 128 x 8192 or 4096 x 256 forward, gigabytes of activations
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -81,8 +82,8 @@ def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | Non
 def _onnx_artifact(variant: Variant):
     artifact = variant.record.extra.get("artifact")
     if artifact:  # a quantized variant: its artifact is what it is
-        return variant.path / artifact if artifact.endswith(".onnx") else None
-    path = variant.path / "onnx" / "model.onnx"
+        return inside(variant.workspace, variant.path / artifact) if artifact.endswith(".onnx") else None
+    path = inside(variant.workspace, variant.path / "onnx" / "model.onnx")  # read through no link either
     return path if path.is_file() else None
 
 

@@ -452,14 +452,17 @@ def search_command(obj, teacher_name, task, data_dir, text_column, label_column,
 
 
 @cli.command("init")
-@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--preset", type=click.Choice(PRESETS), default="demo",
               help="The recipe to start from: demo (minutes on a laptop CPU), or small-data (the chain that keeps "
                    "97% of the teacher on a few thousand examples: TinyBERT-class distillation, gradual pruning, QAT).")
-def init_command(directory, preset):
-    """Make a workspace in DIRECTORY: teachers/, students/, reports/ and recipe.toml (a preset, to edit)."""
+@click.pass_obj
+def init_command(obj, directory, preset):
+    """Make a workspace in DIRECTORY [default: --workspace, else here]: teachers/, students/, reports/ and
+    recipe.toml (a preset, to edit)."""
     from compress.recipe import init_workspace
 
+    directory = directory or obj["workspace"]
     recipe, written = init_workspace(directory, preset)
     if not written:
         click.echo(f"{recipe} exists; left as it is")

@@ -221,6 +221,8 @@ def plan(path: Path, workspace: Path, commands: dict[str, click.Command], adopt:
     if result.report is not None and "out" in result.report:  # a recipe's report stays in the workspace it runs in
         out = Path(str(result.report["out"]))
         result.report = {**result.report, "out": str(inside(workspace, out if out.is_absolute() else workspace / out))}
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise UserError(f"recipe {path} [report]: out {str(out)!r} is not an .html file")
     if result.bench is not None and "shapes" in result.bench:
         from compress.bench import parse_shapes
 

@@ -216,8 +216,8 @@ def render(workspace: Path, task: str | None = None, teacher: str | None = None,
 def _check_report_target(out: Path) -> None:
     if out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out}: a report is an .html file")
-    if out.is_dir() or out.is_symlink():
-        raise UserError(f"--out {out} is a folder or a link, not a report file")
+    if out.is_symlink() or (out.exists() and not out.is_file()):  # a FIFO would block the check below
+        raise UserError(f"--out {out} is a folder, a link or a special file, not a report file")
     if out.exists():
         try:
             made_by_us = GENERATOR_MARK in out.read_text(encoding="utf-8", errors="replace")[:2000]

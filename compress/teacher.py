@@ -94,7 +94,8 @@ def fine_tune(
 
 
 def soft_targets_file(teacher: Variant, fingerprint: str, max_length: int) -> Path:
-    return teacher.path / "soft_targets" / f"train-{fingerprint[:16]}-len{max_length}.safetensors"
+    name = f"train-{fingerprint[:16]}-len{max_length}.safetensors"
+    return inside(teacher.workspace, teacher.path / "soft_targets" / name)  # read through no link either
 
 
 def soft_targets(
@@ -131,7 +132,8 @@ def augmented_task(teacher: Variant, task: Task, n: int, seed: int, tokenizer=No
     Made once per task (its fingerprint), n and seed, then read from teachers/<name>/<task>/augmented/
     by every stage that trains with them; their soft targets are cached like the task's own.
     """
-    path = teacher.path / "augmented" / f"train-{task.fingerprint[:16]}-n{n}-seed{seed}.json"
+    name = f"train-{task.fingerprint[:16]}-n{n}-seed{seed}.json"
+    path = inside(teacher.workspace, teacher.path / "augmented" / name)
     if path.is_file():
         try:
             return with_rows(task, json.loads(path.read_text()))

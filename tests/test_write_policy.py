@@ -211,3 +211,40 @@ def test_a_full_disk_while_a_variant_is_saved_is_one_line_and_leaves_nothing(run
     assert "is full: full did not fit; free space" in err
     # no half-written variant; the training run stays, to resume from once there is room
     assert sorted(p.name for p in students.iterdir()) == sorted([*before, ".full.partial"])
+
+
+# Found by the hostile pass over this policy: reads through links, a FIFO, a recipe's non-HTML out, init's folder.
+
+def test_a_variant_s_export_or_a_teacher_s_cache_is_not_read_through_a_link(run_cli, ws, tmp_path):
+    workspace, student, _, task = ws
+    moved = shutil.move(student / "onnx", tmp_path / "onnx-elsewhere")
+    (student / "onnx").symlink_to(moved)
+    refused(run_cli, "--workspace", workspace, "bench", student, "--shapes", "1x8", message="A/onnx in the workspace")
+    teacher = workspace / "teachers" / "tiny" / TASK
+    cache = shutil.move(teacher / "soft_targets", tmp_path / "targets-elsewhere")
+    (teacher / "soft_targets").symlink_to(cache)
+    code, out, err = run_cli("--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
+                             "--text-column", "sentence", "--layers", "1", "--epochs", "1", "--max-length", "32",
+                             "--name", "B")
+    assert code == 2 and f"teachers/tiny/{TASK}/soft_targets in the workspace" in err, err
+
+
+def test_a_report_is_never_written_to_a_special_file(run_cli, ws, tmp_path):
+    workspace, _, _, _ = ws
+    os.mkfifo(tmp_path / "r.html")  # reading it for the report's mark would block forever
+    refused(run_cli, "--workspace", workspace, "report", "--out", tmp_path / "r.html", message="a special file")
+
+
+def test_a_recipe_report_must_be_an_html_file(run_cli, ws, tmp_path):
+    workspace, _, _, task = ws
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[teacher]\nbase = "x"\nname = "tiny"\ntask = "{task.spec["task"]}"\n'
+                      'text-column = "sentence"\n[report]\nout = 5\n')
+    refused(run_cli, "--workspace", workspace, "run", recipe, "--dry-run", message="out '5' is not an .html file")
+
+
+def test_init_makes_the_workspace_named_by_workspace(run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("--workspace", tmp_path / "X", "init")
+    assert code == 0, err
+    assert (tmp_path / "X" / "recipe.toml").is_file() and not (tmp_path / "recipe.toml").exists()
