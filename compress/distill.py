@@ -25,7 +25,7 @@ from compress.arch import LAYER_MAP_KEY, keep_layers
 from compress.augment import NEIGHBOURS, REPLACE_PROBABILITY
 from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import KD, DistillConfig, TrainConfig
-from compress.data import data_record, encode
+from compress.data import check_max_length, data_record, encode
 from compress.errors import UserError, require
 from compress.inference import evaluate
 from compress.kd import kd_record, kd_settings, with_fallbacks
@@ -186,7 +186,9 @@ def distill(
             f"({teacher.record.data.get('source', 'unknown source')}) than {task.source or 'this task'}: "
             "fine-tune it again (compress teacher --force), or pass --reuse-teacher")
     check_kd_options(with_fallbacks(distill_config))
-    depth = load_config(teacher.path).num_hidden_layers
+    teacher_config = load_config(teacher.path)
+    check_max_length(config.max_length, load_tokenizer(teacher.path), teacher_config)
+    depth = teacher_config.num_hidden_layers
     layer_ids = select_layers(depth, distill_config.layers, distill_config.init)
     teacher_model = load_classifier(teacher.path)
     set_seed(config.seed)

@@ -433,3 +433,11 @@ def test_a_recipe_stage_cannot_move_its_output_or_force_itself(run_cli, ws, tmp_
                            ("force = true", "unknown parameter 'force'")):
         (tmp_path / "r.toml").write_text(head + f'[[stages]]\nverb = "distill"\nname = "mm"\n{stage}\n')
         refused(run_cli, "--workspace", workspace, "run", tmp_path / "r.toml", "--dry-run", message=message)
+
+
+def test_distill_refuses_a_max_length_beyond_the_teacher_s_positions(run_cli, ws):
+    workspace, _, _, task = ws  # the tiny teacher has 128 positions
+    refused(run_cli, "--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
+            "--text-column", "sentence", "--layers", "1", "--max-length", "200", "--name", "long",
+            message="--max-length 200 is outside what this model takes")
+    assert not (workspace / "students" / "tiny" / TASK / ".long.partial").exists()
