@@ -33,6 +33,8 @@ def kept_layers(depth: int, keep: str) -> list[int]:
     if keep == "every-other":
         ids = list(range(0, depth, 2))
     elif keep.isdigit():
+        if not 1 <= int(keep) <= depth:
+            raise UserError(f"--keep {keep} is impossible: the variant has {depth} layers (choose 1 to {depth})")
         ids = select_layers(depth, int(keep), "alternate")
     elif "," in keep:
         ids = layer_id_list(keep, "--keep", depth)

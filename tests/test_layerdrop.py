@@ -64,7 +64,7 @@ def test_kept_layers():
     assert kept_layers(6, "3") == [0, 2, 5]
     assert kept_layers(6, "1,3,5") == [1, 3, 5]
     for keep, message in (("0,6", "name layers from 0 to 5"), ("6", "keeps all 6 layers"), ("odd", "--keep must be"),
-                          ("7", "--layers 7 is impossible")):
+                          ("7", "--keep 7 is impossible: the variant has 6 layers"), ("0", "--keep 0 is impossible")):
         with pytest.raises(UserError, match=message):
             kept_layers(6, keep)
 
