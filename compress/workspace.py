@@ -191,6 +191,8 @@ def own_folder(workspace: Path, parent: Path, name: str) -> Path:
 
 def check_target(target: Path, replace: bool = False, reads: tuple[Path, ...] = ()) -> None:
     """Refuse, before any work, an existing `target` that may not be replaced (see atomic_dir)."""
+    if not isinstance(replace, bool):  # the API's replace='no' is truthy: it would replace
+        raise UserError(f"replace must be True or False, not {replace!r:.60}")
     if not (target.exists() or target.is_symlink()):
         return
     if not replace:

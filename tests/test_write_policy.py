@@ -248,3 +248,12 @@ def test_init_makes_the_workspace_named_by_workspace(run_cli, tmp_path, monkeypa
     code, _, err = run_cli("--workspace", tmp_path / "X", "init")
     assert code == 0, err
     assert (tmp_path / "X" / "recipe.toml").is_file() and not (tmp_path / "recipe.toml").exists()
+
+
+def test_the_api_replaces_only_when_told_so_with_a_bool(ws):
+    workspace, student, _, _ = ws
+    made = api.quantize(student, api.QuantizeConfig(), name="B")
+    before = (made.path / "variant.json").read_bytes()
+    with pytest.raises(UserError, match="replace must be True or False, not 'no'"):
+        api.quantize(student, api.QuantizeConfig(), name="B", replace="no")
+    assert (made.path / "variant.json").read_bytes() == before
