@@ -43,7 +43,8 @@ def inside(root: Path, path: Path) -> Path:
     """`path`, refused unless it lies strictly inside the workspace `root` with no link on the way.
 
     This is the write policy's one check (docs/cli.md, "Where compress writes"): every path compress
-    writes to in a workspace passes through it before anything is made. Links above `root` are the
+    writes to in a workspace passes through it before anything is made, and what it reads of a
+    variant (its export, a teacher's caches) passes through it too. Links above `root` are the
     user's own layout (a whole workspace on a bigger disk); a link below it (`students/` pointing
     elsewhere, a variant folder pointing at another one) is refused, named as the user wrote it.
     """
@@ -56,7 +57,7 @@ def inside(root: Path, path: Path) -> Path:
         step = step / part
         if step.is_symlink():
             raise UserError(f"{path}: {step.relative_to(base)} in the workspace {root} is a link, and compress "
-                            "never writes through a link inside a workspace (to keep one on another disk, point "
+                            "follows no link inside a workspace (to keep one on another disk, point "
                             "--workspace there)")
     if path.resolve() != base.resolve() / target.relative_to(base):  # a '..' after a link leads elsewhere
         raise UserError(f"{path} leads out of its place in the workspace {root} through a link")
