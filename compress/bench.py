@@ -139,7 +139,8 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     labels = np.asarray(dev["label"])
     if onnx_path is not None:
         sess = runtime.session(onnx_path, threads=threads, provider=PROVIDERS[device])
-        results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes, runs)
+        results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes,
+                                              runs)
         logits, accuracy_source = runtime.logits(sess, dev, tokenizer), f"onnx ({onnx_path.name}, ORT {device})"
     if model is not None:
         names = tokenizer.model_input_names

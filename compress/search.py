@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -56,7 +55,7 @@ from compress.prune import apply_pruning, current_structure, scoring_batches
 from compress.quantize import calibration_reader, ort_quantize
 from compress.structure import SHARING_KEY, STRUCTURE_KEY, apply_structure, record
 from compress.tasks import Task
-from compress.variant import Variant, main_metric, parent_path
+from compress.variant import Variant, main_metric, parent_path, relative_to_workspace
 from compress.workspace import ONNX_DIR, inside, write_json, write_text
 
 QUANTIZE_MODE = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}  # fp32 is the export itself
@@ -482,7 +481,8 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
         raise UserError(f"{recipe_path} exists and compress search did not write it: move it away first")
     teacher_config = load_config(teacher.path)
     (batch, sequence), = parse_shapes(config.shape)
-    check_max_length(sequence, load_tokenizer(teacher.path), teacher_config, flag="--shape sequence")
+    tokenizer = load_tokenizer(teacher.path)
+    check_max_length(sequence, tokenizer, teacher_config, flag="--shape sequence")
     log(f"latency table at {config.shape} ({key_here(config.threads, config.device)}):")
     table = latency_table(teacher, task, config, log)
     drift = table["drift"]
@@ -530,8 +530,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     # from how far the machine's state moved since the table was measured
     sessions = {name: runtime.session(v.path / ONNX_DIR / MODEL, threads=threads, provider=PROVIDERS[config.device])
                 for name, v in variants.items()}
-    tokenizer, calibration = load_tokenizer(teacher.path), timing_calibration(task, load_tokenizer(teacher.path),
-                                                                              teacher.record.max_length)
+    calibration = timing_calibration(task, tokenizer, teacher.record.max_length)
     for c in chosen:
         sessions[f"{c.name} twin"] = twin_sessions(teacher_config, tokenizer, c.shape, [c.precision], calibration,
                                                    threads, config.device)[c.precision]
@@ -559,15 +558,15 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
             "bench_p50_ms": timing["p50"], "bench_p90_ms": timing["p90"],
             "measured_over_predicted": round(p50 / candidate.latency_ms["p50"], 4),
             "twin_p50_ms": round(twin, 3), "measured_over_twin": round(p50 / twin, 4),
-            "accuracy": entry["dev"]["accuracy"], "score": entry["dev"][main_metric(entry["dev"])],
+            "accuracy": entry["dev"]["accuracy"], "score": entry["dev"][metric],
             "accuracy_from": entry["accuracy_from"],
-            "drop_points": round(100 * (teacher.record.score - entry["dev"][main_metric(entry["dev"])]), 3),
+            "drop_points": round(100 * (teacher.record.score - entry["dev"][metric]), 3),
             "train_s": round(sum(seconds.values()), 1),
         })
     eligible = [t for t in trials if t["measured_p50_ms"] <= config.budget_ms
                 and (config.max_drop is None or t["drop_points"] <= config.max_drop)]
     winner = max(eligible, key=lambda t: (t["score"], -t["measured_p50_ms"])) if eligible else None
-    handmade = handmade_under_budget(teacher, task, key, runtime_name, config, {t["variant"] for t in trials})
+    handmade = handmade_under_budget(teacher, task, key, runtime_name, config)
     if handmade:
         best = handmade[0]
         log(f"already in the workspace under {config.budget_ms:g} ms (as benched): " + "; ".join(
@@ -623,22 +622,21 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     return result
 
 
-def handmade_under_budget(teacher: Variant, task: Task, key: str, runtime_name: str, config: SearchConfig,
-                          trials: set[str]) -> list[dict]:
+def handmade_under_budget(teacher: Variant, task: Task, key: str, runtime_name: str, config: SearchConfig
+                          ) -> list[dict]:
     """The workspace's own variants of this teacher and task that a bench on this machine put under the
-    budget at the searched shape, the best first: what the search has to beat."""
+    budget at the searched shape, the best first: what the search has to beat (every search's trials,
+    this one's included, are named search-...)."""
     from compress.variant import find_variants
 
     found = []
     for variant in find_variants(teacher.workspace, teacher.record.name, task.name):
-        place = str(Path(os.path.abspath(variant.path)).relative_to(teacher.workspace))
         entry = variant.benches.get(key)
         timing = (entry or {}).get("latency_ms", {}).get(runtime_name, {}).get(config.shape)
         made_by_a_search = variant.record.name.startswith("search-")
-        if variant.record.stage == "teacher" or made_by_a_search or place in trials or not timing \
-                or timing["p50"] > config.budget_ms:
+        if variant.record.stage == "teacher" or made_by_a_search or not timing or timing["p50"] > config.budget_ms:
             continue
         dev = entry["dev"]
-        found.append({"variant": place, "p50_ms": timing["p50"], "score": dev[main_metric(dev)],
-                      "accuracy": dev["accuracy"]})
+        found.append({"variant": relative_to_workspace(variant), "p50_ms": timing["p50"],
+                      "score": dev[main_metric(dev)], "accuracy": dev["accuracy"]})
     return sorted(found, key=lambda h: (-h["score"], h["p50_ms"]))
