@@ -22,7 +22,7 @@ def test_results_and_readme_numbers_are_generated_from_the_committed_json():
     spec.loader.exec_module(tables)
     assert tables.generated("results").count("### ") >= 4  # headline, teacher, distillation, pruning, quantization...
     assert "6-layer KD student keeps" in tables.generated("summary")
-    for path, name in tables.BLOCKS.items():
+    for path, name in tables.BLOCKS:
         assert tables.block(path.read_text(), name) == tables.generated(name), \
             f"{path.name} differs from benchmarks/results/*.json: run python benchmarks/readme_tables.py"
 
