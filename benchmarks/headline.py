@@ -31,10 +31,15 @@ RETENTION, RETENTION_AIM, CHAIN_SPEEDUP, INT8_DROP = 0.97, 0.99, 10, 0.5
 
 
 def full_chains(recipe: dict) -> list[str]:
-    """The recipe's full chains: int8 stages over a pruned student (quantize from prune)."""
-    verbs = {s["name"]: s["verb"] for s in recipe["stages"]}
-    return [s["name"] for s in recipe["stages"] if s["verb"] == "quantize" and s.get("mode") != "fp16"
-            and verbs.get(s.get("from")) == "prune"]
+    """The recipe's full chains: int8 stages over a pruned student (quantize from prune; a stage without
+    `from` builds on the stage before it, as in `compress run`)."""
+    verbs, chains, previous = {s["name"]: s["verb"] for s in recipe["stages"]}, [], None
+    for stage in recipe["stages"]:
+        parent = stage.get("from", previous)
+        if stage["verb"] == "quantize" and stage.get("mode") != "fp16" and verbs.get(parent) == "prune":
+            chains.append(stage["name"])
+        previous = stage["name"]
+    return chains
 
 
 def screenshot(html: Path, png: Path) -> None:
@@ -94,7 +99,8 @@ def main() -> None:
     for chain in chains.values():
         chain["met"] = chain["value"] >= CHAIN_SPEEDUP and chain["retention"] >= RETENTION
     int8_drops = {n: r["drop_points"] for n, r in variants.items() if "drop_points" in r}
-    student = next(s["name"] for s in recipe["stages"] if s["verb"] == "distill")
+    student = max((s["name"] for s in recipe["stages"] if s["verb"] == "distill"),  # the best distilled student
+                  key=lambda name: variants[name]["retention"])
     meeting = {name: {"speedup": row["speedup"]["ort-cpu 1x128"], "retention": row["retention"]}
                for name, row in variants.items()
                if row["speedup"].get("ort-cpu 1x128", 0) >= CHAIN_SPEEDUP and row["retention"] >= RETENTION}
