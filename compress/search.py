@@ -462,14 +462,14 @@ def train_seconds(variant: Variant, stop: Path) -> dict[str, float]:
     return seconds
 
 
-def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfig, run_recipe, task_params: dict,
+def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfig, task_params: dict,
            command: str, log=print, kd: KD | None = None) -> dict:
     """Steps 1 to 4 of the module's docstring; returns the record written to reports/<label>.json.
 
-    `kd`: the distillation settings every trial trains with (intermediate losses, augmentation...).
-
-    `run_recipe(path)` runs a recipe in this workspace, the teacher taken as it is (the CLI's `run`).
+    `kd`: the distillation settings every trial trains with (intermediate losses, augmentation...). The
+    trials run as a recipe in the teacher's workspace, the teacher taken as it is (`compress run --keep-teacher`).
     """
+    from compress import recipe
     from compress.bench import bench
     from compress.export import export
 
@@ -514,7 +514,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     write_text(trials_recipe, recipe_text(table_of_teacher, list(stages.values()),
                                           f"The trials of `{command}`: the {len(chosen)} candidates ranked first by "
                                           "the proxy."))
-    run_recipe(trials_recipe)
+    recipe.execute(recipe.plan(trials_recipe, workspace, keep_teacher=True), workspace, log=log)
 
     students = workspace / "students" / teacher.record.name / task.name
     threads = config.threads or torch.get_num_threads()

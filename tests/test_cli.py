@@ -120,7 +120,7 @@ def test_teacher_command_trains_and_then_reports_the_existing_teacher(run_cli, w
 
 
 def test_export_says_which_graph_it_kept_in_words():
-    from compress.cli import graph_kept
+    from compress.stages import graph_kept
 
     assert graph_kept({"optimized": True, "fused_ops": {"Attention": 6, "SkipLayerNormalization": 12}}) == \
         "optimized graph, fused: 6 Attention, 12 SkipLayerNormalization"
