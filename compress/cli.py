@@ -174,7 +174,19 @@ def run_command(obj, recipe, dry_run, adopt, keep_teacher):
     recipes.execute(plan, obj["workspace"], dry_run)
 
 
+def renamed(old: str, new: str, meaning: str):
+    """A flag that was renamed: refused in one line that names the new one."""
+    def refuse(ctx, param, value):
+        if value is not None:
+            raise click.UsageError(f"search {old} is now {new} ({meaning})")
+
+    return click.option(old, expose_value=False, hidden=True, callback=refuse)
+
+
 @cli.command("search")
+@renamed("--heads", "--keep-heads", "the fraction of each layer's heads kept, where prune's --heads is the fraction "
+         "removed")
+@renamed("--ffn", "--keep-ffn", "the fraction of each layer's FFN neurons kept")
 @teacher_option
 @task_options
 @cli_options(SearchConfig)

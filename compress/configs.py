@@ -205,8 +205,8 @@ class SearchConfig(Settings):
                                      low=0, high=100)
     depths: str = setting("", "Student depths to consider, like 2,3,4,6 [default: 1/6, 1/4, 1/3, 1/2 and 2/3 of the "
                           "teacher's layers].")
-    heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.")
-    ffn: str = setting("1,0.5,0.25", "Fractions of each layer's FFN neurons to keep.")
+    heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.", flag="--keep-heads")
+    ffn: str = setting("1,0.5,0.25", "Fractions of each layer's FFN neurons to keep.", flag="--keep-ffn")
     precisions: str = setting("", "Precisions to consider [default: fp32,int8-dynamic,int8-static on the CPU; "
                               "fp32,fp16 on a GPU].")
     proxy_examples: int = setting(256, "Training rows the proxy (KL from the teacher, untrained) is measured on.",

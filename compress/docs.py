@@ -40,7 +40,7 @@ def _rows(command: click.Command) -> list[str]:
         if isinstance(param, click.Argument):
             many = "..." if param.nargs == -1 else ""
             rows.append(f"| `{param.human_readable_name}{many}` | {_takes(param)} | | the argument |")
-        elif param.name != "help":
+        elif param.name != "help" and not param.hidden:  # hidden: a renamed flag, refused with its new name
             help_text = (param.help or "").replace("|", "\\|")
             envvar = f" (env {param.envvar})" if param.envvar and "(env" not in help_text else ""
             rows.append(f"| `{', '.join(param.opts)}` | {_takes(param)} | {_default(param)} | {help_text}{envvar} |")

@@ -117,8 +117,8 @@ def shapes(config: SearchConfig, teacher_config) -> list[Shape]:
     else:
         depths = sorted({max(1, round(depth * f)) for f in (1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)} - {depth})
     heads, width = teacher_config.num_attention_heads, teacher_config.intermediate_size
-    kept_heads = sorted({max(1, round(f * heads)) for f in _fractions(config.heads, "--heads")})
-    kept_neurons = sorted({max(1, round(f * width)) for f in _fractions(config.ffn, "--ffn")})
+    kept_heads = sorted({max(1, round(f * heads)) for f in _fractions(config.heads, "--keep-heads")})
+    kept_neurons = sorted({max(1, round(f * width)) for f in _fractions(config.ffn, "--keep-ffn")})
     return sorted(Shape(d, h, n) for d in depths for h in kept_heads for n in kept_neurons)
 
 
@@ -140,8 +140,8 @@ def check(config: SearchConfig) -> None:
                                         and PROVIDERS["cuda"] in ort.get_available_providers()):
         raise UserError("--device cuda needs a CUDA GPU that PyTorch sees and ONNX Runtime's CUDA provider "
                         "(pip install -e '.[gpu]')")
-    _fractions(config.heads, "--heads")
-    _fractions(config.ffn, "--ffn")
+    _fractions(config.heads, "--keep-heads")
+    _fractions(config.ffn, "--keep-ffn")
     precisions(config)
 
 
@@ -494,7 +494,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     if not fits:
         fastest = min((t["p50"], f"{s.key}-{p}") for s, by in table["shapes"].items() for p, t in by.items() if t)
         raise UserError(f"no candidate meets {config.budget_ms:g} ms at {config.shape}: the fastest, {fastest[1]}, "
-                        f"takes {fastest[0]:.2f} ms; raise --budget-ms or add smaller --depths/--heads/--ffn")
+                        f"takes {fastest[0]:.2f} ms; raise --budget-ms or add smaller --depths/--keep-heads/--keep-ffn")
     log(f"{len(fits)} candidates under {config.budget_ms:g} ms; proxy (KL from the teacher, untrained):")
     proxy_started = time.perf_counter()
     kl = proxy(teacher, task, fits, config, train.seed, log)

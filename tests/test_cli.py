@@ -10,7 +10,7 @@ def test_help_lists_every_verb_and_their_flags(run_cli):
     from compress.stages import STAGES
 
     verbs = list(cli.commands)
-    assert set(STAGES) <= set(verbs) and len(verbs) >= 13  # every stage of the table is a verb
+    assert set(STAGES) <= set(verbs)  # every stage of the table is a verb
     code, out, _ = run_cli("--help")
     assert code == 0
     for verb in verbs:
