@@ -41,7 +41,7 @@ BUDGET_FROM = "L6-kd-prune-50-taylor-int8-dynamic"
 SHAPE, THREADS, RUNS = "1x128", 2, 30
 # A coarser grid than the default (24 shapes, not 45: no 8-layer students, no quarter of the heads), to fit the
 # benchmark into one 2-core session
-GRID = ("--depths", "2,3,4,6", "--heads", "1,0.5", "--ffn", "1,0.5,0.25")
+GRID = ("--depths", "2,3,4,6", "--keep-heads", "1,0.5", "--keep-ffn", "1,0.5,0.25")
 
 
 def schedule(recipe: dict) -> tuple[str, ...]:

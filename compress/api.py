@@ -12,11 +12,14 @@
     bench(int8, [(1, 128)])
     report(Path("ws"))
 
+    run("recipe.toml", workspace="ws")               # a whole chain from a recipe, as `compress run`
+    search("minilm-l6", TaskConfig(task="rotten-tomatoes"), SearchConfig(budget_ms=4), workspace="ws")
+
 Each stage takes a Variant (or the path of its folder) and gives a new one (fine_tune starts
 from a base model); its settings are the same dataclasses the CLI builds from its flags, checked
 as the flags are when built, and paths may be str or Path. Bad arguments raise UserError. A KD
 field left at None (the default) is the one the variant was trained with, as an untyped flag is
-(compress.kd).
+(compress.kd). run and search print the lines `compress run` and `compress search` print.
 """
 
 from pathlib import Path
@@ -28,7 +31,9 @@ from compress.configs import (
     LayerDropConfig,
     PruneConfig,
     QuantizeConfig,
+    SearchConfig,
     ShareConfig,
+    TaskConfig,
     TrainConfig,
 )
 from compress.distill import distill
@@ -58,8 +63,34 @@ def report(workspace, task: str | None = None, teacher: str | None = None, out=N
     return render(as_path(workspace, "workspace"), task, teacher, None if out is None else as_path(out, "out"))
 
 
+def run(recipe, workspace=".", adopt: bool = False, keep_teacher: bool = False) -> list[Variant]:
+    """Run `recipe` (a str or Path to its TOML) in `workspace`, skipping unchanged stages, as `compress run` does;
+    returns the variants of its steps, the teacher first."""
+    from compress import recipe as recipes
+
+    workspace = as_path(workspace, "workspace")
+    plan = recipes.plan(as_path(recipe, "recipe"), workspace, require(adopt, bool, "adopt"),
+                        require(keep_teacher, bool, "keep_teacher"))
+    return recipes.execute(plan, workspace)
+
+
+def search(teacher: str, task: TaskConfig, config: SearchConfig, train: TrainConfig | None = None,
+           kd: KD | None = None, workspace=".") -> dict:
+    """The most accurate student under `config.budget_ms` on this machine, as `compress search` finds it, from
+    the workspace's teacher of that name (fine-tuned first if it has none for the task); returns its record."""
+    from compress import stages
+
+    require(teacher, str, "teacher")
+    require(task, TaskConfig, "task")
+    require(config, SearchConfig, "config")
+    train = TrainConfig() if train is None else require(train, TrainConfig, "train")
+    kd = KD() if kd is None else require(kd, KD, "kd")
+    command = f"compress.api.search({teacher!r}, {task!r}, {config!r}, {train!r}, {kd!r})"
+    return stages.search(as_path(workspace, "workspace"), teacher, task, config, kd, train, command)
+
+
 __all__ = [
-    "KD", "DistillConfig", "LayerDropConfig", "PruneConfig", "QuantizeConfig", "ShareConfig", "TrainConfig",
-    "Task", "Variant", "bench", "distill", "export", "find_variants", "fine_tune", "init", "layerdrop", "load_task", "prune",
-    "quantize", "report", "share",
+    "KD", "DistillConfig", "LayerDropConfig", "PruneConfig", "QuantizeConfig", "SearchConfig", "ShareConfig",
+    "TaskConfig", "TrainConfig", "Task", "Variant", "bench", "distill", "export", "find_variants", "fine_tune", "init",
+    "layerdrop", "load_task", "prune", "quantize", "report", "run", "search", "share",
 ]

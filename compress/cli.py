@@ -1,4 +1,5 @@
-"""The command line: one verb per stage, each a thin layer over that stage's entry point."""
+"""The command line: one verb per stage (those that make a variant from another built from compress.stages' table),
+each a thin layer over the function that runs it; `compress run` and `search` run stages without it."""
 
 from __future__ import annotations
 
@@ -8,20 +9,15 @@ from pathlib import Path
 
 import click
 
+from compress import stages
 from compress.configs import (
     KD,
-    LABEL_COLUMN,
     MAX_EPOCHS,
-    MAX_LABELS,
     RECOVERY_TRAINING,
     BenchConfig,
-    DistillConfig,
     ExportConfig,
-    LayerDropConfig,
-    PruneConfig,
-    QuantizeConfig,
     SearchConfig,
-    ShareConfig,
+    TaskConfig,
     TrainConfig,
     cli_options,
     finite,
@@ -29,8 +25,9 @@ from compress.configs import (
 )
 from compress.errors import UserError, first_line
 from compress.recipe import PRESETS
+from compress.stages import RECOVERY, TRAINING
 
-DEFAULT_BASE, DEFAULT_TASK = "minilm-l6", "rotten-tomatoes"
+DEFAULT_BASE = "minilm-l6"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -53,19 +50,7 @@ def cli(ctx, workspace, verbose):
     ctx.obj = {"workspace": workspace}
 
 
-def task_options(fn):
-    """The flags every verb that reads task data shares."""
-    for option in reversed([
-        click.option("--task", default=DEFAULT_TASK,
-                     help="sst2, mrpc, cola, rotten-tomatoes, or a CSV/TSV/JSONL file or folder (train.* and dev.*)."),
-        click.option("--data-dir", envvar="COMPRESS_DATA", help="GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA)."),
-        click.option("--text-column", help="For your own files: the text column, or two as a,b for pairs."),
-        click.option("--label-column", default=LABEL_COLUMN, help="For your own files: the integer label column."),
-        click.option("--num-labels", type=click.IntRange(2, MAX_LABELS),
-                     help="Classes the task has, when training lacks some [default: the labels seen, 0..K-1]."),
-    ]):
-        fn = option(fn)
-    return fn
+task_options = cli_options(TaskConfig)  # the flags every verb that reads task data shares
 
 
 force_option = click.option(
@@ -77,13 +62,11 @@ def training_options(recovery_flag: str | None = None):
     flag: --recover-epochs, where 0 means none, or --epochs) train on RECOVERY_TRAINING's schedule at
     the variant's own max length, so the teacher's cached soft targets still apply."""
     defaults = RECOVERY_TRAINING if recovery_flag else {}
-    names = ("lr", "batch_size", "seed", "precision") if recovery_flag else ("epochs", "lr", "batch_size", "max_length",
-                                                                             "seed", "precision")
 
     def decorate(fn):
-        fn = cli_options(TrainConfig, only=names, **defaults)(force_option(fn))
-        if recovery_flag == "--recover-epochs":
-            return click.option(recovery_flag, "epochs", type=click.FloatRange(0, MAX_EPOCHS),
+        fn = cli_options(TrainConfig, only=RECOVERY if recovery_flag else TRAINING, **defaults)(force_option(fn))
+        if recovery_flag == "recover-epochs":
+            return click.option(f"--{recovery_flag}", "epochs", type=click.FloatRange(0, MAX_EPOCHS),
                                 default=defaults["epochs"], callback=finite,
                                 help="Epochs of KD from the teacher afterwards (fractions allowed; 0: none).")(fn)
         return cli_options(TrainConfig, only=("epochs",), **defaults)(fn) if recovery_flag else fn
@@ -91,35 +74,8 @@ def training_options(recovery_flag: str | None = None):
     return decorate
 
 
-def report_existing(path: Path) -> bool:
-    """Say so when a stage's output is already there (making it again needs --force)."""
-    from compress.variant import Variant
-
-    if not path.exists():
-        return False
-    if not (path / "variant.json").is_file():
-        raise UserError(f"{path} exists and is not a variant compress made: choose another --name")
-    variant = Variant.load(path)
-    click.echo(f"{path} exists (dev {variant.record.metrics['dev']}); --force makes it again")
-    return True
-
-
-def already_made(parent, name: str, force: bool) -> bool:
-    """Whether `name`, made from `parent`, exists and is left as it is (no --force)."""
-    from compress.variant import derived_dir
-
-    return not force and report_existing(derived_dir(parent, name))
-
-
-def summary(kind: str, variant) -> str:
-    """A stage's one result line."""
-    metrics, train = variant.record.metrics, variant.record.extra.get("train")
-    dev = ", ".join(f"{k} {v:.4f}" for k, v in metrics["dev"].items())
-    before = metrics.get("dev_before_training")
-    return (f"{kind} {variant.path}: dev {dev}"
-            + (f" (before training: accuracy {before['accuracy']:.4f})" if before else "")
-            + (f", {train['wall_s']:.0f} s training" if train else "")
-            + (f", retention {metrics['retention']:.3f}" if metrics.get("retention") is not None else ""))
+def task_of(params: dict) -> TaskConfig:
+    return take(TaskConfig, params)
 
 
 @cli.command()
@@ -129,37 +85,9 @@ def summary(kind: str, variant) -> str:
 @click.option("--name", help="Teacher name in the workspace [default: the base's name].")
 @training_options()
 @click.pass_obj
-def teacher(obj, base, task, data_dir, text_column, label_column, num_labels, name, force, **training):
+def teacher(obj, base, name, force, **params):
     """Fine-tune a teacher and cache its soft targets in teachers/<name>/<task>/."""
-    from compress import teacher as stage
-    from compress.tasks import load_task
-    from compress.workspace import check_name
-
-    name = check_name(stage.default_name(base) if name is None else name,
-                      "the teacher's name (from --base; give --name)" if name is None else "--name")
-    data = load_task(task, data_dir, text_column, label_column, num_labels)
-    if not force and report_existing(stage.teacher_dir(obj["workspace"], name, data.name)):
-        return
-    variant = stage.fine_tune(base, data, obj["workspace"], TrainConfig(**training), name, replace=force)
-    click.echo(summary("teacher", variant))
-
-
-def teacher_for(workspace: Path, teacher_name: str, data, config: TrainConfig):
-    """The workspace's teacher of that name fine-tuned on `data`'s task, fine-tuned first if there is none."""
-    from compress import teacher as teachers
-    from compress.variant import Variant
-    from compress.workspace import check_name
-
-    check_name(teacher_name, "--teacher")
-    found = teachers.teacher_dir(workspace, teacher_name, data.name)
-    if found.exists():
-        return Variant.load(found)
-    click.echo(f"teacher {teacher_name} has not been fine-tuned on {data.name} yet; fine-tuning it first")
-    try:
-        return teachers.fine_tune(teacher_name, data, workspace, config, teacher_name)
-    except UserError as exc:
-        raise UserError(f"no teacher '{teacher_name}' for {data.name} in {found.parent.parent}, "
-                        f"and none can be fine-tuned: {exc}") from None
+    stages.make_teacher(obj["workspace"], base, task_of(params), TrainConfig(**params), name, force)
 
 
 teacher_option = click.option(
@@ -168,178 +96,56 @@ teacher_option = click.option(
          "training flags) from the base of that name.")
 
 
-@cli.command()
-@teacher_option
-@task_options
-@cli_options(DistillConfig)
-@click.option("--reuse-teacher", is_flag=True,
-              help="Use the workspace's teacher even if it was fine-tuned on other data under this task's name.")
-@click.option("--name", help="Variant name [default: L<N>-nokd, or L<N>-kd then -<loss> for each intermediate "
-              "loss, -2phase, -aug<N>].")
-@training_options()
-@click.pass_obj
-def distill(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, reuse_teacher, name, force,
-            **params):
-    """Distil a teacher into an N-layer student in students/<teacher>/<task>/<name>/."""
-    from compress import distill as stage
-    from compress.tasks import load_task
-    from compress.workspace import check_name
+def stage_command(verb: str, stage: stages.Stage) -> None:
+    """The verb of one row of the stage table: its input (VARIANT, or --teacher and the task's flags), its
+    settings' flags (a KD flag not typed stays None: the input's setting applies), its switches, --name,
+    and --force with (for the stages that train) TrainConfig's flags."""
 
-    if name is not None:
-        check_name(name)
-    data = load_task(task, data_dir, text_column, label_column, num_labels)
-    distill_config = take(DistillConfig, params)
-    config = TrainConfig(**params)
-    teacher_variant = teacher_for(obj["workspace"], teacher_name, data, config)
-    name = name or stage.default_name(distill_config)
-    if already_made(teacher_variant, name, force):
-        return
-    variant = stage.distill(teacher_variant, data, distill_config, config, name, replace=force,
-                            reuse_teacher=reuse_teacher)
-    click.echo(summary("student", variant))
+    def command(obj, name, force, variant=None, teacher_name=None, **params):
+        switches = {key.replace("-", "_"): params.pop(key.replace("-", "_")) for key in stage.switches}
+        task = task_of(params) if stage.takes == "teacher" else None
+        config = take(stage.config, params)
+        train = TrainConfig(**params) if stage.epochs_key else None
+        stages.make(verb, teacher_name if stage.takes == "teacher" else variant, config, train, name, force,
+                    workspace=obj["workspace"], task=task, **switches)
+
+    command.__doc__ = stage.help
+    fn = training_options(stage.epochs_key if stage.takes == "variant" else None)(command) if stage.epochs_key \
+        else force_option(command)
+    fn = click.option("--name", help=f"Variant name [default: {stage.name_help}].")(fn)
+    for switch, help_text in reversed(stage.switches.items()):
+        fn = click.option(f"--{switch}", is_flag=True, help=help_text)(fn)
+    fn = cli_options(stage.config, inherits=stage.takes == "variant")(fn)
+    if stage.takes == "teacher":
+        fn = teacher_option(task_options(fn))
+    else:
+        fn = click.argument("variant", type=click.Path(file_okay=False, path_type=Path))(fn)
+    cli.command(verb)(click.pass_obj(fn))
+
+
+for _verb, _stage in stages.STAGES.items():
+    stage_command(_verb, _stage)
 
 
 def variant_argument(fn):
     return click.argument("variant", type=click.Path(file_okay=False, path_type=Path))(fn)
 
 
-def load_variant(path: Path):
-    from compress.variant import Variant
-
-    if not path.is_dir():
-        raise UserError(f"no variant folder at {path}")
-    return Variant.load(path)
-
-
-def name_option(default: str):
-    return click.option("--name", help=f"Variant name [default: {default}].")
-
-
-def variant_stage(verb: str, settings, name_default: str, epochs_flag: str | None = None):
-    """A verb that makes one variant from VARIANT: the argument, its settings' flags (a KD flag not
-    typed stays None: VARIANT's setting applies), --name, and --force with (for the stages that
-    train) TrainConfig's flags."""
-
-    def decorate(fn):
-        fn = training_options(epochs_flag)(fn) if epochs_flag else force_option(fn)
-        return cli.command(verb)(variant_argument(cli_options(settings, inherits=True)(name_option(name_default)(fn))))
-
-    return decorate
-
-
-def start(variant: Path, config_class, default_name, name: str | None, force: bool, params: dict):
-    """A stage's input, settings and output name; None when the output exists and stays (no --force)."""
-    parent, config = load_variant(variant), take(config_class, params)
-    name = default_name(parent, config) if name is None else name
-    return None if already_made(parent, name, force) else (parent, config, name)
-
-
-@variant_stage("prune", PruneConfig, "<variant>-prune-h<%>n<%>-<importance>[-s<steps>]", "--recover-epochs")
-def prune_command(variant, name, force, **params):
-    """Remove attention heads, FFN neurons or whole layers of VARIANT physically, then recover it with KD
-    (the KD settings VARIANT was trained with, unless a flag says otherwise)."""
-    from compress import prune as stage
-
-    if started := start(variant, PruneConfig, stage.default_name, name, force, params):
-        parent, config, name = started
-        click.echo(summary("pruned", stage.prune(parent, config, TrainConfig(**params), name, replace=force)))
-
-
-@variant_stage("layerdrop", LayerDropConfig, "<variant>-ld<rate%>-keep-<keep>", "--epochs")
-@click.option("--no-baseline", is_flag=True, help="Skip the baseline: the same cut of VARIANT, recovered by KD.")
-def layerdrop_command(variant, no_baseline, name, force, **params):
-    """Distil VARIANT with LayerDrop, keep a subset of its layers; and the baseline cut without LayerDrop
-    (both with the KD settings VARIANT was trained with, unless a flag says otherwise)."""
-    from compress import layerdrop as stage
-
-    if started := start(variant, LayerDropConfig, stage.default_name, name, force, params):
-        parent, config, name = started
-        for made in stage.layerdrop(parent, config, TrainConfig(**params), name, baseline=not no_baseline,
-                                    replace=force):
-            click.echo(summary(made.record.stage, made))
-
-
-@variant_stage("share", ShareConfig, "<variant>-share-g<G>-<what>", "--recover-epochs")
-def share_command(variant, name, force, **params):
-    """Tie VARIANT's layers in groups (ALBERT-style), then recover with KD (VARIANT's KD settings, unless a flag
-    says otherwise); cuts unique parameters, not FLOPs."""
-    from compress import share as stage
-
-    if started := start(variant, ShareConfig, stage.default_name, name, force, params):
-        parent, config, name = started
-        shared = stage.share(parent, config, TrainConfig(**params), name, replace=force)
-        click.echo(summary("shared", shared) + f", {shared.record.unique_parameters:,} unique of "
-                   f"{shared.record.parameters:,} parameters")
-
-
 @cli.command("export")
 @variant_argument
 @cli_options(ExportConfig)
-def export_command(variant, opset, optimize):
+def export_command(variant, **params):
     """Export VARIANT to ONNX in VARIANT/onnx/, refused unless it matches PyTorch (|logit diff| <= 1e-4)."""
-    from compress.export import export
-
-    result = export(load_variant(variant), opset=opset, optimize=optimize).export
-    click.echo(f"exported {variant}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "
-               f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}, "
-               f"agreement {result['parity']['agreement']:.4f}")
-
-
-def graph_kept(export_record: dict) -> str:
-    """Which graph an export kept, and why, in words."""
-    if export_record["optimized"]:
-        fused = ", ".join(f"{n} {op}" for op, n in export_record.get("fused_ops", {}).items())
-        return f"optimized graph, fused: {fused or 'nothing'}"
-    if "fused_ops" in export_record:  # the optimizer ran and lost the timing
-        return "plain graph (the optimizer's graph was not faster)"
-    return "plain graph (--no-optimize)"
-
-
-@variant_stage("quantize", QuantizeConfig, "<variant>-int8-<mode>[-ffn-fp32][-pc], -fp16 or -torch-int8")
-def quantize_command(variant, name, force, **params):
-    """Quantize VARIANT into a new variant beside it; accuracy is measured on the quantized artifact. The KD
-    flags apply to --qat-epochs, which otherwise trains with the KD settings VARIANT was trained with."""
-    from compress.quantize import default_name, quantize
-
-    if started := start(variant, QuantizeConfig, default_name, name, force, params):
-        parent, config, name = started
-        result = quantize(parent, config, name, replace=force)
-        record = result.record
-        click.echo(f"quantized {result.path}: dev accuracy {record.accuracy:.4f} "
-                   f"({-record.metrics['drop_points']:+.2f} points), {record.size_mb} MB")
+    stages.export_variant(variant, ExportConfig(**params))
 
 
 @cli.command("bench")
 @click.argument("variants", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @cli_options(BenchConfig)
 @click.pass_obj
-def bench_command(obj, variants, shapes, threads, device, runs):
+def bench_command(obj, variants, **params):
     """Measure latency (ORT and PyTorch) and artifact accuracy of VARIANTS [default: every variant]."""
-    from compress.bench import Unmeasurable, bench, key_here, parse_shapes
-    from compress.variant import find_variants
-
-    parsed = parse_shapes(shapes)
-    targets = [load_variant(v) for v in variants] or find_variants(obj["workspace"])
-    if not targets:
-        raise UserError(f"no variants in {obj['workspace']} to measure")
-    measured = 0
-    for variant in targets:
-        try:
-            result = bench(variant, parsed, threads, device, runs)
-        except Unmeasurable as exc:
-            click.echo(f"skipped {exc}")
-            continue
-        measured += 1
-        entry = result.benches[key_here(threads, device)]
-        timings = [(shape, runtime, t["p50"]) for runtime, by_shape in entry["latency_ms"].items()
-                   for shape, t in by_shape.items()]
-        if device == "cuda":  # six PyTorch runtimes and maybe ORT's: the fastest per shape
-            timings = [min((t for t in timings if t[0] == shape), key=lambda t: t[2]) for shape in dict.fromkeys(
-                t[0] for t in timings)]
-        click.echo(f"{variant.path}: accuracy {entry['dev']['accuracy']:.4f}; "
-                   + "; ".join(f"{runtime} {shape} {p50:.2f} ms" for shape, runtime, p50 in timings))
-    if not measured:
-        raise UserError(f"nothing could be measured on {device}")
+    stages.bench_variants(list(variants), BenchConfig(**params), obj["workspace"])
 
 
 @cli.command("report")
@@ -349,9 +155,7 @@ def bench_command(obj, variants, shapes, threads, device, runs):
 @click.pass_obj
 def report_command(obj, task, teacher, out):
     """Write one self-contained HTML page comparing every variant: plots, table, machines, commands."""
-    from compress.report import render
-
-    click.echo(f"report: {render(obj['workspace'], task, teacher, out)}")
+    stages.report(obj["workspace"], task, teacher, out)
 
 
 @cli.command("run")
@@ -361,94 +165,41 @@ def report_command(obj, task, teacher, out):
               help="Take outputs that exist without a recipe stamp (made by hand) as this recipe's, not remake them.")
 @click.option("--keep-teacher", is_flag=True,
               help="Build on the workspace's fine-tuned teacher as it is, even if another recipe or other flags made it.")
-@click.pass_context
-def run_command(ctx, recipe, dry_run, adopt, keep_teacher):
+@click.pass_obj
+def run_command(obj, recipe, dry_run, adopt, keep_teacher):
     """Run RECIPE.toml, the whole chain [default: the built-in demo]; unchanged stages are skipped."""
     from compress import recipe as recipes
 
-    path = recipe or recipes.demo_recipe()
-    plan = recipes.plan(path, ctx.obj["workspace"], cli.commands, adopt, keep_teacher)
-    execute(plan, ctx.obj, dry_run)
+    plan = recipes.plan(recipe or recipes.demo_recipe(), obj["workspace"], adopt, keep_teacher)
+    recipes.execute(plan, obj["workspace"], dry_run)
 
 
-def execute(plan, obj: dict, dry_run: bool = False) -> None:
-    """Print a recipe's plan, then run what it does not skip, bench and report as it asks."""
-    from compress import recipe as recipes
-    from compress.variant import Variant
+def renamed(old: str, new: str, meaning: str):
+    """A flag that was renamed: refused in one line that names the new one."""
+    def refuse(ctx, param, value):
+        if value is not None:
+            raise click.UsageError(f"search {old} is now {new} ({meaning})")
 
-    path = plan.recipe
-    click.echo(f"recipe {path}:")
-    for step in plan.steps:
-        click.echo(f"  {step.describe()}")
-    if plan.bench is not None:
-        click.echo("  then export and bench what ran or lacks a measured shape" + (", then report" if plan.report is not None else ""))
-    if dry_run:
-        return
-    for step in plan.steps:
-        if step.skip:
-            recipes.stamp(step, path)  # adopted outputs get the stamp; stamped ones keep theirs
-            continue
-        command = cli.commands[step.verb]
-        force = ["--force"] if step.output.exists() else []  # a changed stage replaces its old output
-        click.echo(f"$ compress {step.verb} {' '.join(step.args + force)}")
-        command.main(args=step.args + force, standalone_mode=False, obj=obj)
-        recipes.stamp(step, path)
-    if plan.bench is not None:
-        from compress.bench import measured, parse_shapes
-
-        variants = [Variant.load(step.output) for step in plan.steps]
-        shapes = parse_shapes(str(plan.bench.get("shapes", BenchConfig.shapes)))
-        threads, device = plan.bench.get("threads"), plan.bench.get("device", BenchConfig.device)
-        targets = [v for v, step in zip(variants, plan.steps)
-                   if not step.skip or not measured(v, shapes, threads, device)]
-        for variant in targets:
-            if "artifact" not in variant.record.extra and variant.export is None:
-                cli.commands["export"].main(args=[str(variant.path)], standalone_mode=False, obj=obj)
-        if targets:
-            args = recipes.flags(cli.commands["bench"], plan.bench, "bench")
-            cli.commands["bench"].main(args=[*(str(v.path) for v in targets), *args], standalone_mode=False,
-                                       obj=obj)
-    if plan.report is not None:
-        teacher = plan.steps[0]
-        args = ["--teacher", teacher.name, "--task", teacher.output.name,
-                *recipes.flags(cli.commands["report"], plan.report, "report")]
-        cli.commands["report"].main(args=args, standalone_mode=False, obj=obj)
+    return click.option(old, expose_value=False, hidden=True, callback=refuse)
 
 
 @cli.command("search")
+@renamed("--heads", "--keep-heads", "the fraction of each layer's heads kept, where prune's --heads is the fraction "
+         "removed")
+@renamed("--ffn", "--keep-ffn", "the fraction of each layer's FFN neurons kept")
 @teacher_option
 @task_options
 @cli_options(SearchConfig)
 @cli_options(KD)
-@cli_options(TrainConfig, only=("epochs", "lr", "batch_size", "max_length", "seed", "precision"))
+@cli_options(TrainConfig, only=TRAINING)
 @click.pass_obj
-def search_command(obj, teacher_name, task, data_dir, text_column, label_column, num_labels, **params):
+def search_command(obj, teacher_name, **params):
     """The most accurate student under --budget-ms on this machine: measure a latency table, rank what fits by a
     cheap proxy, train the best --trials, write the winner as a recipe (search-<task>-<budget>ms.toml)."""
-    from compress import recipe as recipes
-    from compress import search as stage
-    from compress.tasks import load_task
     from compress.variant import command_line
 
-    data = load_task(task, data_dir, text_column, label_column, num_labels)
-    config, kd, train = take(SearchConfig, params), take(KD, params), TrainConfig(**params)
-    stage.check(config)  # before a teacher may be fine-tuned for it
-    teacher_variant = teacher_for(obj["workspace"], teacher_name, data, train)
-    typed = {"task": str(Path(task).resolve()) if Path(task).exists() else task,  # the recipe may run elsewhere
-             "data-dir": str(Path(data_dir).resolve()) if data_dir else None, "text-column": text_column,
-             "label-column": label_column if text_column else None, "num-labels": num_labels}
-    task_params = {key: value for key, value in typed.items() if value is not None}
-
-    def run_recipe(path: Path) -> None:
-        execute(recipes.plan(path, obj["workspace"], cli.commands, keep_teacher=True), obj)
-
-    result = stage.search(teacher_variant, data, config, train, run_recipe, task_params, command_line(),
-                          log=click.echo, kd=kd)
-    winner = result["winner"]
-    click.echo(f"winner {winner['candidate']}: dev accuracy {winner['accuracy']:.4f} "
-               f"({winner['drop_points']:.2f} points below the teacher), {winner['measured_p50_ms']:.2f} ms at "
-               f"{config.shape} (predicted {winner['predicted_p50_ms']:.2f}); recipe: {result['recipe']}; "
-               f"record: reports/{stage.label(data.name, config.budget_ms)}.json")
+    task, config, kd = task_of(params), take(SearchConfig, params), take(KD, params)
+    stages.search(obj["workspace"], teacher_name, task, config, kd, TrainConfig(**params), command_line())
 
 
 @cli.command("init")

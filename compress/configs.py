@@ -71,6 +71,25 @@ RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recover
 
 
 @dataclass(frozen=True, kw_only=True)
+class TaskConfig(Settings):
+    """Which data a verb reads: a named task, or your own files and their columns."""
+
+    task: str = setting("rotten-tomatoes", "sst2, mrpc, cola, rotten-tomatoes, or a CSV/TSV/JSONL file or folder "
+                        "(train.* and dev.*).")
+    data_dir: str | None = setting(None, "GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA).",
+                                   envvar="COMPRESS_DATA")
+    text_column: str | None = setting(None, "For your own files: the text column, or two as a,b for pairs.")
+    label_column: str = setting(LABEL_COLUMN, "For your own files: the integer label column.")
+    num_labels: int | None = setting(None, "Classes the task has, when training lacks some [default: the labels seen, "
+                                     "0..K-1].", low=2, high=MAX_LABELS)
+
+    def load(self):
+        from compress.tasks import load_task
+
+        return load_task(self.task, self.data_dir, self.text_column, self.label_column, self.num_labels)
+
+
+@dataclass(frozen=True, kw_only=True)
 class KD(Settings):
     """The soft-target terms every distillation and every KD recovery uses (Hinton et al. 2015).
 
@@ -186,13 +205,18 @@ class SearchConfig(Settings):
                                      low=0, high=100)
     depths: str = setting("", "Student depths to consider, like 2,3,4,6 [default: 1/6, 1/4, 1/3, 1/2 and 2/3 of the "
                           "teacher's layers].")
-    heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.")
-    ffn: str = setting("1,0.5,0.25", "Fractions of each layer's FFN neurons to keep.")
+    heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.", flag="--keep-heads")
+    ffn: str = setting("1,0.5,0.25", "Fractions of each layer's FFN neurons to keep.", flag="--keep-ffn")
     precisions: str = setting("", "Precisions to consider [default: fp32,int8-dynamic,int8-static on the CPU; "
                               "fp32,fp16 on a GPU].")
     proxy_examples: int = setting(256, "Training rows the proxy (KL from the teacher, untrained) is measured on.",
                                   low=1, high=MAX_EXAMPLES)
     recover_epochs: float = setting(1.0, "KD recovery epochs after pruning, in every trial.", low=0, high=MAX_EPOCHS)
+
+
+def flag_of(f) -> str:
+    """A field's command-line flag; a recipe's key is the flag without its dashes."""
+    return f.metadata["flag"] or f"--{f.name.replace('_', '-')}"
 
 
 def cli_options(config_class, only: tuple[str, ...] | None = None, inherits: bool = False, **defaults: Any):
@@ -209,7 +233,7 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, inherits: boo
         optional = getattr(f.type, "__args__", None)  # `int | None`: an optional number of that kind
         kind = f.type if isinstance(f.type, type) else optional[0]
         if kind is bool:
-            flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+            flag = flag_of(f)
             inverted = flag.startswith("--no-")  # a switch that turns a default-on setting off
             return click.option(flag, f.name, is_flag=True, flag_value=not default if inverted else True,
                                 default=default, show_default=False, help=meta["help"])
@@ -223,8 +247,8 @@ def cli_options(config_class, only: tuple[str, ...] | None = None, inherits: boo
             shown = (f"VARIANT's, else {fallback}" if fallback else "VARIANT's") if inherits else (fallback or False)
         # a required flag gets no default at all: click takes default=None as a given value (and the stage a None)
         given = {} if required else {"default": default}
-        return click.option(meta["flag"] or f"--{f.name.replace('_', '-')}", f.name, type=kind, **given,
-                            required=required, help=meta["help"], callback=finite, show_default=shown)
+        return click.option(flag_of(f), f.name, type=kind, **given, required=required, help=meta["help"],
+                            callback=finite, show_default=shown, envvar=meta.get("envvar"))
 
     chosen = [f for f in fields(config_class) if f.metadata.get("cli") and (only is None or f.name in only)]
 
@@ -251,6 +275,50 @@ def take(config_class, params: dict, **fixed):
     return config_class(**{name: params.pop(name) for name in list(params) if name in names}, **fixed)
 
 
+def table_keys(config_class, only: tuple[str, ...] | None = None, **renamed: str) -> dict:
+    """{recipe key: field} for `config_class`'s flags (or `only` those); `renamed` gives a field another key
+    (a recovery's epochs are `recover-epochs`)."""
+    return {renamed.get(f.name) or flag_of(f)[2:]: f for f in fields(config_class)
+            if f.metadata.get("cli") and (only is None or f.name in only)}
+
+
+def from_table(config_class, table: dict, keys: dict, where: str, **defaults):
+    """Build `config_class` from a recipe table, as HfArgumentParser.parse_dict does: each of `keys` found in
+    `table` sets its field (a `--no-x` switch sets it to the opposite), an absent one takes its flag's
+    environment variable or `defaults`, and the settings check the values as the flags are checked."""
+    from compress.errors import UserError
+
+    values = dict(defaults)
+    for key, f in keys.items():
+        if key not in table:
+            if os.environ.get(f.metadata.get("envvar") or ""):
+                values[f.name] = os.environ[f.metadata["envvar"]]
+            continue
+        value = table[key]
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{where}: '{key}' takes one value, not {value!r}")
+        kind = getattr(f.type, "__args__", (f.type,))[0]
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise UserError(f"{where}: '{key}' is a switch: give true or false, not {value!r}")
+            value = not value if key.startswith("no-") else value
+        values[f.name] = _as_kind(value, kind)
+    return config_class(**values)
+
+
+def _as_kind(value, kind):
+    """A recipe's value as its setting's kind, where the flag would take it: 2 for a text setting (prune's
+    --layers 2), "0.5" for a number; what cannot be is left for the settings' check to refuse."""
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            return value
+    return value
+
+
 def validate(config) -> None:
     """Check `config`'s values against its fields' types, choices and ranges, as the CLI does for flags.
 
@@ -261,7 +329,7 @@ def validate(config) -> None:
 
     for f in fields(config):
         value, meta = getattr(config, f.name), f.metadata
-        flag = (meta["flag"] or f"--{f.name.replace('_', '-')}") if meta["cli"] else f"{type(config).__name__}.{f.name}"
+        flag = flag_of(f) if meta["cli"] else f"{type(config).__name__}.{f.name}"
         kinds = getattr(f.type, "__args__", (f.type,))  # `int | None`: that kind, or None
         if value is None and type(None) in kinds:
             continue

@@ -117,8 +117,8 @@ def shapes(config: SearchConfig, teacher_config) -> list[Shape]:
     else:
         depths = sorted({max(1, round(depth * f)) for f in (1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)} - {depth})
     heads, width = teacher_config.num_attention_heads, teacher_config.intermediate_size
-    kept_heads = sorted({max(1, round(f * heads)) for f in _fractions(config.heads, "--heads")})
-    kept_neurons = sorted({max(1, round(f * width)) for f in _fractions(config.ffn, "--ffn")})
+    kept_heads = sorted({max(1, round(f * heads)) for f in _fractions(config.heads, "--keep-heads")})
+    kept_neurons = sorted({max(1, round(f * width)) for f in _fractions(config.ffn, "--keep-ffn")})
     return sorted(Shape(d, h, n) for d in depths for h in kept_heads for n in kept_neurons)
 
 
@@ -140,8 +140,8 @@ def check(config: SearchConfig) -> None:
                                         and PROVIDERS["cuda"] in ort.get_available_providers()):
         raise UserError("--device cuda needs a CUDA GPU that PyTorch sees and ONNX Runtime's CUDA provider "
                         "(pip install -e '.[gpu]')")
-    _fractions(config.heads, "--heads")
-    _fractions(config.ffn, "--ffn")
+    _fractions(config.heads, "--keep-heads")
+    _fractions(config.ffn, "--keep-ffn")
     precisions(config)
 
 
@@ -462,14 +462,14 @@ def train_seconds(variant: Variant, stop: Path) -> dict[str, float]:
     return seconds
 
 
-def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfig, run_recipe, task_params: dict,
+def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfig, task_params: dict,
            command: str, log=print, kd: KD | None = None) -> dict:
     """Steps 1 to 4 of the module's docstring; returns the record written to reports/<label>.json.
 
-    `kd`: the distillation settings every trial trains with (intermediate losses, augmentation...).
-
-    `run_recipe(path)` runs a recipe in this workspace, the teacher taken as it is (the CLI's `run`).
+    `kd`: the distillation settings every trial trains with (intermediate losses, augmentation...). The
+    trials run as a recipe in the teacher's workspace, the teacher taken as it is (`compress run --keep-teacher`).
     """
+    from compress import recipe
     from compress.bench import bench
     from compress.export import export
 
@@ -494,7 +494,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     if not fits:
         fastest = min((t["p50"], f"{s.key}-{p}") for s, by in table["shapes"].items() for p, t in by.items() if t)
         raise UserError(f"no candidate meets {config.budget_ms:g} ms at {config.shape}: the fastest, {fastest[1]}, "
-                        f"takes {fastest[0]:.2f} ms; raise --budget-ms or add smaller --depths/--heads/--ffn")
+                        f"takes {fastest[0]:.2f} ms; raise --budget-ms or add smaller --depths/--keep-heads/--keep-ffn")
     log(f"{len(fits)} candidates under {config.budget_ms:g} ms; proxy (KL from the teacher, untrained):")
     proxy_started = time.perf_counter()
     kl = proxy(teacher, task, fits, config, train.seed, log)
@@ -514,7 +514,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     write_text(trials_recipe, recipe_text(table_of_teacher, list(stages.values()),
                                           f"The trials of `{command}`: the {len(chosen)} candidates ranked first by "
                                           "the proxy."))
-    run_recipe(trials_recipe)
+    recipe.execute(recipe.plan(trials_recipe, workspace, keep_teacher=True), workspace, log=log)
 
     students = workspace / "students" / teacher.record.name / task.name
     threads = config.threads or torch.get_num_threads()

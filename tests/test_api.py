@@ -110,3 +110,57 @@ def test_the_api_takes_paths_as_str_and_shapes_as_the_flag_text(tiny_teacher):
     (entry,) = measured.benches.values()
     assert list(entry["latency_ms"]["torch-cpu"]) == ["1x16"]
     assert len(find_variants(workspace)) == 2 and report(workspace).is_file()
+
+
+RUN_AND_SEARCH = """
+import sys
+from pathlib import Path
+from compress import api
+
+workspace, csv, base = map(Path, sys.argv[1:])
+variants = api.run(workspace / "recipe.toml", workspace=workspace)
+task = api.TaskConfig(task=str(csv), text_column="sentence")
+train = api.TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, precision="fp32")
+config = api.SearchConfig(budget_ms=1000, trials=1, depths="1", heads="1", ffn="1", precisions="fp32", shape="1x16",
+                          recover_epochs=0, proxy_examples=32, runs=30)
+record = api.search("tiny", task, config, train, workspace=workspace)
+print("RESULT", [v.record.stage for v in variants], record["winner"]["candidate"], "click" in sys.modules)
+"""
+
+
+def test_a_recipe_and_a_search_run_through_the_api_without_the_command_line(tmp_path, tiny_base, learnable_csv):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "recipe.toml").write_text(f"""
+[teacher]
+base = "{tiny_base}"
+name = "tiny"
+task = "{learnable_csv}"
+text-column = "sentence"
+epochs = 1
+lr = 0.001
+batch-size = 16
+max-length = 32
+precision = "fp32"
+
+[[stages]]
+verb = "distill"
+name = "L1"
+layers = 1
+epochs = 1
+lr = 0.001
+batch-size = 16
+precision = "fp32"
+""")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", RUN_AND_SEARCH, str(workspace), str(learnable_csv), str(tiny_base)],
+                            capture_output=True, text=True, timeout=900, cwd=root,
+                            env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert "RESULT ['teacher', 'distill'] L1-h4-f128-fp32 False" in result.stdout, result.stdout
+    assert "$ compress distill --teacher tiny" in result.stdout and "winner L1-h4-f128-fp32" in result.stdout
+    assert (workspace / "search-reviews-1000ms.toml").is_file()

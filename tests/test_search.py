@@ -11,7 +11,7 @@ from compress.variant import Variant
 from conftest import CONFIGS
 
 # two shapes x two precisions of the 2-layer tiny teacher's 1-layer students: seconds, not minutes
-SMALL = ("--depths", "1", "--heads", "1,0.5", "--ffn", "1", "--precisions", "fp32,int8-dynamic", "--shape", "1x16",
+SMALL = ("--depths", "1", "--keep-heads", "1,0.5", "--keep-ffn", "1", "--precisions", "fp32,int8-dynamic", "--shape", "1x16",
          "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
          "--recover-epochs", "0", "--proxy-examples", "32")
 
@@ -186,7 +186,9 @@ def test_a_shape_containing_one_over_budget_in_every_precision_is_not_measured()
 
 @pytest.mark.parametrize("flags, message", [
     (("--budget-ms", "0.000001"), "no candidate meets"),
-    (("--budget-ms", "5", "--heads", "0"), "--heads 0: each fraction kept must be above 0"),
+    (("--budget-ms", "5", "--keep-heads", "0"), "--keep-heads 0: each fraction kept must be above 0"),
+    (("--budget-ms", "5", "--heads", "0.5"), "search --heads is now --keep-heads (the fraction of each layer's"),
+    (("--budget-ms", "5", "--ffn", "0.5"), "search --ffn is now --keep-ffn"),
     (("--budget-ms", "5", "--depths", "2"), "the teacher has 2 layers"),
     (("--budget-ms", "5", "--precisions", "fp16"), "on cpu choose from fp32, int8-dynamic, int8-static"),
     (("--budget-ms", "5", "--shape", "1by16"), "BATCHxSEQUENCE"),
