@@ -117,7 +117,8 @@ def summary(kind: str, variant) -> str:
     dev = ", ".join(f"{k} {v:.4f}" for k, v in metrics["dev"].items())
     before = metrics.get("dev_before_training")
     return (f"{kind} {variant.path}: dev {dev}"
-            + (f" (before training: accuracy {before['accuracy']:.4f})" if before else "")
+            + (f" (before training: {variant.record.kind.headline} {before[variant.record.kind.headline]:.4f})"
+               if before else "")
             + (f", {train['wall_s']:.0f} s training" if train else "")
             + (f", retention {metrics['retention']:.3f}" if metrics.get("retention") is not None else ""))
 
@@ -281,8 +282,8 @@ def export_command(variant, opset, optimize):
 
     result = export(load_variant(variant), opset=opset, optimize=optimize).export
     click.echo(f"exported {variant}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "
-               f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}, "
-               f"agreement {result['parity']['agreement']:.4f}")
+               f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}"
+               + (f", agreement {result['parity']['agreement']:.4f}" if "agreement" in result["parity"] else ""))
 
 
 def graph_kept(export_record: dict) -> str:
@@ -305,7 +306,8 @@ def quantize_command(variant, name, force, **params):
         parent, config, name = started
         result = quantize(parent, config, name, replace=force)
         record = result.record
-        click.echo(f"quantized {result.path}: dev accuracy {record.accuracy:.4f} "
+        metric, score = record.headline
+        click.echo(f"quantized {result.path}: dev {metric} {score:.4f} "
                    f"({-record.metrics['drop_points']:+.2f} points), {record.size_mb} MB")
 
 
@@ -336,10 +338,26 @@ def bench_command(obj, variants, shapes, threads, device, runs):
         if device == "cuda":  # six PyTorch runtimes and maybe ORT's: the fastest per shape
             timings = [min((t for t in timings if t[0] == shape), key=lambda t: t[2]) for shape in dict.fromkeys(
                 t[0] for t in timings)]
-        click.echo(f"{variant.path}: accuracy {entry['dev']['accuracy']:.4f}; "
+        metric = variant.record.kind.headline
+        click.echo(f"{variant.path}: {metric} {entry['dev'][metric]:.4f}; "
                    + "; ".join(f"{runtime} {shape} {p50:.2f} ms" for shape, runtime, p50 in timings))
     if not measured:
         raise UserError(f"nothing could be measured on {device}")
+
+
+@cli.command("eval")
+@variant_argument
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A labelled file in the task's format (GLUE's columns, or your files' --text-column and "
+                   "--label-column): a test split kept apart from dev.")
+def eval_command(variant, data):
+    """Score VARIANT (its ONNX artifact where it has one, else PyTorch) on --data with the task's metrics; the
+    result goes to VARIANT/eval/ and into the report."""
+    from compress.evaluation import evaluate_file
+
+    result = evaluate_file(load_variant(variant), data)
+    click.echo(f"{variant} on {data} ({result['rows']} rows, {result['scored_by']}): "
+               + ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))
 
 
 @cli.command("report")
@@ -445,7 +463,8 @@ def search_command(obj, teacher_name, task, data_dir, text_column, label_column,
     result = stage.search(teacher_variant, data, config, train, run_recipe, task_params, command_line(),
                           log=click.echo, kd=kd)
     winner = result["winner"]
-    click.echo(f"winner {winner['candidate']}: dev accuracy {winner['accuracy']:.4f} "
+    headline = data.kind.headline
+    click.echo(f"winner {winner['candidate']}: dev {headline} {winner['dev'][headline]:.4f} "
                f"({winner['drop_points']:.2f} points below the teacher), {winner['measured_p50_ms']:.2f} ms at "
                f"{config.shape} (predicted {winner['predicted_p50_ms']:.2f}); recipe: {result['recipe']}; "
                f"record: reports/{stage.label(data.name, config.budget_ms)}.json")
@@ -491,7 +510,7 @@ def list_command(obj):
         rows.append((
             _workspace_id(v.path, obj["workspace"]), record.stage,
             _workspace_id(parent_path(v), obj["workspace"]) if record.parent else "-",
-            f"{record.accuracy:.4f}",
+            f"{record.headline[1]:.4f}",
             f"{record.parameters / 1e6:.1f}" if record.parameters else "-",
             f"{record.unique_parameters / 1e6:.1f}" if record.unique_parameters else "-",
             f"{record.size_mb or 0:.1f}", latency,
