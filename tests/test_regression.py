@@ -159,3 +159,40 @@ def test_stsb_through_every_stage(stsb_teacher, stsb_dir, run_cli):
     assert row["evaluations"][0]["score"] == recorded["metrics"]["spearman"]
     code, out, err = run_cli("--workspace", teacher.workspace, "report", "--task", "stsb")
     assert code == 0, err
+
+
+def test_augmented_rows_of_a_regression_task_have_no_score(stsb_dir):
+    from compress.augment import with_rows
+
+    task = load_task("stsb", str(stsb_dir))
+    bigger = with_rows(task, {"text": ["a new one"], "text_pair": ["its pair"]})
+    assert len(bigger.train) == len(task.train) + 1 and math.isnan(bigger.train[-1]["label"])
+    assert bigger.train[0]["label"] == task.train[0]["label"] == 5.0
+
+
+def test_eval_scores_a_classifier_on_a_held_out_file_and_refuses_bad_files(run_cli, tiny_teacher, tmp_path):
+    from conftest import refused, write_learnable_csv
+
+    teacher, task = tiny_teacher
+    held_out = write_learnable_csv(tmp_path / "held-out.csv", 50, seed=5)
+    code, out, err = run_cli("eval", teacher.path, "--data", held_out)
+    assert code == 0, err
+    (recorded,) = Variant.load(teacher.path).evaluations
+    assert recorded["rows"] == 50 and recorded["scored_by"] == "pytorch fp32 (cpu)" and recorded["kind"] == "classification"
+    assert set(recorded["metrics"]) == {"accuracy", "f1"} and f"accuracy {recorded['metrics']['accuracy']:.4f}" in out
+    assert list((teacher.path / "eval").iterdir()) == [teacher.path / "eval" / f"held-out-{recorded['fingerprint'][:16]}.json"]
+    made = teacher.made
+    assert evaluate_file(teacher, held_out)["metrics"] == recorded["metrics"]  # the same file again: the same entry
+    assert len(Variant.load(teacher.path).evaluations) == 1 and Variant.load(teacher.path).made == made
+
+    (tmp_path / "bad.csv").write_text("sentence,label\ngood film,1\nbad film,two\n")
+    refused(run_cli, "eval", teacher.path, "--data", tmp_path / "bad.csv",
+            message="bad.csv line 3: label 'two' is not an integer class id")
+    (tmp_path / "unseen.csv").write_text("sentence,label\ngood film,1\nbad film,7\n")
+    refused(run_cli, "eval", teacher.path, "--data", tmp_path / "unseen.csv",
+            message="label 7 is not one of the model's classes (0 to 1)")
+    refused(run_cli, "eval", teacher.path, "--data", tmp_path / "missing.csv", message="data file not found")
+    dev = tmp_path / "dev.csv"
+    dev.write_text("sentence,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in task.dev))
+    refused(run_cli, "eval", teacher.path, "--data", dev, message="holds the dev rows")
+    assert len(Variant.load(teacher.path).evaluations) == 1
