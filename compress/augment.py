@@ -6,8 +6,8 @@ own input-embedding table, which the teacher reads the word through anyway. Only
 single token are replaced, only by tokens that are whole words of letters: never a word piece,
 never a special token. Pair tasks are augmented sentence by sentence, keeping the pair.
 
-Augmented rows carry the label -100: gold labels are not invented, so those rows train on the
-teacher's soft targets only (`losses.kd_loss`).
+Augmented rows carry their task kind's mark of no label (-100 for classes, NaN for scores): gold
+labels are not invented, so those rows train on the teacher's soft targets only (the kind's KD loss).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import datasets
 import numpy as np
 import torch
 
+from compress.kinds import CLASSIFICATION
 from compress.tasks import Task
 
 REPLACE_PROBABILITY = 0.4  # TinyBERT's p_t: the chance each replaceable word is replaced
 NEIGHBOURS = 15  # TinyBERT's K: a replacement is drawn from the word's K nearest neighbours
-NO_LABEL = -100  # what cross-entropy ignores
+NO_LABEL = CLASSIFICATION.no_label  # a classification row without a gold label: what cross-entropy ignores
 
 
 def word_starts(tokenizer) -> np.ndarray:
@@ -94,13 +95,14 @@ def augmented_rows(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed
 
 
 def with_rows(task: Task, rows: dict[str, list[str]]) -> Task:
-    """`task` with the augmented `rows` appended, labelled NO_LABEL.
+    """`task` with the augmented `rows` appended, labelled as having no label (the task kind's `no_label`).
 
     The new training set has its own fingerprint, so the teacher's soft targets for it are cached
     apart from those of the original rows.
     """
-    original = task.train.cast_column("label", datasets.Value("int64"))  # a hub task's ClassLabel rejects -100
-    new = datasets.Dataset.from_dict({**rows, "label": [NO_LABEL] * len(next(iter(rows.values())))},
+    # a hub task's ClassLabel rejects -100
+    original = task.train.cast_column("label", datasets.Value(task.kind.label_type))
+    new = datasets.Dataset.from_dict({**rows, "label": [task.kind.no_label] * len(next(iter(rows.values())))},
                                      features=original.features)
     return dataclasses.replace(task, train=datasets.concatenate_datasets(
         [original, new.select_columns(original.column_names)]))

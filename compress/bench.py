@@ -18,7 +18,7 @@ from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import MAX_BATCH, MAX_SEQUENCE, BenchConfig
 from compress.data import check_max_length, encode
 from compress.errors import UserError, first_line
-from compress.inference import predict_logits, task_metrics
+from compress.inference import predict_logits
 from compress.latency import in_precision, ort_latency_ms, torch_latency_ms
 from compress.machine import machine
 from compress.quantize import torch_int8
@@ -79,7 +79,7 @@ def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | Non
     return bool(done) and all(f"{b}x{s}" in by_shape for by_shape in done.values() for b, s in shapes)
 
 
-def _onnx_artifact(variant: Variant):
+def onnx_artifact(variant: Variant):
     artifact = variant.record.extra.get("artifact")
     if artifact:  # a quantized variant: its artifact is what it is
         return inside(variant.workspace, variant.path / artifact) if artifact.endswith(".onnx") else None
@@ -87,7 +87,7 @@ def _onnx_artifact(variant: Variant):
     return path if path.is_file() else None
 
 
-def _torch_model(variant: Variant, device: str):
+def torch_model(variant: Variant, device: str):
     """The variant in eager PyTorch on `device`: its checkpoint, or (CPU only) its parent re-quantized
     with its saved int8 weights."""
     if variant.record.params.get("backend") == "torch":
@@ -122,7 +122,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
         raise UserError("--device cuda: PyTorch sees no CUDA GPU on this machine")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    onnx_path, model = _onnx_artifact(variant), _torch_model(variant, device)
+    onnx_path, model = onnx_artifact(variant), torch_model(variant, device)
     if device == "cuda" and onnx_path is not None and PROVIDERS["cuda"] not in ort.get_available_providers():
         onnx_path = None
         if model is not None:
@@ -155,8 +155,8 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
                 except RuntimeError as exc:  # a model whose forward cannot be captured is timed eager only
                     print(f"{variant.path}: no CUDA graph of {precision}: {first_line(exc)[:200]}")
             if device == "cuda":
-                by_precision[precision] = task_metrics(
-                    predict_logits(served, dev, tokenizer).numpy(), labels, task.metrics)["accuracy"]
+                by_precision[precision] = task.scores(  # the kind's headline metric: accuracy for classifiers
+                    predict_logits(served, dev, tokenizer).numpy(), labels)[task.kind.headline]
             del served
         if accuracy_source is None:
             logits, accuracy_source = predict_logits(model, dev, tokenizer), f"pytorch fp32 ({device})"
@@ -167,7 +167,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
         "runs": runs,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "latency_ms": results,
-        "dev": task_metrics(logits.numpy(), labels, task.metrics),
+        "dev": task.scores(logits.numpy(), labels),
         "accuracy_from": accuracy_source,
         **({"accuracy_by_precision": by_precision} if by_precision else {}),
     }
@@ -181,7 +181,7 @@ class Unmeasurable(UserError):
 def _why_unmeasurable(variant: Variant, device: str) -> str:
     if variant.record.params.get("backend") == "torch":
         return f"{variant.path}: PyTorch int8 (torch.ao dynamic) runs on the CPU only; bench it with --device cpu"
-    if _onnx_artifact(variant) is not None:
+    if onnx_artifact(variant) is not None:
         return f"{variant.path} is an ONNX artifact and ONNX Runtime has no CUDA provider here: {GPU_EXTRA}"
     return f"{variant.path} has neither an ONNX export nor a PyTorch checkpoint to measure"
 

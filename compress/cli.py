@@ -148,6 +148,21 @@ def bench_command(obj, variants, **params):
     stages.bench_variants(list(variants), BenchConfig(**params), obj["workspace"])
 
 
+@cli.command("eval")
+@variant_argument
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A labelled file in the task's format (GLUE's columns, or your files' --text-column and "
+                   "--label-column): a test split kept apart from dev.")
+def eval_command(variant, data):
+    """Score VARIANT (its ONNX artifact where it has one, else PyTorch) on --data with the task's metrics; the
+    result goes to VARIANT/eval/ and into the report."""
+    from compress.evaluation import evaluate_file
+
+    result = evaluate_file(stages.load_variant(variant), data)
+    click.echo(f"{variant} on {data} ({result['rows']} rows, {result['scored_by']}): "
+               + ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))
+
+
 @cli.command("report")
 @click.option("--task", help="Task name [default: the only task in the workspace].")
 @click.option("--teacher", help="Teacher name [default: every teacher of the task].")
@@ -242,7 +257,7 @@ def list_command(obj):
         rows.append((
             _workspace_id(v.path, obj["workspace"]), record.stage,
             _workspace_id(parent_path(v), obj["workspace"]) if record.parent else "-",
-            f"{record.accuracy:.4f}",
+            f"{record.headline[1]:.4f}",
             f"{record.parameters / 1e6:.1f}" if record.parameters else "-",
             f"{record.unique_parameters / 1e6:.1f}" if record.unique_parameters else "-",
             f"{record.size_mb or 0:.1f}", latency,

@@ -169,7 +169,7 @@ class QuantizeConfig(KD):  # the KD settings apply to --qat-epochs
                                 high=MAX_EPOCHS)
     calibration: int = setting(256, "Training examples to calibrate static int8 on.", low=1, high=MAX_EXAMPLES)
     backend: str = setting("ort", "ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.", choices=("ort", "torch"))
-    max_drop: float | None = setting(None, "Refuse (and write nothing) if dev accuracy falls by more than this many "
+    max_drop: float | None = setting(None, "Refuse (and write nothing) if dev accuracy (Spearman for regression) falls by more than this many "
                                      "points.", low=0, high=100)
 
 

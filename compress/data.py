@@ -69,5 +69,5 @@ def length_batches(encoded: datasets.Dataset, tokenizer, batch_size: int, desc: 
 
 
 def data_record(task) -> dict:
-    return {"source": task.source, "spec": task.spec, "fingerprint": task.fingerprint,
+    return {"source": task.source, "spec": task.spec, "kind": task.kind.name, "fingerprint": task.fingerprint,
             "train_examples": len(task.train), "dev_examples": len(task.dev)}

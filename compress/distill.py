@@ -13,11 +13,11 @@ data augmentation (compress.augment) are options of the same config, which is da
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import set_seed
 
 from compress import distributed
@@ -29,11 +29,11 @@ from compress.data import check_max_length, data_record, encode
 from compress.errors import UserError, require
 from compress.inference import evaluate
 from compress.kd import kd_record, kd_settings, with_fallbacks
+from compress.kinds import kind_of
 from compress.losses import (
     Taps,
     head_dim,
     intermediate_loss,
-    kd_loss,
     layer_map,
     parse_intermediate,
     projections_needed,
@@ -79,9 +79,10 @@ def make_student(teacher: torch.nn.Module, layer_ids: list[int]) -> torch.nn.Mod
 class DistillTrainer(Trainer):
     """A Trainer whose loss is the distillation loss of one phase:
 
-    - joint: `kd_loss` on the logits plus the weighted intermediate losses;
+    - joint: the task kind's KD loss on the outputs (`losses.kd_loss` for classification) plus the
+      weighted intermediate losses;
     - intermediate: the intermediate losses alone (TinyBERT's first phase);
-    - prediction: `kd_loss` alone (its second phase).
+    - prediction: the KD loss alone (its second phase).
 
     Teacher logits come from the cached soft targets in the batch unless the teacher runs live
     (any intermediate loss); the live teacher runs where the student trains (cuda:LOCAL_RANK
@@ -104,7 +105,7 @@ class DistillTrainer(Trainer):
         live = self.teacher is not None and model.training
         if not self.distill.kd or not (live or teacher_logits is not None):  # the baseline, or evaluation
             outputs = model(**inputs)
-            loss = F.cross_entropy(outputs.logits.float(), labels)
+            loss = self.kind.hard_loss(outputs.logits, labels)
             return (loss, outputs) if return_outputs else loss
         extra = 0.0
         if live:
@@ -125,8 +126,8 @@ class DistillTrainer(Trainer):
         if self.phase == "intermediate":
             loss = extra
         else:
-            loss = kd_loss(outputs.logits.float(), teacher_logits.float(), labels,
-                           self.distill.temperature, self.distill.alpha) + extra
+            loss = self.kind.kd_loss(outputs.logits, teacher_logits, labels,
+                                     self.distill.temperature, self.distill.alpha) + extra
         return (loss, outputs) if return_outputs else loss
 
 
@@ -157,8 +158,17 @@ def check_kd_options(kd: KD) -> dict[str, float]:
 def choose_kd(kd: KD, parent: Variant, model, teacher_depth: int, seed: int) -> tuple[KD, dict]:
     """The KD settings `model`, still `parent`'s model (before any cut), trains with, and where each
     came from (compress.kd). A --layer-map names this model's layers: it is pinned on them now, so a
-    cut keeps each kept layer's teacher layer."""
+    cut keeps each kept layer's teacher layer. A kind whose KD has no softmax (regression) takes no
+    temperature: one given is refused, and none is recorded."""
+    kind = kind_of(parent.meta)
+    if not kind.uses_temperature:
+        if kd.temperature is not None:
+            raise UserError(f"--temperature softens a softmax over classes: this is a {kind.name} task, whose KD is "
+                            "the MSE to the teacher's prediction (--alpha weighs it against the label's)")
     chosen, sources = kd_settings(kd, parent.meta, seed)
+    if not kind.uses_temperature:
+        chosen = dataclasses.replace(chosen, temperature=None)
+        sources = {**sources, "temperature": {"from": f"not used by {kind.name}"}}
     check_kd_options(chosen)
     if chosen.layer_map:
         setattr(model.config, LAYER_MAP_KEY, layer_map(model.config, teacher_depth, chosen.layer_map))
@@ -227,9 +237,9 @@ def train_student(
     student, record = fit(student, teacher, task, distill_config, config, work or partial_dir(target), run_key,
                           teacher_model, tokenizer, progress, replace)
     dev = encode(task.dev, tokenizer, config.max_length)
-    metrics, student_logits = evaluate(student, dev, tokenizer, task.metrics)
-    teacher_metrics, teacher_logits = evaluate(teacher_model, dev, tokenizer, task.metrics)
-    metrics["agreement"] = float((student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean())
+    metrics, student_logits = evaluate(student, dev, tokenizer, task.metrics, task.kind)
+    teacher_metrics, teacher_logits = evaluate(teacher_model, dev, tokenizer, task.metrics, task.kind)
+    metrics.update(task.kind.agreement(student_logits, teacher_logits))
     if distill_config.kd:
         learned = getattr(student.config, LAYER_MAP_KEY, None) if parse_intermediate(distill_config.intermediate) else None
         record["kd"] = kd_record(*chosen, learned)
@@ -287,12 +297,12 @@ def fit(student, teacher: Variant, task: Task, distill_config: DistillConfig, co
         trained = train_resumable(
             student, tokenizer, train, dev, phase_config, work / phase if len(phases) > 1 else work,
             {**run_key, "phase": phase},
-            task.metrics, trainer_class=DistillTrainer, progress=progress, fresh=fresh,
+            task.metrics, trainer_class=DistillTrainer, progress=progress, fresh=fresh, kind=task.kind,
             keep_best=phase != "intermediate", distill=distill_config, phase=phase,
             teacher=teacher_model if weights else None, layer_map=pairs,
         )
         student, wall_s = trained.model, wall_s + trained.wall_s
         histories += [{**h, "phase": phase} for h in trained.history] if len(phases) > 1 else trained.history
-    record.update({"metrics": {"best_epoch": best_epoch(trained.history), "history": histories},
+    record.update({"metrics": {"best_epoch": best_epoch(trained.history, task.kind.headline), "history": histories},
                    "train": {**train_record(trained, config), "wall_s": round(wall_s, 1)}})
     return student, record

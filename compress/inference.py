@@ -1,4 +1,6 @@
-"""Batched inference in PyTorch and the task metrics every stage records (accuracy; F1 for MRPC, MCC for CoLA)."""
+"""Batched inference in PyTorch, and the classification metrics (accuracy; F1 for MRPC, MCC for CoLA).
+
+Other kinds' metrics live with their kind (compress.kinds); `evaluate` asks the task's kind."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import numpy as np
 import torch
 
 from compress.data import length_batches
+from compress.kinds import CLASSIFICATION
 from compress.machine import autocast, kernels_for_many_shapes
 
 
@@ -50,7 +53,8 @@ def predict_logits(
     return out
 
 
-def evaluate(model, encoded_dev: datasets.Dataset, tokenizer, metric_names: tuple[str, ...]) -> tuple[dict, torch.Tensor]:
-    """Dev metrics in fp32 and the logits they came from."""
+def evaluate(model, encoded_dev: datasets.Dataset, tokenizer, metric_names: tuple[str, ...],
+             kind=CLASSIFICATION) -> tuple[dict, torch.Tensor]:
+    """Dev metrics of the task's `kind` in fp32, and the outputs they came from."""
     logits = predict_logits(model, encoded_dev, tokenizer)
-    return task_metrics(logits.numpy(), np.asarray(encoded_dev["label"]), metric_names), logits
+    return kind.metrics(logits.numpy(), np.asarray(encoded_dev["label"]), metric_names), logits

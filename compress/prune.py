@@ -24,13 +24,13 @@ import copy
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 
 from compress.arch import head_pruning_blocker, keep_layers, layer_id_list, layout
 from compress.configs import PruneConfig, TrainConfig
 from compress.data import encode, length_batches
 from compress.errors import UserError
+from compress.kinds import CLASSIFICATION
 from compress.recovery import shrink, stage_inputs
 from compress.removal import ffn_width, head_group, head_root, neuron_group, remove, trace
 from compress.structure import SHARING_KEY, STRUCTURE_KEY, record
@@ -91,19 +91,20 @@ def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, 
     return [{**batch, "labels": labels[rows]} for rows, batch in length_batches(encoded, tokenizer, batch_size)]
 
 
-def _loss(model, batch: dict) -> torch.Tensor:
+def _loss(model, batch: dict, kind) -> torch.Tensor:
+    """The task kind's hard loss (cross-entropy, MSE) on one scoring batch."""
     on = next(model.parameters()).device
     inputs = {k: v.to(on) for k, v in batch.items() if k != "labels"}
-    return F.cross_entropy(model(**inputs).logits, batch["labels"].to(on))
+    return kind.hard_loss(model(**inputs).logits, batch["labels"].to(on))
 
 
-def taylor_scores(model, structure: dict, batches: list[dict]) -> tuple[list, list]:
+def taylor_scores(model, structure: dict, batches: list[dict], kind=CLASSIFICATION) -> tuple[list, list]:
     model.eval()  # no dropout: score the model as it will run
     with gates(model, structure, requires_grad=True) as (heads, neurons):
         targets = [g for g in heads + neurons if g.numel()]
         totals = [torch.zeros_like(g) for g in targets]
         for batch in batches:
-            grads = torch.autograd.grad(_loss(model, batch), targets)
+            grads = torch.autograd.grad(_loss(model, batch, kind), targets)
             for total, grad in zip(totals, grads):
                 total += grad.abs()
     filled = iter(totals)
@@ -116,8 +117,8 @@ class GateTaylorImportance(tp.importance.Importance):
     every layer; a group is then answered by its root module (removal.head_root, or an FFN
     up-projection), each head's score spread evenly over its channels."""
 
-    def __init__(self, model, structure: dict, batches: list[dict]):
-        heads, neurons = taylor_scores(model, structure, batches)
+    def __init__(self, model, structure: dict, batches: list[dict], kind):
+        heads, neurons = taylor_scores(model, structure, batches, kind)
         size = structure["head_size"]
         self.by_root = {}
         for layer, head, neuron in zip(model.get_submodule(structure["layers"]), heads, neurons):
@@ -150,9 +151,11 @@ def _unit_scores(group_of, graph, layer, structure: dict, units: int, size: int,
     return PER_UNIT[importance](channels.detach().float().cpu().view(units, size))
 
 
-def scores(model, graph, structure: dict, importance: str, batches: list[dict], seed: int) -> tuple[list, list]:
-    """Per-layer importance of each head and each FFN neuron the model has (on the CPU, wherever it ran)."""
-    scorer = {"taylor": lambda: GateTaylorImportance(model, structure, batches), "magnitude": lambda: MAGNITUDE,
+def scores(model, graph, structure: dict, importance: str, batches: list[dict], seed: int,
+           kind=CLASSIFICATION) -> tuple[list, list]:
+    """Per-layer importance of each head and each FFN neuron the model has (on the CPU, wherever it ran);
+    taylor's gradients are of the task `kind`'s hard loss."""
+    scorer = {"taylor": lambda: GateTaylorImportance(model, structure, batches, kind), "magnitude": lambda: MAGNITUDE,
               "random": tp.importance.RandomImportance}[importance]()
     heads, neurons = [], []
     with torch.random.fork_rng(devices=[]):  # RandomImportance draws from the global generator
@@ -179,7 +182,7 @@ def choose(layer_scores: list[torch.Tensor], fraction: float, scope: str) -> lis
     return kept
 
 
-def layers_to_remove(model, spec: str, importance: str, batches: list[dict], seed: int) -> list[int]:
+def layers_to_remove(model, spec: str, importance: str, batches: list[dict], seed: int, kind) -> list[int]:
     """Layer ids named in `spec`, or the N whose removal raises the scoring loss least."""
     depth = model.config.num_hidden_layers
     if "," in spec:
@@ -201,12 +204,13 @@ def layers_to_remove(model, spec: str, importance: str, batches: list[dict], see
         for i in range(depth):
             without = copy.deepcopy(model)
             keep_layers(without, [j for j in range(depth) if j != i])
-            rise.append(sum(float(_loss(without, b)) for b in batches))
+            rise.append(sum(float(_loss(without, b, kind)) for b in batches))
     return sorted(sorted(range(depth), key=lambda i: rise[i])[:count])
 
 
-def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dict], seed: int) -> dict:
-    """Remove layers, then heads and neurons, in place; returns what was removed."""
+def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dict], seed: int,
+                  kind=CLASSIFICATION) -> dict:
+    """Remove layers, then heads and neurons, in place, scored on the task `kind`'s loss; returns what was removed."""
     if getattr(model.config, SHARING_KEY, None):  # each layer would get its own, differently cut copy
         raise UserError("this variant shares parameters across layers: prune its parent, then share the result")
     if config.heads and (blocked := head_pruning_blocker(model.config)):
@@ -214,13 +218,13 @@ def apply_pruning(model, structure: dict, config: PruneConfig, batches: list[dic
     record(model, STRUCTURE_KEY, structure)  # keep_layers keeps the recorded shapes in step
     removed = {"layers": [], "heads": 0, "neurons": 0}
     if config.layers:
-        removed["layers"] = layers_to_remove(model, config.layers, config.importance, batches, seed)
+        removed["layers"] = layers_to_remove(model, config.layers, config.importance, batches, seed, kind)
         keep_layers(model, [i for i in range(model.config.num_hidden_layers) if i not in removed["layers"]])
     structure = getattr(model.config, STRUCTURE_KEY)
     if not config.heads and not config.neurons:
         return removed
     graph = trace(model, batches[0])
-    head_scores, neuron_scores = scores(model, graph, structure, config.importance, batches, seed)
+    head_scores, neuron_scores = scores(model, graph, structure, config.importance, batches, seed, kind)
     head_choice = choose(head_scores, config.heads, config.scope) if config.heads else None
     neuron_choice = choose(neuron_scores, config.neurons, config.scope) if config.neurons else None
     for flag, fraction, choice, layer_scores, what in (
@@ -266,7 +270,7 @@ class Rounds:
         target = {kind: cubic(getattr(self.config, kind), self.done, self.config.steps) for kind in counts}
         config = dataclasses.replace(self.config, **(target if self.done == 1 else self.fractions(counts, target)))
         batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed)
-        removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed)
+        removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed, task.kind)
         after = getattr(model.config, STRUCTURE_KEY)
         if self.done == 1:  # what the fractions are of: the heads and neurons the layer cut left
             self.base = {kind: left + removed[kind] for kind, left in units(after).items()}

@@ -24,7 +24,7 @@ from compress.console import hushed
 from compress.data import encode
 from compress.errors import UserError, first_line, require
 from compress.export import MODEL, RAW, dedupe_initializers, export
-from compress.inference import predict_logits, task_metrics
+from compress.inference import predict_logits
 from compress.kd import given
 from compress.machine import device
 from compress.recovery import planned_params, trained_with
@@ -191,7 +191,8 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
         raise UserError(f"{', '.join(kd_flags)} set the KD of quantization-aware training: give --qat-epochs too")
     name = default_name(variant, config) if name is None else name
     target = derived_dir(variant, name)
-    asked, parent_accuracy = variant, variant.record.metrics["dev"]["accuracy"]  # with QAT too: the drop from it
+    # the drop is in the kind's headline metric (accuracy for classifiers), with QAT too from the variant asked
+    asked, (metric, parent_score) = variant, variant.record.headline
     if config.qat_epochs:
         check_target(target, replace, (variant.path,))  # both outputs are checked before QAT trains
         variant = quantization_aware(variant, config, target, replace)
@@ -238,11 +239,11 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
         tokenizer.save_pretrained(tmp)
         variant_config = variant.path / "config.json"
         shutil.copy(variant_config, tmp / "config.json")
-        metrics = task_metrics(logits.numpy(), np.asarray(dev["label"]), task.metrics)
-        drop = 100 * (parent_accuracy - metrics["accuracy"])
+        metrics = task.scores(logits.numpy(), np.asarray(dev["label"]))
+        drop = 100 * (parent_score - metrics[metric])
         if max_drop is not None and drop > max_drop:
-            raise UserError(f"{name} refused: accuracy {metrics['accuracy']:.4f} is {drop:.2f} points below "
-                            f"{asked.record.name}'s {parent_accuracy:.4f} (--max-drop {max_drop})")
+            raise UserError(f"{name} refused: {metric} {metrics[metric]:.4f} is {drop:.2f} points below "
+                            f"{asked.record.name}'s {parent_score:.4f} (--max-drop {max_drop})")
         parent_size = (variant.export or {}).get("size_mb") if backend == "ort" else variant.record.size_mb
         size = round(artifact.stat().st_size / 1e6, 2)
         write_record(tmp, {

@@ -99,13 +99,13 @@ def shrink(variant: Variant, stage: str, name: str, change: Change, kd: KD, para
     rounds = []
     for t in range(1, steps + 1):
         record = change(model, task, tokenizer, train_config)
-        before, _ = evaluate(model, dev, tokenizer, task.metrics)
+        before, _ = evaluate(model, dev, tokenizer, task.metrics, task.kind)
         rounds.append({"round": t, **record, "dev_before_recovery": before})
         if t < steps:
             model, _ = fit(model, teacher, task, kd_for(model, round_kd), per_round, partial_dir(target) / f"round-{t}",
                            {"teacher": str(teacher.path), "parent": str(variant.path), "meta": meta, "round": t},
                            teacher_model, tokenizer, progress, replace)
-            rounds[-1]["dev_after_recovery"], _ = evaluate(model, dev, tokenizer, task.metrics)
+            rounds[-1]["dev_after_recovery"], _ = evaluate(model, dev, tokenizer, task.metrics, task.kind)
     return train_student(
         model, teacher, task, kd_for(model, round_kd), per_round, variant, target,
         meta={**meta, **record, **({"rounds": rounds} if steps > 1 else {})}, chosen=chosen,

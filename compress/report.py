@@ -17,13 +17,12 @@ from pathlib import Path
 import jinja2
 
 from compress.errors import UserError
+from compress.kinds import AXIS_LABELS
 from compress.variant import Variant, find_variants, main_metric, parent_path
 from compress.workspace import inside, named_file, write_text
 
 GENERATOR_MARK = '<meta name="generator" content="compress">'
 
-
-METRIC_LABELS = {"accuracy": "accuracy, %", "mcc": "Matthews correlation x 100"}  # how the main metric is shown
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -50,7 +49,7 @@ class Row:
     number: int  # the point's label in the plots, and the table's first column
     variant: Variant
     lineage: list[str]
-    score: float  # the task's main dev metric (variant.main_metric): accuracy, or MCC for CoLA
+    score: float  # the task's main dev metric (variant.main_metric): accuracy, MCC for CoLA, Spearman for regression
     accuracy_from: str
     latency: dict = field(default_factory=dict)  # (machine, runtime group, shape) -> {"p50", "p90", "runtime"}
 
@@ -185,14 +184,17 @@ def build(workspace: Path, task: str | None = None, teacher: str | None = None) 
             "parameters": record.parameters, "unique_parameters": record.unique_parameters or record.parameters,
             "size_mb": (r.variant.export or {}).get("size_mb") or record.size_mb,
             "score": r.score, "accuracy_from": r.accuracy_from,
+            "evaluations": [{"name": Path(e["file"]).name, "file": e["file"], "rows": e.get("rows"),
+                             "scored_by": e.get("scored_by"), "score": e["metrics"][metric]}
+                            for e in r.variant.evaluations if isinstance(e["metrics"].get(metric), (int, float))],
             "delta": 100 * (r.score - teacher_row.score) if teacher_row else None,
             "cells": cells, "command": record.command,
         })
     task = tasks.pop()
     found = searches(workspace, teacher_row.name if teacher_row else teacher, task, rows)
-    plots = [{"key": key, "svg": _plot(rows, teacher_row, key, METRIC_LABELS[metric], found)} for key in keys]
+    plots = [{"key": key, "svg": _plot(rows, teacher_row, key, AXIS_LABELS[metric], found)} for key in keys]
     return {"task": task, "teacher": teacher_row.name if teacher_row else teacher, "device_of": _device_of,
-            "metric": METRIC_LABELS[metric],
+            "metric": AXIS_LABELS[metric],
             "keys": keys, "table": table, "plots": plots, "machines": machines, "searches": found}
 
 

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from compress import ort as runtime
@@ -358,7 +357,7 @@ def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: Sea
     batches = scoring_batches(task, tokenizer, max_length, config.proxy_examples, seed)
     rows = encode(task.train.shuffle(seed=seed).select(range(min(config.proxy_examples, len(task.train)))),
                   tokenizer, max_length)  # the rows the batches were drawn from
-    reference = F.log_softmax(predict_logits(teacher_model, rows, tokenizer), -1)
+    reference = predict_logits(teacher_model, rows, tokenizer)
     depth = teacher_config.num_hidden_layers
 
     def calibration(raw: Path):  # as many rows as quantize calibrates on
@@ -373,14 +372,13 @@ def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: Sea
         heads, neurons = prune_fractions(shape, teacher_config)
         if heads or neurons:
             apply_pruning(model, current_structure(model), PruneConfig(heads=heads, neurons=neurons, scope="per-layer"),
-                          batches, seed)
+                          batches, seed, task.kind)
         with tempfile.TemporaryDirectory(prefix="compress-proxy-") as tmp:
             files = artifacts(model.eval(), tokenizer, Path(tmp), wanted, calibration, optimize=False)
             for precision, path in files.items():
                 logits = runtime.logits(runtime.session(path), rows, tokenizer)
                 name = Candidate(shape, precision, {}).name
-                kl[name] = float(F.kl_div(F.log_softmax(logits, -1), reference, log_target=True,
-                                          reduction="batchmean"))
+                kl[name] = task.kind.divergence(logits, reference)
                 log(f"  {name}: KL {kl[name]:.4f}")
     return kl
 
@@ -558,7 +556,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
             "bench_p50_ms": timing["p50"], "bench_p90_ms": timing["p90"],
             "measured_over_predicted": round(p50 / candidate.latency_ms["p50"], 4),
             "twin_p50_ms": round(twin, 3), "measured_over_twin": round(p50 / twin, 4),
-            "accuracy": entry["dev"]["accuracy"], "score": entry["dev"][metric],
+            "accuracy": entry["dev"].get("accuracy"), "score": entry["dev"][metric], "dev": entry["dev"],
             "accuracy_from": entry["accuracy_from"],
             "drop_points": round(100 * (teacher.record.score - entry["dev"][metric]), 3),
             "train_s": round(sum(seconds.values()), 1),
@@ -575,7 +573,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
             log(f"the search's winner is {'better than' if winner['score'] > best['score'] else 'no better than'} "
                 f"the best of them, {best['variant']} ({winner['score']:.4f} against {best['score']:.4f})")
     result = {
-        "teacher": teacher.record.name, "task": task.name, "teacher_accuracy": teacher.record.accuracy,
+        "teacher": teacher.record.name, "task": task.name, "teacher_accuracy": teacher.record.metrics["dev"].get("accuracy"),
         "budget_ms": config.budget_ms, "shape": config.shape, "machine_key": key, "command": command,
         "config": asdict(config),
         "table": {"key": table["key"], "wall_s": table["wall_s"], "shapes_measured_now": table["measured_now"],
@@ -596,9 +594,10 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
         "recipe": None,
     }
     if winner:
+        headline = task.kind.headline
         write_text(recipe_path, recipe_text(
             table_of_teacher, chains[winner["candidate"]],
-            f"Found by `{command}`\non {key}: {winner['candidate']}, dev accuracy {winner['accuracy']:.4f}, "
+            f"Found by `{command}`\non {key}: {winner['candidate']}, dev {headline} {winner['dev'][headline]:.4f}, "
             f"{winner['measured_p50_ms']:.2f} ms at {config.shape} (budget {config.budget_ms:g} ms).\n"
             f"Reproduce here: compress run {recipe_path.name} --keep-teacher (the trials made it: nothing runs again);\n"
             f"in a fresh workspace: compress run {recipe_path.name} (the teacher first)."))
@@ -638,5 +637,5 @@ def handmade_under_budget(teacher: Variant, task: Task, key: str, runtime_name: 
             continue
         dev = entry["dev"]
         found.append({"variant": relative_to_workspace(variant), "p50_ms": timing["p50"],
-                      "score": dev[main_metric(dev)], "accuracy": dev["accuracy"]})
+                      "score": dev[main_metric(dev)], "accuracy": dev.get("accuracy")})
     return sorted(found, key=lambda h: (-h["score"], h["p50_ms"]))

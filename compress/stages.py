@@ -73,7 +73,8 @@ def summary(kind: str, variant) -> str:
     dev = ", ".join(f"{k} {v:.4f}" for k, v in metrics["dev"].items())
     before = metrics.get("dev_before_training")
     return (f"{kind} {variant.path}: dev {dev}"
-            + (f" (before training: accuracy {before['accuracy']:.4f})" if before else "")
+            + (f" (before training: {variant.record.kind.headline} {before[variant.record.kind.headline]:.4f})"
+               if before else "")
             + (f", {train['wall_s']:.0f} s training" if train else "")
             + (f", retention {metrics['retention']:.3f}" if metrics.get("retention") is not None else ""))
 
@@ -127,7 +128,8 @@ def _shared_line(variant) -> str:
 
 def _quantized_line(variant) -> str:
     record = variant.record
-    return (f"quantized {variant.path}: dev accuracy {record.accuracy:.4f} "
+    metric, score = record.headline
+    return (f"quantized {variant.path}: dev {metric} {score:.4f} "
             f"({-record.metrics['drop_points']:+.2f} points), {record.size_mb} MB")
 
 
@@ -257,8 +259,8 @@ def export_variant(path: Path, config: ExportConfig = ExportConfig(), log=say) -
 
     result = export(load_variant(path), opset=config.opset, optimize=config.optimize).export
     log(f"exported {path}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "
-        f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}, "
-        f"agreement {result['parity']['agreement']:.4f}")
+        f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}"
+        + (f", agreement {result['parity']['agreement']:.4f}" if "agreement" in result["parity"] else ""))
 
 
 def ensure_export(variant, log=say) -> None:
@@ -290,7 +292,8 @@ def bench_variants(paths: list[Path], config: BenchConfig, workspace: Path, log=
         if config.device == "cuda":  # six PyTorch runtimes and maybe ORT's: the fastest per shape
             timings = [min((t for t in timings if t[0] == shape), key=lambda t: t[2]) for shape in dict.fromkeys(
                 t[0] for t in timings)]
-        log(f"{variant.path}: accuracy {entry['dev']['accuracy']:.4f}; "
+        metric = variant.record.kind.headline
+        log(f"{variant.path}: {metric} {entry['dev'][metric]:.4f}; "
             + "; ".join(f"{runtime} {shape} {p50:.2f} ms" for shape, runtime, p50 in timings))
     if not measured:
         raise UserError(f"nothing could be measured on {config.device}")
@@ -319,8 +322,8 @@ def search(workspace: Path, teacher_name: str, task: TaskConfig, config, kd, tra
              "num-labels": task.num_labels}
     task_params = {key: value for key, value in typed.items() if value is not None}
     result = stage.search(teacher, data, config, train, task_params, command, log=log, kd=kd)
-    winner = result["winner"]
-    log(f"winner {winner['candidate']}: dev accuracy {winner['accuracy']:.4f} "
+    winner, headline = result["winner"], data.kind.headline
+    log(f"winner {winner['candidate']}: dev {headline} {winner['dev'][headline]:.4f} "
         f"({winner['drop_points']:.2f} points below the teacher), {winner['measured_p50_ms']:.2f} ms at "
         f"{config.shape} (predicted {winner['predicted_p50_ms']:.2f}); recipe: {result['recipe']}; "
         f"record: reports/{stage.label(data.name, config.budget_ms)}.json")

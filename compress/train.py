@@ -24,17 +24,18 @@ from compress import distributed
 from compress.configs import TrainConfig
 from compress.data import Collator
 from compress.errors import UserError, first_line, says_disk_full
-from compress.inference import task_metrics
+from compress.kinds import CLASSIFICATION
 from compress.machine import device, kernels_for_many_shapes
 from compress.workspace import write_json
 
 
 def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = True,
-                       keep_best: bool = True) -> TrainingArguments:
+                       keep_best: bool = True, best_by: str = "accuracy") -> TrainingArguments:
     """The Trainer's settings. On a GPU, a step of a small encoder costs less than launching it, so
     nothing may stop the host from running ahead: batches are pinned and copied without blocking,
     and the per-step NaN check (a device-to-host sync) is off. Evaluation takes bigger batches there.
-    `keep_best=False` keeps the last epoch (a phase whose loss is not the dev metric's)."""
+    `keep_best=False` keeps the last epoch (a phase whose loss is not the dev metric's); otherwise the
+    epoch with the highest dev `best_by` (the task kind's headline metric) is kept."""
     gpu = device() == "cuda"
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -48,7 +49,7 @@ def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = T
         save_strategy="epoch",
         logging_strategy="epoch",
         load_best_model_at_end=keep_best,
-        metric_for_best_model="accuracy",
+        metric_for_best_model=best_by,
         greater_is_better=True,
         save_total_limit=2,
         seed=config.seed,
@@ -70,12 +71,20 @@ def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = T
 
 class Trainer(transformers.Trainer):
     """The transformers Trainer, reading the length column once: datasets 5 hands it a lazy column,
-    which the length-grouped sampler would index row by row (16 s per SST-2 run, measured)."""
+    which the length-grouped sampler would index row by row (16 s per SST-2 run, measured). It knows
+    the task's kind (compress.kinds), for the losses of the trainers built on it."""
+
+    def __init__(self, *args, kind=CLASSIFICATION, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                     lengths=list(dataset["length"]))
+
+
+SHOWN = ("accuracy", "f1", "pearson", "spearman", "loss")  # of the dev metrics, those an epoch's line shows
 
 
 class EpochLines(ProgressCallback):
@@ -84,7 +93,7 @@ class EpochLines(ProgressCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs and "eval_loss" in logs:
             scores = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in logs.items()
-                               if k.startswith("eval_") and k.removeprefix("eval_") in ("accuracy", "f1", "loss"))
+                               if k.startswith("eval_") and k.removeprefix("eval_") in SHOWN)
             self.training_bar.write(f"epoch {logs.get('epoch', state.epoch):g}: dev {scores}")
 
 
@@ -124,11 +133,11 @@ class Trained:
 def train_resumable(
     model, tokenizer, train: datasets.Dataset, dev: datasets.Dataset, config: TrainConfig, work_dir: Path,
     run_key: dict, metric_names: tuple[str, ...], trainer_class=Trainer, progress: bool = True, fresh: bool = False,
-    keep_best: bool = True, **trainer_kwargs,
+    keep_best: bool = True, kind=CLASSIFICATION, **trainer_kwargs,
 ) -> Trained:
     """Train with per-epoch eval and checkpoints in `work_dir`, resuming a run with the same `run_key`.
 
-    Returns the best epoch's model (the last one's without `keep_best`). A run with other settings in `work_dir` is discarded, and so
+    Returns the best epoch's model by `kind`'s headline metric (the last one's without `keep_best`). A run with other settings in `work_dir` is discarded, and so
     is any run with `fresh` (--force starts clean).
     """
     if distributed.is_main():
@@ -142,12 +151,13 @@ def train_resumable(
     checkpoints = work_dir / "checkpoints"
     trainer = trainer_class(
         model=model,
-        args=training_arguments(checkpoints, config, progress, keep_best),
+        args=training_arguments(checkpoints, config, progress, keep_best, kind.headline),
         train_dataset=train,
         eval_dataset=dev,
         processing_class=tokenizer,
         data_collator=Collator(tokenizer, pad_to_multiple_of=8 if device() == "cuda" else None),
-        compute_metrics=metrics_fn(metric_names),
+        compute_metrics=metrics_fn(metric_names, kind),
+        kind=kind,
         **trainer_kwargs,
     )
     if progress:
@@ -174,7 +184,7 @@ def train_resumable(
     history = [  # per-epoch dev metrics, without the timings that differ from run to run
         {"epoch": log["epoch"], **{m: log[f"eval_{m}"] for m in ("loss", *metric_names)}}
         for log in trainer.state.log_history
-        if "eval_accuracy" in log
+        if f"eval_{kind.headline}" in log
     ]
     return Trained(
         # without accelerate's mixed-precision wrapper: evaluation afterwards runs in fp32
@@ -228,8 +238,8 @@ def resume_point(checkpoints: Path) -> str | None:
     return None
 
 
-def best_epoch(history: list[dict]) -> float | None:
-    return max(history, key=lambda h: h["accuracy"])["epoch"] if history else None
+def best_epoch(history: list[dict], metric: str) -> float | None:
+    return max(history, key=lambda h: h[metric])["epoch"] if history else None
 
 
 def train_record(trained: Trained, config: TrainConfig) -> dict:
@@ -240,9 +250,9 @@ def train_record(trained: Trained, config: TrainConfig) -> dict:
             "step_examples_per_s": trained.step_examples_per_s}
 
 
-def metrics_fn(names: tuple[str, ...]):
+def metrics_fn(names: tuple[str, ...], kind):
     def compute(prediction) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return task_metrics(np.asarray(logits), np.asarray(prediction.label_ids), names)
+        return kind.metrics(np.asarray(logits), np.asarray(prediction.label_ids), names)
 
     return compute

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from compress.configs import MAX_SEQUENCE
 from compress.errors import UserError, as_path, says_disk_full
+from compress.kinds import KINDS, MAIN_METRICS, kind_of
 from compress.workspace import (
     EXPORT_FILE,
     MADE_BY,
@@ -39,17 +40,13 @@ from compress.workspace import (
 )
 
 SCHEMA = 1  # 1: made_by mark, parents relative to the workspace, measurements in bench/, export in onnx/
-BENCH_DIR, RECIPE_FILE = "bench", "recipe.json"
-
-
-# The metric a task is judged by, when its dev metrics hold it: retention, the report's axis and
-# the search's drop use it. CoLA is judged by Matthews correlation (accuracy rewards saying
-# "acceptable" to everything); every task records accuracy too.
-MAIN_METRICS = ("mcc", "accuracy")
+BENCH_DIR, EVAL_DIR, RECIPE_FILE = "bench", "eval", "recipe.json"
 
 
 def main_metric(dev: dict) -> str:
-    """The name of the metric `dev` (a split's metrics, as a stage or bench records them) is judged by."""
+    """The name of the metric `dev` (a split's metrics, as a stage or bench records them) is judged by:
+    retention, the report's axis and the search's drop use it. Each task kind names its own
+    (compress.kinds): MCC for CoLA, accuracy for other classifiers, Spearman for regression."""
     return next(name for name in MAIN_METRICS if isinstance(dev.get(name), (int, float)))
 
 
@@ -70,8 +67,11 @@ def _record_problem(meta) -> str | None:
         value = meta.get(outer, {}).get(inner) if isinstance(meta.get(outer), dict) else None
         if not isinstance(value, kind):
             return f"'{outer}.{inner}' is missing"
-    if not isinstance(meta["metrics"]["dev"].get("accuracy"), (int, float)):
-        return "'metrics.dev.accuracy' is missing"
+    kind = KINDS.get((meta.get("data") if isinstance(meta.get("data"), dict) else {}).get("kind", "classification"))
+    if kind is None:
+        return f"'data.kind' is not a task kind ({', '.join(KINDS)})"
+    if not isinstance(meta["metrics"]["dev"].get(kind.headline), (int, float)):
+        return f"'metrics.dev.{kind.headline}' is missing"
     if not 1 <= meta["params"]["max_length"] <= MAX_SEQUENCE:
         return f"'params.max_length' is not a length from 1 to {MAX_SEQUENCE}"
     number, text = (int, float, type(None)), (str, type(None))
@@ -96,8 +96,9 @@ def _bench_problem(entry: dict) -> str | None:
                                              and isinstance(t.get("p90"), (int, float)) for t in shapes.values())
             for shapes in latency.values()):
         return "'latency_ms' is not runtime -> shape -> {p50, p90}"
-    if not isinstance(entry.get("dev"), dict) or not isinstance(entry["dev"].get("accuracy"), (int, float)):
-        return "'dev.accuracy' is missing"
+    if not isinstance(entry.get("dev"), dict) or not any(isinstance(entry["dev"].get(m), (int, float))
+                                                         for m in MAIN_METRICS):
+        return f"'dev' holds none of {', '.join(MAIN_METRICS)}"
     if not isinstance(entry.get("machine"), dict) or not isinstance(entry.get("accuracy_from"), str):
         return "'machine' or 'accuracy_from' is missing"
     return None
@@ -151,6 +152,16 @@ class Record:
     def accuracy(self) -> float:
         """Dev accuracy as the stage measured it (the artifact's, for a quantized variant)."""
         return self.metrics["dev"]["accuracy"]
+
+    @property
+    def kind(self):
+        """The task kind (compress.kinds) the variant was trained for."""
+        return kind_of(self.to_json())
+
+    @property
+    def headline(self) -> tuple[str, float]:
+        """The kind's headline dev metric, by name, as the stage measured it: what a console line shows."""
+        return self.kind.headline, self.metrics["dev"][self.kind.headline]
 
     @property
     def score(self) -> float:
@@ -231,6 +242,14 @@ class Variant:
             else:
                 found[entry["key"]] = entry
         return found
+
+    @property
+    def evaluations(self) -> list[dict]:
+        """What `compress eval` measured on other labelled files (eval/*.json), the latest last; an
+        unreadable file is left out."""
+        found = [_read_json(f) for f in sorted((self.path / EVAL_DIR).glob("*.json"))]
+        found = [e for e in found if e and isinstance(e.get("metrics"), dict) and isinstance(e.get("file"), str)]
+        return sorted(found, key=lambda e: str(e.get("measured_at")))
 
     def record_bench(self, key: str, entry: dict) -> "Variant":
         """Add one measurement to this machine key's file of its own (concurrent keys never meet).

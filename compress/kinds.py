@@ -1,0 +1,235 @@
+"""Task kinds: what a model is trained to output, one class each, found by name in one registry.
+
+A small core and a registry (Torch-Pruning's way): every stage asks the task's kind, never an
+if-chain, for what differs between kinds:
+
+- the head: its outputs and the config's problem_type (`head`);
+- labels: how a file's value is read (`label`) and stored (`label_type`), what marks a row without
+  one (`no_label`, for augmented rows) and what makes a task's labels sane (`check_labels`, and
+  `check_split` for one more file to score);
+- the losses on the outputs: the hard one (`hard_loss`: the no-KD baseline, prune's scores) and
+  KD's (`kd_loss`), and the student's agreement with its teacher (`agreement`);
+- the metrics (`metrics`), the one that picks the best epoch, is printed and bounds --max-drop
+  (`headline`), and those retention, the report's axis and the search compare (`main`, the first
+  a split's metrics hold), with the axis's label (`axis`);
+- how an ONNX artifact's outputs are held against PyTorch's (`parity`), and how far an untrained
+  candidate is from its teacher (`divergence`, the search's proxy).
+
+Sequence classification is the first kind and regression (GLUE STS-B) the second; sentence
+embeddings, token classification and extractive QA are to come as entries here. torch is imported
+inside the methods: variant.py reads MAIN_METRICS from here, and listing a workspace stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compress.configs import MAX_LABELS
+from compress.errors import UserError
+
+
+class Classification:
+    """Sequence classification: K logits, cross-entropy, accuracy (F1 for MRPC, MCC for CoLA)."""
+
+    name = "classification"
+    headline = "accuracy"
+    main = ("mcc", "accuracy")  # CoLA is judged by MCC: accuracy rewards saying "acceptable" to everything
+    axis = {"accuracy": "accuracy, %", "mcc": "Matthews correlation x 100"}
+    label_type = "int64"
+    no_label = -100  # what cross-entropy ignores
+    uses_temperature = True
+
+    def head(self, num_labels: int) -> dict:
+        return {"num_labels": num_labels}
+
+    def label(self, value, where: str) -> int:
+        if isinstance(value, bool) or value is None:
+            raise UserError(f"{where}: label {value!r} is not an integer class id")
+        if isinstance(value, int):
+            label = value
+        else:
+            try:
+                label = int(str(value).strip())
+            except ValueError:
+                raise UserError(f"{where}: label {value!r} is not an integer class id") from None
+        if not 0 <= label < MAX_LABELS:
+            raise UserError(f"{where}: label {label} is not a class id from 0 to {MAX_LABELS - 1}")
+        return label
+
+    def check_labels(self, name: str, train: list, dev: list, num_labels: int | None) -> int:
+        """The number of classes: at least two, ids 0..K-1, dev labels seen in training.
+
+        K is the number of classes training shows, unless `num_labels` says there are more (classes
+        that training lacks); then every label must lie below it."""
+        seen, in_dev = set(train), set(dev)
+        if len(seen) < 2:
+            raise UserError(f"{name}: training has one class only (label {seen.pop()}): a classifier needs two or more")
+        if num_labels is None:
+            if seen != set(range(len(seen))):
+                raise UserError(f"{name}: training labels must be the class ids 0 to K-1, found {_listed(seen)} "
+                                "(give --num-labels K if some classes are missing from training)")
+            if in_dev - seen:
+                raise UserError(f"{name}: dev labels {_listed(in_dev - seen)} never occur in train "
+                                f"(train labels: {_listed(seen)}; --num-labels K allows them)")
+            return len(seen)
+        if not 2 <= num_labels <= MAX_LABELS or max(seen | in_dev) >= num_labels:
+            raise UserError(f"{name}: --num-labels {num_labels} must lie in 2..{MAX_LABELS} and exceed every label "
+                            f"(largest: {max(seen | in_dev)})")
+        return num_labels
+
+    def check_split(self, where: str, labels: list, num_labels: int) -> None:
+        """One more labelled split (compress eval's file) holds only the model's classes."""
+        if not labels:
+            raise UserError(f"{where}: the split is empty")
+        if max(labels) >= num_labels:
+            raise UserError(f"{where}: label {max(labels)} is not one of the model's classes (0 to {num_labels - 1})")
+
+    def metrics(self, outputs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+        from compress.inference import task_metrics
+
+        return task_metrics(outputs, labels, names)
+
+    def hard_loss(self, outputs, labels):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs.float(), labels)
+
+    def kd_loss(self, student, teacher, labels, temperature: float, alpha: float):
+        from compress.losses import kd_loss
+
+        return kd_loss(student.float(), teacher.float(), labels, temperature, alpha)
+
+    def agreement(self, student, teacher) -> dict:
+        """How often the student picks the teacher's class."""
+        return {"agreement": float((student.argmax(-1) == teacher.argmax(-1)).float().mean())}
+
+    def parity(self, expected, got, atol: float) -> dict:
+        """Max |logit difference| and argmax agreement between PyTorch and ORT on every row; a row whose top
+        two logits lie within 2 * atol (a knife edge) may flip without failing the check."""
+        top2 = expected.topk(2, dim=-1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 2 * atol
+        agree = expected.argmax(-1) == got.argmax(-1)
+        return {"max_abs_diff": float((expected - got).abs().max()), "agreement": float(agree.float().mean()),
+                "disagreements_off_ties": int((~agree & clear).sum()), "rows": len(expected)}
+
+    def divergence(self, outputs, reference) -> float:
+        """KL(teacher || candidate) at T=1, batch mean."""
+        import torch.nn.functional as F
+
+        return float(F.kl_div(F.log_softmax(outputs, -1), F.log_softmax(reference, -1), log_target=True,
+                              reduction="batchmean"))
+
+
+class Regression:
+    """One real-valued output (GLUE STS-B's similarity, 0 to 5): MSE, Pearson and Spearman.
+
+    KD mixes the MSE to the teacher's prediction with the MSE to the label; a temperature softens a
+    softmax, and a single real output has none, so --temperature does not apply and is refused."""
+
+    name = "regression"
+    headline = "spearman"
+    main = ("spearman",)
+    axis = {"spearman": "Spearman correlation x 100"}
+    label_type = "float64"
+    no_label = math.nan
+    uses_temperature = False
+
+    def head(self, num_labels: int) -> dict:
+        return {"num_labels": 1, "problem_type": "regression"}
+
+    def label(self, value, where: str) -> float:
+        if isinstance(value, bool) or value is None:
+            raise UserError(f"{where}: score {value!r} is not a number")
+        try:
+            score = float(value if isinstance(value, (int, float)) else str(value).strip())
+        except ValueError:
+            raise UserError(f"{where}: score {value!r} is not a number") from None
+        if not math.isfinite(score):
+            raise UserError(f"{where}: score {value!r} is not a finite number")
+        return score
+
+    def check_labels(self, name: str, train: list, dev: list, num_labels: int | None) -> int:
+        if num_labels is not None:
+            raise UserError(f"--num-labels counts classes: {name} is a regression task (one output)")
+        if min(train) == max(train):
+            raise UserError(f"{name}: every training score is {train[0]}: there is nothing to learn")
+        return 1
+
+    def check_split(self, where: str, labels: list, num_labels: int) -> None:
+        if not labels:
+            raise UserError(f"{where}: the split is empty")
+
+    def metrics(self, outputs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+        predictions = np.asarray(outputs, dtype=np.float64).reshape(len(labels))
+        labels = np.asarray(labels, dtype=np.float64)
+        found = {"pearson": pearson(predictions, labels), "spearman": pearson(ranks(predictions), ranks(labels)),
+                 "mse": float(np.mean((predictions - labels) ** 2))}
+        return {name: found[name] for name in names}
+
+    def hard_loss(self, outputs, labels):
+        import torch.nn.functional as F
+
+        return F.mse_loss(outputs.float().squeeze(-1), labels.float())
+
+    def kd_loss(self, student, teacher, labels, temperature: float, alpha: float):
+        """alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, label), the label's term over the
+        rows that have one (augmented rows carry NaN). `temperature` is not used (see the class)."""
+        import torch.nn.functional as F
+
+        student, teacher, labels = student.float().squeeze(-1), teacher.float().squeeze(-1), labels.float()
+        labelled = ~labels.isnan()
+        hard = F.mse_loss(student[labelled], labels[labelled], reduction="sum") / labelled.sum().clamp(min=1)
+        return alpha * F.mse_loss(student, teacher) + (1 - alpha) * hard
+
+    def agreement(self, student, teacher) -> dict:
+        """Pearson correlation between the student's predictions and the teacher's."""
+        return {"teacher_pearson": pearson(student.numpy().ravel(), teacher.numpy().ravel())}
+
+    def parity(self, expected, got, atol: float) -> dict:
+        return {"max_abs_diff": float((expected - got).abs().max()), "rows": len(expected)}
+
+    def divergence(self, outputs, reference) -> float:
+        """Mean squared difference from the teacher's predictions."""
+        return float(((outputs.float() - reference.float()) ** 2).mean())
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; 0 where either side is constant (no correlation to speak of)."""
+    a, b = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b / denominator) if denominator else 0.0
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties given their mean rank (as Spearman's correlation needs)."""
+    order = np.argsort(values, kind="stable")
+    ranked = np.empty(len(values))
+    ranked[order] = np.arange(1, len(values) + 1)
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    for start, count in zip(first, counts):
+        if count > 1:
+            ranked[order[start:start + count]] = start + (count + 1) / 2
+    return ranked
+
+
+def _listed(values) -> str:
+    values = sorted(values)
+    return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} in all)" if len(values) > 10 else "")
+
+
+KINDS = {kind.name: kind for kind in (Classification(), Regression())}
+CLASSIFICATION = KINDS["classification"]
+
+# What the variant records, the report and the search look for, in this order, to judge a split's metrics.
+MAIN_METRICS = tuple(dict.fromkeys(name for kind in KINDS.values() for name in kind.main))
+AXIS_LABELS = {name: label for kind in KINDS.values() for name, label in kind.axis.items()}
+
+
+def kind_of(meta: dict):
+    """The kind a variant record (variant.json as a dict) was trained for; records before kinds are classification."""
+    name = (meta.get("data") or {}).get("kind", CLASSIFICATION.name)
+    if name not in KINDS:
+        raise UserError(f"variant {meta.get('name')}: unknown task kind '{name}' (known: {', '.join(KINDS)})")
+    return KINDS[name]
