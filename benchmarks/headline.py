@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from compress.bench import machine_key
 from compress.machine import machine

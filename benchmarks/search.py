@@ -22,9 +22,8 @@ import json
 import shlex
 import statistics
 import subprocess
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from compress import ort as runtime
 from compress.bench import key_here, parse_shapes

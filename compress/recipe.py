@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
-
-from functools import partial
-
-import tomllib
 
 from compress.configs import BenchConfig, TaskConfig, TrainConfig, from_table, table_keys
 from compress.errors import UserError

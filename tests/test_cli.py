@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+
 def test_help_lists_every_verb_and_their_flags(run_cli):
     from compress.cli import cli
     from compress.stages import STAGES

@@ -1,9 +1,9 @@
 """compress run: a recipe runs the whole chain, skips what is unchanged, re-runs what changed."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from compress.variant import Variant
 

@@ -1,9 +1,9 @@
 """compress search: a latency table by measurement, a proxy, trials through the stages, a recipe that reproduces."""
 
 import json
+import tomllib
 
 import pytest
-import tomllib
 
 from compress.search import Shape, under_budget
 from compress.variant import Variant
