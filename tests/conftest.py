@@ -193,3 +193,46 @@ def refused(run_cli, *args, message: str):
     assert code == 2 and len(lines) == 1 and lines[0].startswith("compress: error: "), (args, code, err)
     assert message in lines[0], (message, lines[0])
     assert "Traceback" not in out + err
+
+
+def write_recipe(path, tiny_base, csv, heads=0.5, shapes="1x16", shrink=True):
+    """A recipe on the tiny model: teacher and a 1-layer student, then (shrink) prune, int8, bench and report."""
+    teach = f"""
+[teacher]
+base = "{tiny_base}"
+name = "tiny"
+task = "{csv}"
+text-column = "sentence"
+epochs = 1
+lr = 0.001
+batch-size = 16
+max-length = 32
+precision = "fp32"
+
+[[stages]]
+verb = "distill"
+name = "L1"
+layers = 1
+epochs = 1
+lr = 0.001
+batch-size = 16
+precision = "fp32"
+"""
+    rest = f"""
+[[stages]]
+verb = "prune"
+name = "L1-pruned"
+heads = {heads}
+recover-epochs = 0
+
+[[stages]]
+verb = "quantize"
+name = "L1-pruned-int8"
+
+[bench]
+shapes = "{shapes}"
+
+[report]
+"""
+    path.write_text(teach + (rest if shrink else ""))
+    return path

@@ -23,6 +23,8 @@ from compress.api import (
 from compress.configs import BenchConfig, ExportConfig
 from compress.errors import UserError
 
+from conftest import write_recipe
+
 
 def test_the_api_runs_the_chain_from_a_teacher_to_a_report(tiny_teacher):
     teacher, task = tiny_teacher
@@ -135,27 +137,7 @@ def test_a_recipe_and_a_search_run_through_the_api_without_the_command_line(tmp_
 
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    (workspace / "recipe.toml").write_text(f"""
-[teacher]
-base = "{tiny_base}"
-name = "tiny"
-task = "{learnable_csv}"
-text-column = "sentence"
-epochs = 1
-lr = 0.001
-batch-size = 16
-max-length = 32
-precision = "fp32"
-
-[[stages]]
-verb = "distill"
-name = "L1"
-layers = 1
-epochs = 1
-lr = 0.001
-batch-size = 16
-precision = "fp32"
-""")
+    write_recipe(workspace / "recipe.toml", tiny_base, learnable_csv, shrink=False)
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", RUN_AND_SEARCH, str(workspace), str(learnable_csv), str(tiny_base)],
                             capture_output=True, text=True, timeout=900, cwd=root,

@@ -7,47 +7,7 @@ import pytest
 
 from compress.variant import Variant
 
-from conftest import write_learnable_csv
-
-
-def write_recipe(path, tiny_base, csv, heads=0.5, shapes="1x16"):
-    path.write_text(f"""
-[teacher]
-base = "{tiny_base}"
-name = "tiny"
-task = "{csv}"
-text-column = "sentence"
-epochs = 1
-lr = 0.001
-batch-size = 16
-max-length = 32
-precision = "fp32"
-
-[[stages]]
-verb = "distill"
-name = "L1"
-layers = 1
-epochs = 1
-lr = 0.001
-batch-size = 16
-precision = "fp32"
-
-[[stages]]
-verb = "prune"
-name = "L1-pruned"
-heads = {heads}
-recover-epochs = 0
-
-[[stages]]
-verb = "quantize"
-name = "L1-pruned-int8"
-
-[bench]
-shapes = "{shapes}"
-
-[report]
-""")
-    return path
+from conftest import write_learnable_csv, write_recipe
 
 
 @pytest.fixture
