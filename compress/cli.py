@@ -195,7 +195,7 @@ def renamed(old: str, new: str, meaning: str):
         if value is not None:
             raise click.UsageError(f"search {old} is now {new} ({meaning})")
 
-    return click.option(old, expose_value=False, hidden=True, callback=refuse)
+    return click.option(old, f"renamed_{old.strip('-')}", expose_value=False, hidden=True, callback=refuse)
 
 
 @cli.command("search")
