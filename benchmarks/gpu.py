@@ -24,15 +24,15 @@ import torch
 from transformers import MPNetConfig, MPNetForSequenceClassification, get_linear_schedule_with_warmup, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from compress.bench import precisions
-from compress.checkpoint import load_classifier, load_tokenizer
-from compress.data import Collator, encode
-from compress.latency import in_precision, torch_latency_ms
+from compress.data.batches import Collator, encode
+from compress.data.tasks import load_task
 from compress.machine import autocast, kernels_for_many_shapes
-from compress.prune import current_structure
-from compress.registry import resolve_base
-from compress.structure import STRUCTURE_KEY, apply_structure, record
-from compress.tasks import load_task
+from compress.model.checkpoint import load_classifier, load_tokenizer
+from compress.model.registry import resolve_base
+from compress.model.structure import STRUCTURE_KEY, apply_structure, record
+from compress.runtime.latency import in_precision, torch_latency_ms
+from compress.stages.bench import precisions
+from compress.stages.prune import current_structure
 from compress.variant import Variant
 
 from common import RESULTS_DIR, Results, compress, read_variant

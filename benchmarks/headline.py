@@ -19,8 +19,8 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from compress.bench import machine_key
 from compress.machine import machine
+from compress.stages.bench import machine_key
 from compress.variant import Variant, main_metric
 
 from common import RESULTS_DIR, Results, compress

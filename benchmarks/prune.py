@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from compress.checkpoint import load_classifier
-from compress.latency import torch_latency_ms
+from compress.model.checkpoint import load_classifier
+from compress.runtime.latency import torch_latency_ms
 
 from common import Results, compress, read_variant
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from compress.checkpoint import load_classifier
-from compress.latency import torch_latency_ms
 from compress.machine import machine
+from compress.model.checkpoint import load_classifier
+from compress.runtime.latency import torch_latency_ms
 
 from common import Results
 
@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time, torch
 from pathlib import Path
-from compress.checkpoint import load_classifier, load_tokenizer
+from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.configs import PruneConfig
-from compress.data import encode
-from compress.inference import predict_logits
-from compress.prune import apply_pruning, current_structure, scoring_batches
-from compress.tasks import task_of
+from compress.data.batches import encode
+from compress.runtime.inference import predict_logits
+from compress.stages.prune import apply_pruning, current_structure, scoring_batches
+from compress.data.tasks import task_of
 from compress.variant import Variant
 
 student, fraction, importance, out = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3], Path(sys.argv[4])

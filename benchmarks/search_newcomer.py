@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from compress.bench import key_here
+from compress.stages.bench import key_here
 from compress.variant import Variant
 
 from common import Results, compress

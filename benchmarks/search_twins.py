@@ -20,14 +20,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compress import ort as runtime
-from compress.bench import parse_shapes
-from compress.checkpoint import load_config, load_tokenizer
-from compress.export import MODEL
-from compress.latency import alternating
+from compress.data.tasks import task_of
 from compress.machine import machine
-from compress.search import Shape, artifacts, random_student, timing_calibration
-from compress.tasks import task_of
+from compress.model.checkpoint import load_config, load_tokenizer
+from compress.pipeline.search import Shape, artifacts, random_student, timing_calibration
+from compress.runtime import ort as runtime
+from compress.runtime.latency import alternating
+from compress.stages.bench import parse_shapes
+from compress.stages.export import MODEL
 from compress.variant import Variant, parent_path
 from compress.workspace import ONNX_DIR
 

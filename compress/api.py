@@ -19,12 +19,11 @@ Each stage takes a Variant (or the path of its folder) and gives a new one (fine
 from a base model); its settings are the same dataclasses the CLI builds from its flags, checked
 as the flags are when built, and paths may be str or Path. Bad arguments raise UserError. A KD
 field left at None (the default) is the one the variant was trained with, as an untyped flag is
-(compress.kd). run and search print the lines `compress run` and `compress search` print.
+(compress.training.kd). run and search print the lines `compress run` and `compress search` print.
 """
 
 from pathlib import Path
 
-from compress.bench import bench
 from compress.configs import (
     KD,
     DistillConfig,
@@ -36,17 +35,18 @@ from compress.configs import (
     TaskConfig,
     TrainConfig,
 )
-from compress.distill import distill
+from compress.data.tasks import Task, load_task
 from compress.errors import as_path, require
-from compress.export import export
-from compress.layerdrop import layerdrop
-from compress.prune import prune
-from compress.quantize import quantize
-from compress.recipe import init_workspace
-from compress.report import render
-from compress.share import share
-from compress.tasks import Task, load_task
-from compress.teacher import fine_tune
+from compress.pipeline.recipe import init_workspace
+from compress.stages.bench import bench
+from compress.stages.distill import distill
+from compress.stages.export import export
+from compress.stages.layerdrop import layerdrop
+from compress.stages.prune import prune
+from compress.stages.quantize import quantize
+from compress.stages.report import render
+from compress.stages.share import share
+from compress.stages.teacher import fine_tune
 from compress.variant import Variant, find_variants
 
 
@@ -66,7 +66,7 @@ def report(workspace, task: str | None = None, teacher: str | None = None, out=N
 def run(recipe, workspace=".", adopt: bool = False, keep_teacher: bool = False) -> list[Variant]:
     """Run `recipe` (a str or Path to its TOML) in `workspace`, skipping unchanged stages, as `compress run` does;
     returns the variants of its steps, the teacher first."""
-    from compress import recipe as recipes
+    from compress.pipeline import recipe as recipes
 
     workspace = as_path(workspace, "workspace")
     plan = recipes.plan(as_path(recipe, "recipe"), workspace, require(adopt, bool, "adopt"),

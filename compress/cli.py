@@ -24,7 +24,7 @@ from compress.configs import (
     take,
 )
 from compress.errors import UserError, first_line
-from compress.recipe import PRESETS
+from compress.pipeline.recipe import PRESETS
 from compress.stages import RECOVERY, TRAINING
 
 DEFAULT_BASE = "minilm-l6"
@@ -156,7 +156,7 @@ def bench_command(obj, variants, **params):
 def eval_command(variant, data):
     """Score VARIANT (its ONNX artifact where it has one, else PyTorch) on --data with the task's metrics; the
     result goes to VARIANT/eval/ and into the report."""
-    from compress.evaluation import evaluate_file
+    from compress.stages.evaluation import evaluate_file
 
     result = evaluate_file(stages.load_variant(variant), data)
     click.echo(f"{variant} on {data} ({result['rows']} rows, {result['scored_by']}): "
@@ -183,7 +183,7 @@ def report_command(obj, task, teacher, out):
 @click.pass_obj
 def run_command(obj, recipe, dry_run, adopt, keep_teacher):
     """Run RECIPE.toml, the whole chain [default: the built-in demo]; unchanged stages are skipped."""
-    from compress import recipe as recipes
+    from compress.pipeline import recipe as recipes
 
     plan = recipes.plan(recipe or recipes.demo_recipe(), obj["workspace"], adopt, keep_teacher)
     recipes.execute(plan, obj["workspace"], dry_run)
@@ -226,7 +226,7 @@ def search_command(obj, teacher_name, **params):
 def init_command(obj, directory, preset):
     """Make a workspace in DIRECTORY [default: --workspace, else here]: teachers/, students/, reports/ and
     recipe.toml (a preset, to edit)."""
-    from compress.recipe import init_workspace
+    from compress.pipeline.recipe import init_workspace
 
     directory = directory or obj["workspace"]
     recipe, written = init_workspace(directory, preset)

@@ -27,7 +27,7 @@ def setting(default, help: str, choices: tuple | None = None, low=None, high=Non
 
 
 def inherited(fallback, help: str, **kwargs):
-    """A KD setting that defaults to None: the one the parent variant was trained with (compress.kd),
+    """A KD setting that defaults to None: the one the parent variant was trained with (compress.training.kd),
     else `fallback`."""
     return setting(None, help, fallback=fallback, **kwargs)
 
@@ -84,7 +84,7 @@ class TaskConfig(Settings):
                                      "0..K-1].", low=2, high=MAX_LABELS)
 
     def load(self):
-        from compress.tasks import load_task
+        from compress.data.tasks import load_task
 
         return load_task(self.task, self.data_dir, self.text_column, self.label_column, self.num_labels)
 
@@ -94,7 +94,7 @@ class KD(Settings):
     """The soft-target terms every distillation and every KD recovery uses (Hinton et al. 2015).
 
     None means "not given": a stage then trains with what its parent variant was trained with, else
-    with the field's fallback (compress.kd decides, and records where each value came from).
+    with the field's fallback (compress.training.kd decides, and records where each value came from).
     """
 
     temperature: float | None = inherited(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True,

@@ -87,7 +87,7 @@ class Classification:
             raise UserError(f"{where}: label {max(labels)} is not one of the model's classes (0 to {num_labels - 1})")
 
     def metrics(self, outputs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
-        from compress.inference import task_metrics
+        from compress.runtime.inference import task_metrics
 
         return task_metrics(outputs, labels, names)
 
@@ -97,7 +97,7 @@ class Classification:
         return F.cross_entropy(outputs.float(), labels)
 
     def kd_loss(self, student, teacher, labels, temperature: float, alpha: float):
-        from compress.losses import kd_loss
+        from compress.training.losses import kd_loss
 
         return kd_loss(student.float(), teacher.float(), labels, temperature, alpha)
 

@@ -414,7 +414,8 @@ def save_variant(target: Path, model, tokenizer, meta: dict, replace: bool = Fal
 
     An existing `target` is replaced only with `replace` (see workspace.atomic_dir).
     """
-    from compress import distributed, structure
+    from compress import distributed
+    from compress.model import structure
 
     if not distributed.is_main():  # under torchrun only rank 0 writes; the others read its result
         distributed.barrier()

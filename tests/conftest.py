@@ -25,11 +25,11 @@ from transformers import (
 
 from compress.cli import main
 from compress.configs import DistillConfig, TrainConfig
-from compress.distill import distill
-from compress.export import export
-from compress.registry import resolve_base
-from compress.tasks import load_task
-from compress.teacher import fine_tune
+from compress.data.tasks import load_task
+from compress.model.registry import resolve_base
+from compress.stages.distill import distill
+from compress.stages.export import export
+from compress.stages.teacher import fine_tune
 from compress.variant import Variant
 
 # Random 6-layer models of every supported architecture, for structure tests.

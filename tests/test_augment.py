@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from compress.augment import NO_LABEL, augment_texts, augmented_rows, nearest_neighbours, with_rows, word_starts
-from compress.checkpoint import load_classifier
 from compress.configs import DistillConfig, TrainConfig
-from compress.distill import distill
-from compress.registry import resolve_base
-from compress.tasks import Task
+from compress.data.augment import NO_LABEL, augment_texts, augmented_rows, nearest_neighbours, with_rows, word_starts
+from compress.data.tasks import Task
+from compress.model.checkpoint import load_classifier
+from compress.model.registry import resolve_base
+from compress.stages.distill import distill
 
 TEXTS = ["the film was a wonderful surprise [SEP] and the actors [MASK] shine",
          "a dull, plodding story; 1999's worst movie"]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from compress.bench import bench, parse_shapes
 from compress.configs import QuantizeConfig
 from compress.errors import UserError
-from compress.export import export
-from compress.quantize import quantize
-from compress.report import pareto_front, render
+from compress.stages.bench import bench, parse_shapes
+from compress.stages.export import export
+from compress.stages.quantize import quantize
+from compress.stages.report import pareto_front, render
 from compress.variant import Variant
 
 SHAPES = [(1, 16), (4, 32)]

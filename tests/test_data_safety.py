@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from compress.configs import DistillConfig, TrainConfig
-from compress.distill import distill
 from compress.errors import UserError
-from compress.train import resume_point
+from compress.stages.distill import distill
+from compress.training.trainer import resume_point
 from compress.variant import Variant
 from compress.workspace import HOST, check_name, partial_dir
 
@@ -175,7 +175,7 @@ def test_a_full_disk_during_training_is_one_line_and_leaves_no_partial_run(run_c
 
     from transformers import Trainer
 
-    import compress.train
+    import compress.training.trainer
 
     workspace, _, _, task = ws
 
@@ -183,7 +183,7 @@ def test_a_full_disk_during_training_is_one_line_and_leaves_no_partial_run(run_c
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 7819904 vs 7819792")
 
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", disk_full)
-    monkeypatch.setattr(compress.train.shutil, "disk_usage", lambda _: namedtuple("Usage", "total used free")(1, 1, 0))
+    monkeypatch.setattr(compress.training.trainer.shutil, "disk_usage", lambda _: namedtuple("Usage", "total used free")(1, 1, 0))
     code, out, err = run_cli("--workspace", workspace, "distill", "--teacher", "tiny", "--task", task.spec["task"],
                              "--text-column", "sentence", "--layers", "1", "--epochs", "1", "--max-length", "32",
                              "--name", "full")
@@ -339,7 +339,7 @@ def test_links_inside_a_variant_are_never_written_through(run_cli, ws):
     (teacher.path / "soft_targets").symlink_to(victim)
     before = snapshot(victim)
     refused(run_cli, "--workspace", workspace, "bench", student, "--shapes", "1x8", message="is a link")
-    from compress.teacher import soft_targets
+    from compress.stages.teacher import soft_targets
 
     with pytest.raises(UserError, match="is a link"):
         soft_targets(teacher, task, max_length=16)

@@ -61,10 +61,10 @@ def test_two_processes_match_one_and_write_one_copy(runs):
     # soft targets gathered from both shards, in row order: they equal the saved teacher's logits
     from transformers import AutoTokenizer
 
-    from compress.checkpoint import load_classifier
-    from compress.data import encode
-    from compress.inference import predict_logits
-    from compress.tasks import task_of
+    from compress.data.batches import encode
+    from compress.data.tasks import task_of
+    from compress.model.checkpoint import load_classifier
+    from compress.runtime.inference import predict_logits
 
     tokenizer = AutoTokenizer.from_pretrained(double.path)
     train = encode(task_of(double.record).train, tokenizer, 32)

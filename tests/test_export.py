@@ -15,15 +15,15 @@ from transformers import (
     RobertaConfig,
 )
 
-import compress.export as export_stage
-from compress import ort as runtime
+import compress.stages.export as export_stage
 from compress.configs import DistillConfig, PruneConfig, QuantizeConfig, TrainConfig
-from compress.data import encode
-from compress.distill import distill
+from compress.data.batches import encode
 from compress.errors import UserError
-from compress.export import export
-from compress.prune import prune
-from compress.quantize import quantize
+from compress.runtime import ort as runtime
+from compress.stages.distill import distill
+from compress.stages.export import export
+from compress.stages.prune import prune
+from compress.stages.quantize import quantize
 from compress.variant import Variant, parent_path, save_variant
 
 from conftest import CONFIGS, student_dir, student_meta

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from compress import distributed
-from compress.bench import bench, precisions
 from compress.configs import DistillConfig
-from compress.distill import distill
 from compress.errors import UserError
-from compress.latency import in_precision, torch_latency_ms
-from compress.report import build, runtime_group
+from compress.runtime.latency import in_precision, torch_latency_ms
+from compress.stages.bench import bench, precisions
+from compress.stages.distill import distill
+from compress.stages.report import build, runtime_group
 from compress.variant import Variant
 
 from conftest import FAST
@@ -26,7 +26,7 @@ SHAPES = [(1, 16), (4, 32)]
 
 
 def test_latency_code_is_device_generic_on_the_cpu(tiny_teacher):
-    from compress.checkpoint import load_classifier
+    from compress.model.checkpoint import load_classifier
 
     model = load_classifier(tiny_teacher[0].path)
     timing = torch_latency_ms(model, 2, 16, runs=30, warmup=2, vocab_size=model.config.vocab_size)
@@ -109,16 +109,16 @@ def test_torchrun_one_process_per_gpu_trains_and_one_more_is_refused(tiny_base, 
 
 def test_a_trained_model_is_evaluated_in_fp32_not_under_the_training_autocast(tiny_base, learnable_csv, tmp_path):
     """accelerate wraps forward in bf16 autocast for training; the records' accuracy must not inherit it."""
-    from compress.checkpoint import load_tokenizer
     from compress.configs import TrainConfig
-    from compress.data import encode
-    from compress.tasks import load_task
-    from compress.train import train_resumable
+    from compress.data.batches import encode
+    from compress.data.tasks import load_task
+    from compress.model.checkpoint import load_tokenizer
+    from compress.training.trainer import train_resumable
 
     task = load_task(str(learnable_csv), text_column="sentence")
     tokenizer = load_tokenizer(tiny_base)
     train, dev = (encode(split, tokenizer, 32) for split in (task.train, task.dev))
-    from compress.checkpoint import load_classifier
+    from compress.model.checkpoint import load_classifier
 
     config = TrainConfig(epochs=0.2, batch_size=16, max_length=32, precision="bf16")
     trained = train_resumable(load_classifier(tiny_base, num_labels=2), tokenizer, train, dev, config,

@@ -4,14 +4,14 @@ cut, and reuses the augmented rows and their soft targets the first stage made."
 
 import pytest
 
-import compress.teacher as teachers
+import compress.stages.teacher as teachers
 from compress.configs import KD, DistillConfig, LayerDropConfig, PruneConfig, ShareConfig, TrainConfig
-from compress.distill import distill
 from compress.errors import UserError
-from compress.kd import kd_settings
-from compress.layerdrop import layerdrop
-from compress.prune import prune
-from compress.share import share
+from compress.stages.distill import distill
+from compress.stages.layerdrop import layerdrop
+from compress.stages.prune import prune
+from compress.stages.share import share
+from compress.training.kd import kd_settings
 
 ONE_EPOCH = TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, seed=1, precision="fp32")
 RECOVERY = TrainConfig(epochs=0.5, lr=1e-3, batch_size=16, max_length=32, seed=5, precision="fp32")

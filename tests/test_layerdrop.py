@@ -5,13 +5,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from compress.arch import encoder_layers, keep_layers
-from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import LayerDropConfig, TrainConfig
-from compress.data import encode
+from compress.data.batches import encode
 from compress.errors import UserError
-from compress.inference import evaluate
-from compress.layerdrop import kept_layers, layer_drop, layerdrop
+from compress.model.arch import encoder_layers, keep_layers
+from compress.model.checkpoint import load_classifier, load_tokenizer
+from compress.runtime.inference import evaluate
+from compress.stages.layerdrop import kept_layers, layer_drop, layerdrop
 from compress.variant import Variant, parent_path
 
 from conftest import CONFIGS, FAST

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from compress.arch import TEACHER_LAYERS_KEY
-from compress.distill import make_student
 from compress.errors import UserError
-from compress.losses import (
+from compress.model.arch import TEACHER_LAYERS_KEY
+from compress.stages.distill import make_student
+from compress.training.losses import (
     INTERMEDIATE_LOSSES,
     Taps,
     head_dim,

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
+from compress.data.tasks import load_task
 from compress.errors import UserError
-from compress.inference import matthews, task_metrics
-from compress.report import build
-from compress.tasks import load_task
+from compress.runtime.inference import matthews, task_metrics
+from compress.stages.report import build
 from compress.variant import main_metric, retention
 
 

@@ -6,20 +6,20 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, ModernBertConfig
 
-from compress.checkpoint import load_classifier, load_config
 from compress.configs import DistillConfig, LayerDropConfig, PruneConfig, ShareConfig, TrainConfig
-from compress.data import encode
-from compress.distill import distill
-from compress.export import export
-from compress.inference import predict_logits
-from compress.layerdrop import layerdrop
-from compress.prune import prune
-from compress.quantize import quantize
-from compress.registry import resolve_base
-from compress.share import share
-from compress.structure import MODELING_FILE
-from compress.tasks import load_task
-from compress.teacher import fine_tune
+from compress.data.batches import encode
+from compress.data.tasks import load_task
+from compress.model.checkpoint import load_classifier, load_config
+from compress.model.registry import resolve_base
+from compress.model.structure import MODELING_FILE
+from compress.runtime.inference import predict_logits
+from compress.stages.distill import distill
+from compress.stages.export import export
+from compress.stages.layerdrop import layerdrop
+from compress.stages.prune import prune
+from compress.stages.quantize import quantize
+from compress.stages.share import share
+from compress.stages.teacher import fine_tune
 
 from conftest import FAST, write_learnable_csv
 

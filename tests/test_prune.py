@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compress.checkpoint import load_classifier
 from compress.configs import PruneConfig, TrainConfig
-from compress.data import encode
+from compress.data.batches import encode
 from compress.errors import UserError
-from compress.inference import predict_logits
-from compress.prune import apply_pruning, choose, current_structure, gates, prune, scoring_batches
-from compress.removal import remove, trace
-from compress.structure import MODELING_FILE, STRUCTURE_KEY, record
+from compress.model.checkpoint import load_classifier
+from compress.model.removal import remove, trace
+from compress.model.structure import MODELING_FILE, STRUCTURE_KEY, record
+from compress.runtime.inference import predict_logits
+from compress.stages.prune import apply_pruning, choose, current_structure, gates, prune, scoring_batches
 from compress.variant import Variant, save_variant
 
 from conftest import CONFIGS, FAST, TINY, student_meta
@@ -227,7 +227,7 @@ def test_prune_command(run_cli, tiny_teacher, tmp_path):
 
 
 def test_the_cubic_schedule():
-    from compress.prune import cubic
+    from compress.stages.prune import cubic
 
     assert [round(cubic(0.5, t, 3), 4) for t in range(4)] == [0.0, 0.3519, 0.4815, 0.5]
     assert cubic(0.4, 1, 1) == 0.4
@@ -235,7 +235,7 @@ def test_the_cubic_schedule():
 
 def test_gradual_pruning_in_one_step_is_the_one_shot_cut(tiny_teacher):
     """--steps 1 keeps the same heads and neurons, and the same weights after recovery, as one plain cut."""
-    from compress.recovery import shrink
+    from compress.training.recovery import shrink
 
     teacher, _ = tiny_teacher
     config = PruneConfig(heads=0.5, neurons=0.5, steps=1)
@@ -257,7 +257,7 @@ def test_gradual_pruning_in_one_step_is_the_one_shot_cut(tiny_teacher):
 
 
 def test_gradual_pruning_follows_the_cubic_schedule_and_records_each_round(tiny_teacher):
-    from compress.prune import cubic
+    from compress.stages.prune import cubic
 
     teacher, _ = tiny_teacher  # 2 layers: 8 heads, 256 FFN neurons
     recovery = TrainConfig(**{**FAST.as_dict(), "epochs": 0.6})

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from compress.errors import UserError
-from compress.registry import (
+from compress.model.registry import (
     BASES,
     OFFLINE_CHOICES,
     offline_unless_hub_reachable,

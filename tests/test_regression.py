@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from compress.bench import bench
 from compress.configs import DistillConfig, LayerDropConfig, PruneConfig, QuantizeConfig, ShareConfig, TrainConfig
-from compress.distill import distill
+from compress.data.tasks import load_task
 from compress.errors import UserError
-from compress.evaluation import evaluate_file
-from compress.export import export
 from compress.kinds import KINDS, ranks
-from compress.layerdrop import layerdrop
-from compress.prune import prune
-from compress.quantize import quantize
-from compress.report import build
-from compress.share import share
-from compress.tasks import load_task
-from compress.teacher import fine_tune
+from compress.stages.bench import bench
+from compress.stages.distill import distill
+from compress.stages.evaluation import evaluate_file
+from compress.stages.export import export
+from compress.stages.layerdrop import layerdrop
+from compress.stages.prune import prune
+from compress.stages.quantize import quantize
+from compress.stages.report import build
+from compress.stages.share import share
+from compress.stages.teacher import fine_tune
 from compress.variant import Variant, main_metric, retention
 
 REGRESSION = KINDS["regression"]
@@ -162,7 +162,7 @@ def test_stsb_through_every_stage(stsb_teacher, stsb_dir, run_cli):
 
 
 def test_augmented_rows_of_a_regression_task_have_no_score(stsb_dir):
-    from compress.augment import with_rows
+    from compress.data.augment import with_rows
 
     task = load_task("stsb", str(stsb_dir))
     bigger = with_rows(task, {"text": ["a new one"], "text_pair": ["its pair"]})

@@ -8,7 +8,7 @@ import sys
 import time
 
 from compress.configs import DistillConfig, TrainConfig
-from compress.distill import distill
+from compress.stages.distill import distill
 from compress.variant import Variant, find_variants
 from compress.workspace import partial_dir
 

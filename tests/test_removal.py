@@ -10,9 +10,9 @@ from transformers import AutoModelForSequenceClassification
 
 from compress.configs import PruneConfig
 from compress.errors import UserError
-from compress.prune import apply_pruning, current_structure, scores, taylor_scores
-from compress.removal import remove, trace
-from compress.structure import STRUCTURE_KEY, record, remove_every_head, remove_every_neuron, set_heads
+from compress.model.removal import remove, trace
+from compress.model.structure import STRUCTURE_KEY, record, remove_every_head, remove_every_neuron, set_heads
+from compress.stages.prune import apply_pruning, current_structure, scores, taylor_scores
 
 from conftest import CONFIGS
 from test_prune import DROP_HEADS, DROP_NEURONS, HEADS, WIDTH, inputs, tiny

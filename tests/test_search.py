@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from compress.search import Shape, under_budget
+from compress.pipeline.search import Shape, under_budget
 from compress.variant import Variant
 
 from conftest import CONFIGS
@@ -115,7 +115,7 @@ def test_the_winner_is_judged_on_the_rounds_not_on_one_bench_block(run_cli, tiny
     """Trials whose median over the rounds (timed in turn) is over the budget do not win, whatever their
     single bench block said: here the rounds are given, to put every trial over (a table's shapes timed
     again, keyed by Shape, stay under it)."""
-    import compress.search as search
+    import compress.pipeline.search as search
 
     teacher, _ = tiny_teacher
     monkeypatch.setattr(search, "alternating", lambda sessions, batch, sequence, rounds, runs, **kwargs:
@@ -173,7 +173,7 @@ def test_only_candidates_no_other_contains_go_on():
 
 
 def test_a_shape_containing_one_over_budget_in_every_precision_is_not_measured():
-    from compress.search import beyond_budget
+    from compress.pipeline.search import beyond_budget
 
     table = {Shape(1, 2, 32): {"fp32": timing(6), "int8-dynamic": timing(4)}}
     assert not beyond_budget(Shape(2, 2, 32), table, 5)  # it fits in int8: the deeper one may too
@@ -211,9 +211,9 @@ def test_bad_search_input_is_one_line(run_cli, tiny_teacher, flags, message):
 @pytest.mark.parametrize("arch", CONFIGS)
 def test_a_random_candidate_has_the_shape_the_stages_give(arch):
     """Its layers are cut as distill cuts them (ModernBERT's attention types follow), its widths as pruned."""
-    from compress.distill import select_layers
-    from compress.prune import current_structure
-    from compress.search import random_student
+    from compress.pipeline.search import random_student
+    from compress.stages.distill import select_layers
+    from compress.stages.prune import current_structure
 
     config = CONFIGS[arch]
     model = random_student(config, Shape(3, 2, 32))
@@ -226,7 +226,7 @@ def test_a_random_candidate_has_the_shape_the_stages_give(arch):
 
 
 def test_a_larger_shape_is_never_predicted_faster_than_one_it_contains():
-    from compress.search import broken_pairs, monotone
+    from compress.pipeline.search import broken_pairs, monotone
 
     small, wide, deep = Shape(1, 2, 32), Shape(1, 4, 32), Shape(2, 4, 32)
     table = {small: {"fp32": timing(3.36)}, wide: {"fp32": timing(2.12)}, deep: {"fp32": timing(3.2)}}
@@ -242,7 +242,7 @@ def test_a_larger_shape_is_never_predicted_faster_than_one_it_contains():
 
 def test_a_search_without_a_winner_names_the_closest_trial_and_what_already_meets_the_budget(
         run_cli, tiny_teacher, monkeypatch):
-    import compress.search as search
+    import compress.pipeline.search as search
 
     teacher, task = tiny_teacher
     workspace, source = teacher.workspace, teacher.record.data["source"]
@@ -275,9 +275,9 @@ def test_exporting_a_pruned_candidate_keeps_ortss_width_note_off_the_console(tmp
 
     from transformers import AutoTokenizer, BertConfig
 
-    from compress.export import write_graphs
-    from compress.registry import resolve_base
-    from compress.search import random_student
+    from compress.model.registry import resolve_base
+    from compress.pipeline.search import random_student
+    from compress.stages.export import write_graphs
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base("minilm-l6"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
@@ -289,9 +289,9 @@ def test_exporting_a_pruned_candidate_keeps_ortss_width_note_off_the_console(tmp
 
 
 def test_every_trial_distils_with_the_kd_settings_given():
-    """Only the distill stage names them: prune and quantize inherit them from the student (compress.kd)."""
+    """Only the distill stage names them: prune and quantize inherit them from the student (compress.training.kd)."""
     from compress.configs import KD, SearchConfig, TrainConfig
-    from compress.search import Candidate, chain
+    from compress.pipeline.search import Candidate, chain
 
     config = CONFIGS["bert"]
     candidate = Candidate(Shape(2, 2, 32), "int8-dynamic", {"p50": 1.0})

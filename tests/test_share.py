@@ -5,14 +5,14 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from compress.arch import encoder_layers
-from compress.checkpoint import load_classifier
 from compress.configs import ShareConfig, TrainConfig
 from compress.errors import UserError
-from compress.export import export
-from compress.quantize import quantize
-from compress.share import layer_groups, share, share_layers
-from compress.structure import SHARING_KEY, is_shared
+from compress.model.arch import encoder_layers
+from compress.model.checkpoint import load_classifier
+from compress.model.structure import SHARING_KEY, is_shared
+from compress.stages.export import export
+from compress.stages.quantize import quantize
+from compress.stages.share import layer_groups, share, share_layers
 from compress.variant import Variant, save_variant, unique_parameters
 
 from conftest import CONFIGS, FAST, student_meta

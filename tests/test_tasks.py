@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from compress.data.tasks import load_task
 from compress.errors import UserError
-from compress.tasks import load_task
 
 
 def data_lines(path):

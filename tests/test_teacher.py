@@ -6,14 +6,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, Trainer
 
-from compress import teacher as stage
-from compress.checkpoint import load_classifier
 from compress.configs import TrainConfig
-from compress.data import encode
+from compress.data.batches import encode
+from compress.data.tasks import load_task
 from compress.errors import UserError
-from compress.inference import predict_logits
 from compress.machine import device
-from compress.tasks import load_task
+from compress.model.checkpoint import load_classifier
+from compress.runtime.inference import predict_logits
+from compress.stages import teacher as stage
 from compress.variant import Variant
 from compress.workspace import partial_dir
 

@@ -14,7 +14,7 @@ import pytest
 
 from compress import api
 from compress.errors import UserError
-from compress.report import GENERATOR_MARK
+from compress.stages.report import GENERATOR_MARK
 from compress.variant import Variant, merge_bench
 
 from conftest import TASK, refused, snapshot

@@ -12,7 +12,7 @@ layers, so a layer may lose every head; per-layer removes the same fraction from
 Whole layers are scored by how much the loss on the scoring batches rises when each is removed.
 
 Removal is physical: torch-pruning's dependency graph removes each head's or neuron's coupled
-weights (compress.removal), and the config records the per-layer shapes (compress.structure) so the
+weights (compress.model.removal), and the config records the per-layer shapes (compress.model.structure) so the
 checkpoint reloads. torch-pruning has no notion of removing a whole layer: that stays arch.keep_layers.
 The pruned model then recovers with KD from its teacher through the distill stage.
 """
@@ -26,14 +26,14 @@ import dataclasses
 import torch
 import torch_pruning as tp
 
-from compress.arch import head_pruning_blocker, keep_layers, layer_id_list, layout
 from compress.configs import PruneConfig, TrainConfig
-from compress.data import encode, length_batches
+from compress.data.batches import encode, length_batches
 from compress.errors import UserError
 from compress.kinds import CLASSIFICATION
-from compress.recovery import shrink, stage_inputs
-from compress.removal import ffn_width, head_group, head_root, neuron_group, remove, trace
-from compress.structure import SHARING_KEY, STRUCTURE_KEY, record
+from compress.model.arch import head_pruning_blocker, keep_layers, layer_id_list, layout
+from compress.model.removal import ffn_width, head_group, head_root, neuron_group, remove, trace
+from compress.model.structure import SHARING_KEY, STRUCTURE_KEY, record
+from compress.training.recovery import shrink, stage_inputs
 from compress.variant import Variant
 
 

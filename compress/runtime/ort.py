@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from compress.data import length_batches
+from compress.data.batches import length_batches
 from compress.errors import UserError, first_line
 
 

@@ -12,8 +12,8 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from compress import structure
 from compress.errors import UserError, first_line
+from compress.model import structure
 
 # StrictDataclassError: a config field of the wrong type, caught by transformers' typed configs
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError,
@@ -37,7 +37,7 @@ def load_tokenizer(path: Path):
 def load_classifier(path: Path, **kwargs):
     """Load a sequence classifier, turning a missing or corrupt checkpoint into one clear line.
 
-    Pruned checkpoints (per-layer shapes in their config) load through compress.structure; a
+    Pruned checkpoints (per-layer shapes in their config) load through compress.model.structure; a
     shape that does not match is an error, never a silent re-initialisation.
     """
     config = load_config(path)

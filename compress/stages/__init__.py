@@ -1,7 +1,7 @@
 """The stage table: every verb that makes a variant from another, its settings, how it runs and names its output.
 
 The CLI builds those verbs from STAGES, a recipe's stages are checked against it and run through it
-(compress.recipe), and compress.api runs recipes and searches with it: a new stage is one module plus
+(compress.pipeline.recipe), and compress.api runs recipes and searches with it: a new stage is one module plus
 one row here. Nothing here imports click, so a pipeline runs without the command line. Each function
 says what it did in one line through `log` (the console's result lines).
 """
@@ -80,31 +80,31 @@ def summary(kind: str, variant) -> str:
 
 
 def _distill(teacher, config, train, name, replace, task, reuse_teacher=False):
-    from compress.distill import distill
+    from compress.stages.distill import distill
 
     return [distill(teacher, task, config, train, name, replace=replace, reuse_teacher=reuse_teacher)]
 
 
 def _prune(parent, config, train, name, replace):
-    from compress.prune import prune
+    from compress.stages.prune import prune
 
     return [prune(parent, config, train, name, replace=replace)]
 
 
 def _layerdrop(parent, config, train, name, replace, no_baseline=False):
-    from compress.layerdrop import layerdrop
+    from compress.stages.layerdrop import layerdrop
 
     return layerdrop(parent, config, train, name, baseline=not no_baseline, replace=replace)
 
 
 def _share(parent, config, train, name, replace):
-    from compress.share import share
+    from compress.stages.share import share
 
     return [share(parent, config, train, name, replace=replace)]
 
 
 def _quantize(parent, config, train, name, replace):
-    from compress.quantize import quantize
+    from compress.stages.quantize import quantize
 
     return [quantize(parent, config, name, replace=replace)]
 
@@ -190,7 +190,7 @@ def load_variant(path: Path):
 def make_teacher(workspace: Path, base: str, task: TaskConfig, train: TrainConfig, name: str | None,
                  force: bool = False, log=say):
     """Fine-tune `base` on the task as teachers/<name>/<task>/, unless it is there (and not `force`)."""
-    from compress import teacher as stage
+    from compress.stages import teacher as stage
     from compress.workspace import check_name
 
     name = check_name(stage.default_name(base) if name is None else name,
@@ -203,7 +203,7 @@ def make_teacher(workspace: Path, base: str, task: TaskConfig, train: TrainConfi
 
 def teacher_for(workspace: Path, teacher_name: str, data, config: TrainConfig, log=say):
     """The workspace's teacher of that name fine-tuned on `data`'s task, fine-tuned first if there is none."""
-    from compress import teacher as teachers
+    from compress.stages import teacher as teachers
     from compress.variant import Variant
     from compress.workspace import check_name
 
@@ -255,7 +255,7 @@ def graph_kept(export_record: dict) -> str:
 
 
 def export_variant(path: Path, config: ExportConfig = ExportConfig(), log=say) -> None:
-    from compress.export import export
+    from compress.stages.export import export
 
     result = export(load_variant(path), opset=config.opset, optimize=config.optimize).export
     log(f"exported {path}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "
@@ -271,7 +271,7 @@ def ensure_export(variant, log=say) -> None:
 
 def bench_variants(paths: list[Path], config: BenchConfig, workspace: Path, log=say) -> None:
     """Measure `paths` [default: every variant of `workspace`], one line each."""
-    from compress.bench import Unmeasurable, bench, key_here, parse_shapes
+    from compress.stages.bench import Unmeasurable, bench, key_here, parse_shapes
     from compress.variant import find_variants
 
     parsed = parse_shapes(config.shapes)
@@ -300,7 +300,7 @@ def bench_variants(paths: list[Path], config: BenchConfig, workspace: Path, log=
 
 
 def report(workspace: Path, task: str | None, teacher: str | None, out: Path | None, log=say) -> Path:
-    from compress.report import render
+    from compress.stages.report import render
 
     page = render(workspace, task, teacher, out)
     log(f"report: {page}")
@@ -309,9 +309,9 @@ def report(workspace: Path, task: str | None, teacher: str | None, out: Path | N
 
 def search(workspace: Path, teacher_name: str, task: TaskConfig, config, kd, train: TrainConfig, command: str,
            log=say) -> dict:
-    """`compress search` (compress.search): the workspace's teacher of that name, fine-tuned first if missing,
+    """`compress search` (compress.pipeline.search): the workspace's teacher of that name, fine-tuned first if missing,
     then the search, its trials run as a recipe; ends with the winner's line."""
-    from compress import search as stage
+    from compress.pipeline import search as stage
 
     data = task.load()
     stage.check(config)  # before a teacher may be fine-tuned for it

@@ -22,7 +22,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from compress import distributed
 from compress.configs import TrainConfig
-from compress.data import Collator
+from compress.data.batches import Collator
 from compress.errors import UserError, first_line, says_disk_full
 from compress.kinds import CLASSIFICATION
 from compress.machine import device, kernels_for_many_shapes

@@ -23,7 +23,7 @@ import datasets
 from compress.configs import LABEL_COLUMN
 from compress.errors import UserError, first_line, require
 from compress.kinds import CLASSIFICATION, KINDS
-from compress.registry import _package_file, offline_unless_hub_reachable
+from compress.model.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
 

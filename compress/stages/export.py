@@ -19,16 +19,16 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from compress import ort as runtime
-from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import ExportConfig
 from compress.console import hushed
-from compress.data import encode
+from compress.data.batches import encode
+from compress.data.tasks import task_of
 from compress.errors import UserError
-from compress.inference import predict_logits
-from compress.latency import alternating
-from compress.structure import STRUCTURE_KEY
-from compress.tasks import task_of
+from compress.model.checkpoint import load_classifier, load_tokenizer
+from compress.model.structure import STRUCTURE_KEY
+from compress.runtime import ort as runtime
+from compress.runtime.inference import predict_logits
+from compress.runtime.latency import alternating
 from compress.variant import Variant, as_variant
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, inside, write_json
 

@@ -20,8 +20,8 @@ import datasets
 import numpy as np
 import torch
 
+from compress.data.tasks import Task
 from compress.kinds import CLASSIFICATION
-from compress.tasks import Task
 
 REPLACE_PROBABILITY = 0.4  # TinyBERT's p_t: the chance each replaceable word is replaced
 NEIGHBOURS = 15  # TinyBERT's K: a replacement is drawn from the word's K nearest neighbours

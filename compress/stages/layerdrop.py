@@ -18,12 +18,12 @@ import contextlib
 
 import torch
 
-from compress.arch import encoder_layers, keep_layers, layer_id_list, layout
-from compress.checkpoint import load_classifier, load_config
 from compress.configs import LayerDropConfig, TrainConfig
-from compress.distill import choose_kd, select_layers, train_student
 from compress.errors import UserError
-from compress.recovery import kd_for, planned_params, recovery_setup, shrink, stage_inputs, trained_with
+from compress.model.arch import encoder_layers, keep_layers, layer_id_list, layout
+from compress.model.checkpoint import load_classifier, load_config
+from compress.stages.distill import choose_kd, select_layers, train_student
+from compress.training.recovery import kd_for, planned_params, recovery_setup, shrink, stage_inputs, trained_with
 from compress.variant import Variant, derived_dir
 from compress.workspace import check_target
 

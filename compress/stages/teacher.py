@@ -19,16 +19,16 @@ from safetensors.torch import load_file, save_file
 from transformers import set_seed
 
 from compress import distributed
-from compress.augment import augmented_rows, with_rows
-from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import TrainConfig
-from compress.data import check_max_length, data_record, encode
+from compress.data.augment import augmented_rows, with_rows
+from compress.data.batches import check_max_length, data_record, encode
+from compress.data.tasks import Task
 from compress.errors import UserError, as_path, require
-from compress.inference import evaluate, predict_logits
 from compress.machine import device
-from compress.registry import BASES, resolve_base
-from compress.tasks import Task
-from compress.train import best_epoch, train_record, train_resumable
+from compress.model.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.model.registry import BASES, resolve_base
+from compress.runtime.inference import evaluate, predict_logits
+from compress.training.trainer import best_epoch, train_record, train_resumable
 from compress.variant import Variant, save_variant
 from compress.workspace import check_name, check_target, clean_stale, inside, own_folder, partial_dir, scratch_path
 
@@ -127,7 +127,7 @@ def soft_targets(
 
 
 def augmented_task(teacher: Variant, task: Task, n: int, seed: int, tokenizer=None, model=None) -> Task:
-    """`task` with n augmented copies of every training row (compress.augment), from the teacher's embeddings.
+    """`task` with n augmented copies of every training row (compress.data.augment), from the teacher's embeddings.
 
     Made once per task (its fingerprint), n and seed, then read from teachers/<name>/<task>/augmented/
     by every stage that trains with them; their soft targets are cached like the task's own.

@@ -151,8 +151,8 @@ TEACHER_KEYS = ("base", *TASK_KEYS)
 def _teacher_step(recipe: dict, path: Path, workspace: Path, keep_teacher: bool) -> tuple[Step, TaskConfig, dict]:
     """The [teacher] table as a step (its settings built and checked, its output, its hash), the task's settings,
     and the task's keys as written (distill's command line repeats them)."""
-    from compress.teacher import default_name as teacher_default
-    from compress.teacher import teacher_dir
+    from compress.stages.teacher import default_name as teacher_default
+    from compress.stages.teacher import teacher_dir
 
     where = f"recipe {path} [teacher]"
     teacher = dict(recipe["teacher"])
@@ -236,7 +236,7 @@ def plan(path: Path, workspace: Path, adopt: bool = False, keep_teacher: bool = 
     record, so a teacher fine-tuned again has its students made again.
     """
     recipe = load(path)
-    from compress.bench import parse_shapes
+    from compress.stages.bench import parse_shapes
 
     teacher, task, task_written = _teacher_step(recipe, path, workspace, keep_teacher)
     students = workspace / "students" / teacher.name / teacher.output.name
@@ -306,7 +306,7 @@ def execute(plan: Plan, workspace: Path, dry_run: bool = False, log=say) -> list
         stamp(step, path)  # adopted outputs get the stamp; stamped ones keep theirs
     variants = [Variant.load(step.output) for step in plan.steps]
     if plan.bench is not None:
-        from compress.bench import measured, parse_shapes
+        from compress.stages.bench import measured, parse_shapes
 
         bench = plan.bench
         shapes = parse_shapes(bench.shapes)

@@ -21,9 +21,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from compress.arch import layout
 from compress.errors import UserError
-from compress.structure import remove_every_head, remove_every_neuron, set_heads
+from compress.model.arch import layout
+from compress.model.structure import remove_every_head, remove_every_neuron, set_heads
 
 
 @contextlib.contextmanager

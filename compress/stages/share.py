@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compress.arch import layout
 from compress.configs import ShareConfig, TrainConfig
 from compress.errors import UserError
-from compress.recovery import shrink, stage_inputs
-from compress.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
+from compress.model.arch import layout
+from compress.model.structure import SHARING_KEY, is_shared, record, register_ties, tie_layers
+from compress.training.recovery import shrink, stage_inputs
 from compress.variant import Variant
 
 

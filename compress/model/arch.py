@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from compress.errors import UserError
-from compress.structure import ATTENTION_NORMS_KEY, SHARING_KEY, STRUCTURE_KEY, record
+from compress.model.structure import ATTENTION_NORMS_KEY, SHARING_KEY, STRUCTURE_KEY, record
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Layout:
     ffn_in: str  # FFN up-projection: its output rows are the intermediate neurons
     ffn_out: str
     position_bias_arg: int | None = None  # MPNet passes one relative-position bias for all heads
-    per_head_bias: str | None = None  # the module computing it, from the task model (see compress.removal)
+    per_head_bias: str | None = None  # the module computing it, from the task model (see compress.model.removal)
     attention_block: tuple[str, ...] = ("attention.",)  # parameter prefixes of the attention sublayer
     returns_tuple: bool = False  # MPNet and DeBERTa layers return (hidden states, attention), the others a tensor
     fused_qkv: bool = False  # query, key and value are one Linear whose rows are [all queries; all keys; all values]
@@ -65,7 +65,7 @@ ARCHITECTURES = {
 }
 
 TEACHER_LAYERS_KEY = "compress_teacher_layers"  # in a student's config: the teacher layer each layer was made from
-LAYER_MAP_KEY = "compress_layer_map"  # and the one each layer learned from by intermediate losses (compress.kd)
+LAYER_MAP_KEY = "compress_layer_map"  # and the one each layer learned from by intermediate losses (compress.training.kd)
 
 
 def layout(config) -> Layout:

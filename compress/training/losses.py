@@ -31,8 +31,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from compress.arch import LAYER_MAP_KEY, TEACHER_LAYERS_KEY, layout
 from compress.errors import UserError
+from compress.model.arch import LAYER_MAP_KEY, TEACHER_LAYERS_KEY, layout
 
 
 def kd_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float) -> torch.Tensor:

@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import torch
 
-from compress.data import length_batches
+from compress.data.batches import length_batches
 from compress.kinds import CLASSIFICATION
 from compress.machine import autocast, kernels_for_many_shapes
 

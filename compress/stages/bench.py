@@ -13,16 +13,16 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from compress import ort as runtime
-from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import MAX_BATCH, MAX_SEQUENCE, BenchConfig
-from compress.data import check_max_length, encode
+from compress.data.batches import check_max_length, encode
+from compress.data.tasks import task_of
 from compress.errors import UserError, first_line
-from compress.inference import predict_logits
-from compress.latency import in_precision, ort_latency_ms, torch_latency_ms
 from compress.machine import machine
-from compress.quantize import torch_int8
-from compress.tasks import task_of
+from compress.model.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.runtime import ort as runtime
+from compress.runtime.inference import predict_logits
+from compress.runtime.latency import in_precision, ort_latency_ms, torch_latency_ms
+from compress.stages.quantize import torch_int8
 from compress.variant import Variant, as_variant, parent_path
 from compress.workspace import inside
 

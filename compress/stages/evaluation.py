@@ -1,6 +1,6 @@
 """`compress eval`: score a variant on one more labelled file (a test split kept apart from dev).
 
-The file is read in the task's own format (compress.tasks.labelled_file) and scored by the deployed
+The file is read in the task's own format (compress.data.tasks.labelled_file) and scored by the deployed
 artifact (the ONNX file where there is one, else the PyTorch checkpoint) with the task kind's
 metrics. The result goes to eval/<file>-<fingerprint>.json inside the variant, one file per scored
 file: variant.json stays as its stage wrote it (its digest, Variant.made, names the run that made
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from compress import ort as runtime
-from compress.bench import onnx_artifact, torch_model
-from compress.checkpoint import load_tokenizer
-from compress.data import encode
+from compress.data.batches import encode
+from compress.data.tasks import labelled_file, task_of
 from compress.errors import UserError
-from compress.inference import predict_logits
-from compress.tasks import labelled_file, task_of
+from compress.model.checkpoint import load_tokenizer
+from compress.runtime import ort as runtime
+from compress.runtime.inference import predict_logits
+from compress.stages.bench import onnx_artifact, torch_model
 from compress.variant import EVAL_DIR, Variant, as_variant
 from compress.workspace import clean_stale, own_folder, write_json
 

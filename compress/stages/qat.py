@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.arch import encoder_layers
 from compress.configs import KD, TrainConfig
-from compress.recovery import shrink
+from compress.model.arch import encoder_layers
+from compress.training.recovery import shrink
 from compress.variant import Variant
 
 
@@ -70,7 +70,7 @@ def default_name(variant: Variant) -> str:
 def qat(variant: Variant, per_channel: bool, train_config: TrainConfig, kd: KD = KD(), name: str | None = None,
         progress: bool = True, replace: bool = False) -> Variant:
     """Recover `variant` by KD for `train_config.epochs` while its Linear layers see int8 rounding; KD
-    settings not given in `kd` are those `variant` was trained with (compress.kd)."""
+    settings not given in `kd` are those `variant` was trained with (compress.training.kd)."""
 
     def simulate(model, task, tokenizer, train: TrainConfig) -> dict:
         return {"qat": {"simulated_linear_layers": simulate_int8(model, per_channel), "per_channel": per_channel,

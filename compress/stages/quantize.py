@@ -17,18 +17,18 @@ import numpy as np
 import onnx
 import torch
 
-from compress import ort as runtime
-from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import KD, RECOVERY_TRAINING, QuantizeConfig, TrainConfig
 from compress.console import hushed
-from compress.data import encode
+from compress.data.batches import encode
+from compress.data.tasks import task_of
 from compress.errors import UserError, first_line, require
-from compress.export import MODEL, RAW, dedupe_initializers, export
-from compress.inference import predict_logits
-from compress.kd import given
 from compress.machine import device
-from compress.recovery import planned_params, trained_with
-from compress.tasks import task_of
+from compress.model.checkpoint import load_classifier, load_tokenizer
+from compress.runtime import ort as runtime
+from compress.runtime.inference import predict_logits
+from compress.stages.export import MODEL, RAW, dedupe_initializers, export
+from compress.training.kd import given
+from compress.training.recovery import planned_params, trained_with
 from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, write_record
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, check_target
 
@@ -269,11 +269,11 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
 
 
 def quantization_aware(variant: Variant, config: QuantizeConfig, target: Path, replace: bool) -> Variant:
-    """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.qat): the variant
+    """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.stages.qat): the variant
     to quantize into `target` instead. Its KD settings are `config`'s, else those `variant` was trained
-    with (compress.kd). One made before with the same settings is reused unless `replace`; it stays a
+    with (compress.training.kd). One made before with the same settings is reused unless `replace`; it stays a
     variant of its own even if --max-drop then refuses the int8 artifact."""
-    from compress import qat
+    from compress.stages import qat
 
     if config.mode != "dynamic" or config.backend != "ort":
         raise UserError("--qat-epochs simulates ORT dynamic int8: use it with --mode dynamic --backend ort")

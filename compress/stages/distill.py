@@ -3,11 +3,11 @@
 Loss (Hinton et al. 2015; DistilBERT, Sanh et al. 2019), with teacher and student logits z:
 
     alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, y)
-    [+ the weighted intermediate losses of compress.losses: hidden states, attention, value relations]
+    [+ the weighted intermediate losses of compress.training.losses: hidden states, attention, value relations]
 
 Without intermediate losses the teacher logits come from the cached soft targets, so no teacher
 forward runs at all. TinyBERT's two phases (intermediate layers first, then the logits) and its
-data augmentation (compress.augment) are options of the same config, which is data (DistillConfig).
+data augmentation (compress.data.augment) are options of the same config, which is data (DistillConfig).
 """
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ import torch
 from transformers import set_seed
 
 from compress import distributed
-from compress.arch import LAYER_MAP_KEY, keep_layers
-from compress.augment import NEIGHBOURS, REPLACE_PROBABILITY
-from compress.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.configs import KD, DistillConfig, TrainConfig
-from compress.data import check_max_length, data_record, encode
+from compress.data.augment import NEIGHBOURS, REPLACE_PROBABILITY
+from compress.data.batches import check_max_length, data_record, encode
+from compress.data.tasks import Task
 from compress.errors import UserError, require
-from compress.inference import evaluate
-from compress.kd import kd_record, kd_settings, with_fallbacks
 from compress.kinds import kind_of
-from compress.losses import (
+from compress.machine import device
+from compress.model.arch import LAYER_MAP_KEY, keep_layers
+from compress.model.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.runtime.inference import evaluate
+from compress.stages.teacher import augmented_task, soft_targets
+from compress.training.kd import kd_record, kd_settings, with_fallbacks
+from compress.training.losses import (
     Taps,
     head_dim,
     intermediate_loss,
@@ -39,10 +42,7 @@ from compress.losses import (
     projections_needed,
     tapped,
 )
-from compress.machine import device
-from compress.tasks import Task
-from compress.teacher import augmented_task, soft_targets
-from compress.train import Trainer, best_epoch, train_record, train_resumable
+from compress.training.trainer import Trainer, best_epoch, train_record, train_resumable
 from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, retention, save_variant
 from compress.workspace import check_target, partial_dir
 
@@ -157,7 +157,7 @@ def check_kd_options(kd: KD) -> dict[str, float]:
 
 def choose_kd(kd: KD, parent: Variant, model, teacher_depth: int, seed: int) -> tuple[KD, dict]:
     """The KD settings `model`, still `parent`'s model (before any cut), trains with, and where each
-    came from (compress.kd). A --layer-map names this model's layers: it is pinned on them now, so a
+    came from (compress.training.kd). A --layer-map names this model's layers: it is pinned on them now, so a
     cut keeps each kept layer's teacher layer. A kind whose KD has no softmax (regression) takes no
     temperature: one given is refused, and none is recorded."""
     kind = kind_of(parent.meta)

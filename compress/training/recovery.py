@@ -3,7 +3,7 @@
 A shrink stage (prune, share, LayerDrop's baseline cut) is then only its model change: a function
 that edits the model in place and returns what to record about it. Recovery is KD from the
 variant's own teacher at the variant's own max length, so the cached soft targets still apply, with
-the KD settings the variant was trained with unless the stage is given others (compress.kd).
+the KD settings the variant was trained with unless the stage is given others (compress.training.kd).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from compress.checkpoint import load_classifier, load_tokenizer
 from compress.configs import KD, DistillConfig, TrainConfig
-from compress.data import encode
-from compress.distill import choose_kd, fit, train_student
+from compress.data.batches import encode
+from compress.data.tasks import Task, task_of
 from compress.errors import UserError, require
-from compress.inference import evaluate
-from compress.kd import kd_settings
 from compress.machine import device
-from compress.tasks import Task, task_of
+from compress.model.checkpoint import load_classifier, load_tokenizer
+from compress.runtime.inference import evaluate
+from compress.stages.distill import choose_kd, fit, train_student
+from compress.training.kd import kd_settings
 from compress.variant import Variant, as_variant, derived_dir, teacher_of
 from compress.workspace import check_target, partial_dir
 
@@ -57,7 +57,7 @@ def kd_for(model, kd: KD) -> DistillConfig:
 
 def recovery_params(kd: KD, params: dict, train_config: TrainConfig) -> dict:
     """What a recovered variant records as its parameters: the stage's own, the KD settings it trained
-    with (compress.kd) and the training's."""
+    with (compress.training.kd) and the training's."""
     return {**params, **{f.name: getattr(kd, f.name) for f in fields(KD)}, **train_config.as_dict()}
 
 
@@ -79,7 +79,7 @@ def shrink(variant: Variant, stage: str, name: str, change: Change, kd: KD, para
            progress: bool = True, replace: bool = False, steps: int = 1) -> Variant:
     """Apply `change` to `variant`'s model, measure it, recover it by KD for `train_config.epochs`
     (0: none) and save it as `name` beside `variant`; `params` are the stage's own settings, and KD
-    settings not given in `kd` are `variant`'s (compress.kd).
+    settings not given in `kd` are `variant`'s (compress.training.kd).
 
     With `steps` > 1, `change` is applied that many times (gradual pruning's rounds), each time
     followed by 1/steps of the recovery's epochs and intermediate epochs; the record keeps each

@@ -1,0 +1,1 @@
+"""Task data: reading tasks, tokenising and batching, augmentation."""

@@ -1,0 +1,1 @@
+"""Pipelines over the stages: recipes and the latency-budget search."""

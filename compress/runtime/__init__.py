@@ -1,0 +1,1 @@
+"""Running a model: ONNX Runtime sessions, latency, PyTorch inference and task metrics."""
