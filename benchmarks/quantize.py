@@ -20,8 +20,8 @@ import torch
 
 from compress.model.checkpoint import load_classifier
 from compress.runtime import ort as runtime
+from compress.runtime.artifacts import torch_int8
 from compress.runtime.latency import ort_latency_ms, torch_latency_ms
-from compress.stages.quantize import torch_int8
 from compress.variant import Variant, derived_dir
 
 from common import Results, compress, read_variant

@@ -28,9 +28,9 @@ from pathlib import Path
 from compress.model.checkpoint import load_config
 from compress.pipeline.search import ROUNDS, label, train_seconds
 from compress.runtime import ort as runtime
+from compress.runtime.export import MODEL
 from compress.runtime.latency import alternating
 from compress.stages.bench import key_here, parse_shapes
-from compress.stages.export import MODEL
 from compress.variant import Variant
 from compress.workspace import ONNX_DIR
 

@@ -25,9 +25,9 @@ from compress.machine import machine
 from compress.model.checkpoint import load_config, load_tokenizer
 from compress.pipeline.search import Shape, artifacts, random_student, timing_calibration
 from compress.runtime import ort as runtime
+from compress.runtime.export import MODEL
 from compress.runtime.latency import alternating
 from compress.stages.bench import parse_shapes
-from compress.stages.export import MODEL
 from compress.variant import Variant, parent_path
 from compress.workspace import ONNX_DIR
 

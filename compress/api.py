@@ -38,9 +38,9 @@ from compress.configs import (
 from compress.data.tasks import Task, load_task
 from compress.errors import as_path, require
 from compress.pipeline.recipe import init_workspace
+from compress.runtime.export import export
 from compress.stages.bench import bench
 from compress.stages.distill import distill
-from compress.stages.export import export
 from compress.stages.layerdrop import layerdrop
 from compress.stages.prune import prune
 from compress.stages.quantize import quantize

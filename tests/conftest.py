@@ -27,8 +27,8 @@ from compress.cli import main
 from compress.configs import DistillConfig, TrainConfig
 from compress.data.tasks import load_task
 from compress.model.registry import resolve_base
+from compress.runtime.export import export
 from compress.stages.distill import distill
-from compress.stages.export import export
 from compress.stages.teacher import fine_tune
 from compress.variant import Variant
 

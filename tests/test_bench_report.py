@@ -10,8 +10,8 @@ import pytest
 
 from compress.configs import QuantizeConfig
 from compress.errors import UserError
+from compress.runtime.export import export
 from compress.stages.bench import bench, parse_shapes
-from compress.stages.export import export
 from compress.stages.quantize import quantize
 from compress.stages.report import pareto_front, render
 from compress.variant import Variant

@@ -339,7 +339,7 @@ def test_links_inside_a_variant_are_never_written_through(run_cli, ws):
     (teacher.path / "soft_targets").symlink_to(victim)
     before = snapshot(victim)
     refused(run_cli, "--workspace", workspace, "bench", student, "--shapes", "1x8", message="is a link")
-    from compress.stages.teacher import soft_targets
+    from compress.training.targets import soft_targets
 
     with pytest.raises(UserError, match="is a link"):
         soft_targets(teacher, task, max_length=16)

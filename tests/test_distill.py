@@ -13,11 +13,11 @@ from transformers import (
 from compress.configs import DistillConfig, TrainConfig
 from compress.data.batches import encode
 from compress.errors import UserError
-from compress.model.arch import encoder_layers, layout
+from compress.model.arch import encoder_layers, layout, make_student, select_layers
 from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.model.structure import MODELING_FILE
 from compress.runtime.inference import predict_logits
-from compress.stages.distill import distill, make_student, select_layers
+from compress.stages.distill import distill
 from compress.training.losses import kd_loss
 from compress.variant import save_variant
 from compress.workspace import partial_dir
@@ -162,7 +162,7 @@ def test_distillation_brings_the_student_closer_to_the_teacher_than_labels_do(ti
 
 def test_intermediate_losses_run_the_teacher_live(tiny_teacher, monkeypatch):
     teacher, task = tiny_teacher
-    import compress.stages.distill as stage
+    import compress.training.distillation as stage
 
     def no_cache(*args, **kwargs):
         raise AssertionError("intermediate losses in one phase take the live teacher's logits, not soft targets")
@@ -181,7 +181,7 @@ def test_intermediate_loss_pairs_each_student_layer_with_the_teacher_layer_of_th
     from transformers import TrainingArguments
 
     from compress.data.batches import Collator
-    from compress.stages.distill import DistillTrainer
+    from compress.training.distillation import DistillTrainer
 
     teacher, task = tiny_teacher
     model = load_classifier(teacher.path).eval()
@@ -226,7 +226,7 @@ def test_distill_command_baseline_and_errors(run_cli, tiny_teacher, tmp_path):
 
 def test_two_phases_train_the_intermediate_losses_first_then_the_logits(tiny_teacher, monkeypatch):
     teacher, task = tiny_teacher
-    import compress.stages.distill as stage
+    import compress.training.distillation as stage
 
     phases = []
     real_train = stage.train_resumable

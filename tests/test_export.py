@@ -15,13 +15,13 @@ from transformers import (
     RobertaConfig,
 )
 
-import compress.stages.export as export_stage
+import compress.runtime.export as export_stage
 from compress.configs import DistillConfig, PruneConfig, QuantizeConfig, TrainConfig
 from compress.data.batches import encode
 from compress.errors import UserError
 from compress.runtime import ort as runtime
+from compress.runtime.export import export
 from compress.stages.distill import distill
-from compress.stages.export import export
 from compress.stages.prune import prune
 from compress.stages.quantize import quantize
 from compress.variant import Variant, parent_path, save_variant

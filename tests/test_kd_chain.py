@@ -4,7 +4,7 @@ cut, and reuses the augmented rows and their soft targets the first stage made."
 
 import pytest
 
-import compress.stages.teacher as teachers
+import compress.training.targets as teacher_targets
 from compress.configs import KD, DistillConfig, LayerDropConfig, PruneConfig, ShareConfig, TrainConfig
 from compress.errors import UserError
 from compress.stages.distill import distill
@@ -48,8 +48,8 @@ def test_prune_inherits_the_students_kd_unless_a_flag_overrides(tiny_teacher, mo
     assert student.meta["kd"]["temperature"] == {"value": 3.0, "from": "given"}
     assert student.meta["kd"]["alpha"] == {"value": 0.5, "from": "default"}
     made = []
-    real = teachers.augmented_rows
-    monkeypatch.setattr(teachers, "augmented_rows", lambda *a, **k: made.append(a[3:]) or real(*a, **k))
+    real = teacher_targets.augmented_rows
+    monkeypatch.setattr(teacher_targets, "augmented_rows", lambda *a, **k: made.append(a[3:]) or real(*a, **k))
     pruned = prune(student, PruneConfig(heads=0.5, scope="per-layer", alpha=0.9), RECOVERY, name="pruned",
                    progress=False)  # per layer: the layers keep equal shapes, so they can share below
     kd = pruned.meta["kd"]
@@ -71,8 +71,8 @@ def test_prune_inherits_the_students_kd_unless_a_flag_overrides(tiny_teacher, mo
 def test_augmented_rows_and_their_soft_targets_are_made_once_per_task_n_and_seed(tiny_teacher, monkeypatch):
     teacher, task = tiny_teacher
     made = []
-    real = teachers.augmented_rows
-    monkeypatch.setattr(teachers, "augmented_rows", lambda *a, **k: made.append(a[3:]) or real(*a, **k))
+    real = teacher_targets.augmented_rows
+    monkeypatch.setattr(teacher_targets, "augmented_rows", lambda *a, **k: made.append(a[3:]) or real(*a, **k))
     student = distill(teacher, task, DistillConfig(layers=1, augment=1), ONE_EPOCH, progress=False)
     targets = sorted((teacher.path / "soft_targets").glob("*.safetensors"))
     assert made == [(1, 1)] and len(targets) == 2  # the task's and the augmented set's

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from compress.errors import UserError
-from compress.model.arch import TEACHER_LAYERS_KEY
-from compress.stages.distill import make_student
+from compress.model.arch import TEACHER_LAYERS_KEY, make_student
 from compress.training.losses import (
     INTERMEDIATE_LOSSES,
     Taps,

@@ -12,9 +12,9 @@ from compress.data.tasks import load_task
 from compress.model.checkpoint import load_classifier, load_config
 from compress.model.registry import resolve_base
 from compress.model.structure import MODELING_FILE
+from compress.runtime.export import export
 from compress.runtime.inference import predict_logits
 from compress.stages.distill import distill
-from compress.stages.export import export
 from compress.stages.layerdrop import layerdrop
 from compress.stages.prune import prune
 from compress.stages.quantize import quantize

@@ -11,8 +11,8 @@ from transformers import AutoModelForSequenceClassification
 
 from compress.configs import QuantizeConfig
 from compress.stages.distill import distill
-from compress.stages.qat import int8_linear, simulate_int8
 from compress.stages.quantize import quantize
+from compress.training.qat import int8_linear, simulate_int8
 
 from conftest import CONFIGS, FAST
 
@@ -109,7 +109,7 @@ def test_qat_trains_with_the_students_kd_and_a_flag_overrides_it(tiny_teacher):
 def test_quantize_checks_both_names_before_qat_trains(run_cli, tiny_teacher, monkeypatch):
     teacher, task = tiny_teacher
     from compress.configs import DistillConfig
-    from compress.stages import qat as stage
+    from compress.training import qat as stage
 
     student = distill(teacher, task, DistillConfig(layers=1), FAST, progress=False)
     monkeypatch.setattr(stage, "shrink", lambda *a, **k: pytest.fail("QAT trained before the names were checked"))

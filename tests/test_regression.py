@@ -12,10 +12,10 @@ from compress.configs import DistillConfig, LayerDropConfig, PruneConfig, Quanti
 from compress.data.tasks import load_task
 from compress.errors import UserError
 from compress.kinds import KINDS, ranks
+from compress.runtime.export import export
 from compress.stages.bench import bench
 from compress.stages.distill import distill
 from compress.stages.evaluation import evaluate_file
-from compress.stages.export import export
 from compress.stages.layerdrop import layerdrop
 from compress.stages.prune import prune
 from compress.stages.quantize import quantize

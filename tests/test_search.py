@@ -211,8 +211,8 @@ def test_bad_search_input_is_one_line(run_cli, tiny_teacher, flags, message):
 @pytest.mark.parametrize("arch", CONFIGS)
 def test_a_random_candidate_has_the_shape_the_stages_give(arch):
     """Its layers are cut as distill cuts them (ModernBERT's attention types follow), its widths as pruned."""
+    from compress.model.arch import select_layers
     from compress.pipeline.search import random_student
-    from compress.stages.distill import select_layers
     from compress.stages.prune import current_structure
 
     config = CONFIGS[arch]
@@ -277,7 +277,7 @@ def test_exporting_a_pruned_candidate_keeps_ortss_width_note_off_the_console(tmp
 
     from compress.model.registry import resolve_base
     from compress.pipeline.search import random_student
-    from compress.stages.export import write_graphs
+    from compress.runtime.export import write_graphs
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base("minilm-l6"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,

@@ -10,7 +10,7 @@ from compress.errors import UserError
 from compress.model.arch import encoder_layers
 from compress.model.checkpoint import load_classifier
 from compress.model.structure import SHARING_KEY, is_shared
-from compress.stages.export import export
+from compress.runtime.export import export
 from compress.stages.quantize import quantize
 from compress.stages.share import layer_groups, share, share_layers
 from compress.variant import Variant, save_variant, unique_parameters

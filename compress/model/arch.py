@@ -6,8 +6,11 @@ map, so supporting a new encoder family means adding one entry here.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
+import numpy as np
+import torch
 from torch import nn
 
 from compress.errors import UserError
@@ -135,3 +138,32 @@ def layer_id_list(spec: str, flag: str, depth: int) -> list[int]:
     if not ids or not all(0 <= i < depth for i in ids):
         raise UserError(f"{flag} {spec}: name layers from 0 to {depth - 1}")
     return sorted(ids)
+
+
+def select_layers(teacher_depth: int, n: int, init: str) -> list[int]:
+    """Teacher layer ids to copy into an n-layer student.
+
+    `alternate` spreads them evenly, ends included: DistilBERT's [0, 2, 4, 7, 9, 11] for 6 of 12.
+    """
+    if not 1 <= n <= teacher_depth:
+        raise UserError(f"--layers {n} is impossible: the teacher has {teacher_depth} layers (choose 1 to {teacher_depth})")
+    if init == "alternate":
+        return [int(i) for i in np.linspace(0, teacher_depth - 1, n).round()]
+    if init == "first":
+        return list(range(n))
+    if init == "last":
+        return list(range(teacher_depth - n, teacher_depth))
+    try:
+        ids = [int(part) for part in init.split(",")]
+    except ValueError:
+        raise UserError(f"--init must be alternate, first, last or a list like 0,2,4, not '{init}'") from None
+    if len(ids) != n or len(set(ids)) != n or not all(0 <= i < teacher_depth for i in ids):
+        raise UserError(f"--init {init} must name {n} distinct teacher layers from 0 to {teacher_depth - 1}")
+    return ids
+
+
+def make_student(teacher: torch.nn.Module, layer_ids: list[int]) -> torch.nn.Module:
+    """A copy of the teacher (embeddings, pooler, head) keeping only the chosen layers, in order."""
+    student = copy.deepcopy(teacher)
+    keep_layers(student, layer_ids)
+    return student

@@ -43,15 +43,14 @@ from compress.data.batches import check_max_length, encode
 from compress.data.tasks import Task
 from compress.errors import UserError
 from compress.machine import machine, training_precision
-from compress.model.arch import keep_layers
+from compress.model.arch import keep_layers, make_student, select_layers
 from compress.model.checkpoint import load_classifier, load_config, load_tokenizer
 from compress.model.structure import SHARING_KEY, STRUCTURE_KEY, apply_structure, record
 from compress.runtime import ort as runtime
+from compress.runtime.export import MODEL, RAW, write_graphs
 from compress.runtime.inference import predict_logits
 from compress.runtime.latency import alternating, ort_latency_ms
 from compress.stages.bench import PROVIDERS, key_here, parse_shapes
-from compress.stages.distill import make_student, select_layers
-from compress.stages.export import MODEL, RAW, write_graphs
 from compress.stages.prune import apply_pruning, current_structure, scoring_batches
 from compress.stages.quantize import calibration_reader, ort_quantize
 from compress.variant import Variant, main_metric, parent_path, relative_to_workspace
@@ -468,8 +467,8 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     trials run as a recipe in the teacher's workspace, the teacher taken as it is (`compress run --keep-teacher`).
     """
     from compress.pipeline import recipe
+    from compress.runtime.export import export
     from compress.stages.bench import bench
-    from compress.stages.export import export
 
     check(config)
     started = time.perf_counter()

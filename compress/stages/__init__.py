@@ -255,7 +255,7 @@ def graph_kept(export_record: dict) -> str:
 
 
 def export_variant(path: Path, config: ExportConfig = ExportConfig(), log=say) -> None:
-    from compress.stages.export import export
+    from compress.runtime.export import export
 
     result = export(load_variant(path), opset=config.opset, optimize=config.optimize).export
     log(f"exported {path}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "

@@ -18,13 +18,12 @@ from compress.data.batches import check_max_length, encode
 from compress.data.tasks import task_of
 from compress.errors import UserError, first_line
 from compress.machine import machine
-from compress.model.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.model.checkpoint import load_config, load_tokenizer
 from compress.runtime import ort as runtime
+from compress.runtime.artifacts import onnx_artifact, torch_model
 from compress.runtime.inference import predict_logits
 from compress.runtime.latency import in_precision, ort_latency_ms, torch_latency_ms
-from compress.stages.quantize import torch_int8
-from compress.variant import Variant, as_variant, parent_path
-from compress.workspace import inside
+from compress.variant import Variant, as_variant
 
 MAX_TOKENS = 2**20  # batch x sequence: a 128 x 8192 or 4096 x 256 forward, gigabytes of activations
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -77,32 +76,6 @@ def measured(variant: Variant, shapes: list[tuple[int, int]], threads: int | Non
     key = key_here(threads, device)
     done = variant.benches.get(key, {}).get("latency_ms", {})
     return bool(done) and all(f"{b}x{s}" in by_shape for by_shape in done.values() for b, s in shapes)
-
-
-def onnx_artifact(variant: Variant):
-    artifact = variant.record.extra.get("artifact")
-    if artifact:  # a quantized variant: its artifact is what it is
-        return inside(variant.workspace, variant.path / artifact) if artifact.endswith(".onnx") else None
-    path = inside(variant.workspace, variant.path / "onnx" / "model.onnx")  # read through no link either
-    return path if path.is_file() else None
-
-
-def torch_model(variant: Variant, device: str):
-    """The variant in eager PyTorch on `device`: its checkpoint, or (CPU only) its parent re-quantized
-    with its saved int8 weights."""
-    if variant.record.params.get("backend") == "torch":
-        if device != "cpu":
-            return None
-        model = torch_int8(load_classifier(parent_path(variant)))
-        artifact = variant.path / variant.record.extra["artifact"]
-        try:
-            model.load_state_dict(torch.load(artifact, weights_only=False))
-        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in pickle, zip or torch
-            raise UserError(f"cannot load the int8 weights {artifact}: {first_line(exc)}") from None
-        return model
-    if (variant.path / "model.safetensors").is_file():
-        return load_classifier(variant.path).to(device).eval()
-    return None
 
 
 GPU_EXTRA = "pip install -e '.[gpu]' (onnxruntime-gpu) to measure ONNX Runtime's CUDA provider too"

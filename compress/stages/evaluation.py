@@ -23,8 +23,8 @@ from compress.data.tasks import labelled_file, task_of
 from compress.errors import UserError
 from compress.model.checkpoint import load_tokenizer
 from compress.runtime import ort as runtime
+from compress.runtime.artifacts import onnx_artifact, torch_model
 from compress.runtime.inference import predict_logits
-from compress.stages.bench import onnx_artifact, torch_model
 from compress.variant import EVAL_DIR, Variant, as_variant
 from compress.workspace import clean_stale, own_folder, write_json
 

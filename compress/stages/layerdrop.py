@@ -20,9 +20,9 @@ import torch
 
 from compress.configs import LayerDropConfig, TrainConfig
 from compress.errors import UserError
-from compress.model.arch import encoder_layers, keep_layers, layer_id_list, layout
+from compress.model.arch import encoder_layers, keep_layers, layer_id_list, layout, select_layers
 from compress.model.checkpoint import load_classifier, load_config
-from compress.stages.distill import choose_kd, select_layers, train_student
+from compress.training.distillation import choose_kd, train_student
 from compress.training.recovery import kd_for, planned_params, recovery_setup, shrink, stage_inputs, trained_with
 from compress.variant import Variant, derived_dir
 from compress.workspace import check_target

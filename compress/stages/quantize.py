@@ -25,17 +25,13 @@ from compress.errors import UserError, first_line, require
 from compress.machine import device
 from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.runtime import ort as runtime
+from compress.runtime.artifacts import torch_int8
+from compress.runtime.export import MODEL, RAW, dedupe_initializers, export
 from compress.runtime.inference import predict_logits
-from compress.stages.export import MODEL, RAW, dedupe_initializers, export
 from compress.training.kd import given
 from compress.training.recovery import planned_params, trained_with
 from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, write_record
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, check_target
-
-
-def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """PyTorch dynamic int8 of every Linear: the baseline the ORT variants are compared with."""
-    return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def default_name(variant: Variant, config: QuantizeConfig) -> str:
@@ -269,11 +265,11 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
 
 
 def quantization_aware(variant: Variant, config: QuantizeConfig, target: Path, replace: bool) -> Variant:
-    """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.stages.qat): the variant
+    """`variant` recovered by KD while seeing ORT dynamic int8's rounding (compress.training.qat): the variant
     to quantize into `target` instead. Its KD settings are `config`'s, else those `variant` was trained
     with (compress.training.kd). One made before with the same settings is reused unless `replace`; it stays a
     variant of its own even if --max-drop then refuses the int8 artifact."""
-    from compress.stages import qat
+    from compress.training import qat
 
     if config.mode != "dynamic" or config.backend != "ort":
         raise UserError("--qat-epochs simulates ORT dynamic int8: use it with --mode dynamic --backend ort")

@@ -20,7 +20,7 @@ from compress.errors import UserError, require
 from compress.machine import device
 from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.runtime.inference import evaluate
-from compress.stages.distill import choose_kd, fit, train_student
+from compress.training.distillation import choose_kd, fit, train_student
 from compress.training.kd import kd_settings
 from compress.variant import Variant, as_variant, derived_dir, teacher_of
 from compress.workspace import check_target, partial_dir
