@@ -170,7 +170,7 @@ def eval_command(variant, data):
 @click.pass_obj
 def report_command(obj, task, teacher, out):
     """Write one self-contained HTML page comparing every variant: plots, table, machines, commands."""
-    stages.report(obj["workspace"], task, teacher, out)
+    stages.write_report(obj["workspace"], task, teacher, out)
 
 
 @cli.command("run")

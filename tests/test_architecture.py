@@ -33,3 +33,11 @@ def test_what_the_stages_build_on_imports_no_stage_pipeline_or_interface(package
     for path in (PACKAGE / package).glob("*.py"):
         upward = {name for name in imported(path) if name.startswith(UPPER)}
         assert not upward, f"{path.relative_to(PACKAGE.parent)} imports {sorted(upward)}"
+
+
+def test_the_stage_table_names_nothing_after_a_stage_module():
+    """Importing compress.stages.<x> sets the package's attribute <x> to that module: a function of the
+    same name in the table's module would be replaced by it."""
+    table = ast.parse((PACKAGE / "stages" / "__init__.py").read_text())
+    names = {node.name for node in table.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert not names & {p.stem for p in (PACKAGE / "stages").glob("*.py")}

@@ -32,8 +32,8 @@ from compress.stages import (
     ensure_export,
     make,
     make_teacher,
-    report,
     say,
+    write_report,
 )
 from compress.variant import Variant
 from compress.workspace import META_FILE, check_name, inside, write_text
@@ -317,7 +317,7 @@ def execute(plan: Plan, workspace: Path, dry_run: bool = False, log=say) -> list
         if targets:
             bench_variants([v.path for v in targets], bench, workspace, log)
     if plan.report is not None:
-        report(workspace, plan.report["task"], plan.report["teacher"], plan.report["out"], log)
+        write_report(workspace, plan.report["task"], plan.report["teacher"], plan.report["out"], log)
     return variants
 
 

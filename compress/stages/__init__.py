@@ -299,7 +299,7 @@ def bench_variants(paths: list[Path], config: BenchConfig, workspace: Path, log=
         raise UserError(f"nothing could be measured on {config.device}")
 
 
-def report(workspace: Path, task: str | None, teacher: str | None, out: Path | None, log=say) -> Path:
+def write_report(workspace: Path, task: str | None, teacher: str | None, out: Path | None, log=say) -> Path:
     from compress.stages.report import render
 
     page = render(workspace, task, teacher, out)
