@@ -115,7 +115,7 @@ def _default_name(module: str):
     def name(parent, config) -> str:
         from importlib import import_module
 
-        default_name = import_module(f"compress.{module}").default_name
+        default_name = import_module(f"compress.stages.{module}").default_name
         return default_name(config) if module == "distill" else default_name(parent, config)
 
     return name
