@@ -467,7 +467,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     trials run as a recipe in the teacher's workspace, the teacher taken as it is (`compress run --keep-teacher`).
     """
     from compress.pipeline import recipe
-    from compress.runtime.export import export
+    from compress.runtime.export import export, needs_export
     from compress.stages.bench import bench
 
     check(config)
@@ -520,7 +520,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     variants = {}
     for candidate in chosen:  # accuracy on the artifact, and the variant's own bench record
         variant = Variant.load(students / chains[candidate.name][-1]["name"])
-        if candidate.precision == "fp32" and variant.export is None:
+        if needs_export(variant):  # an fp32 trial; int8 ones have their own artifact
             export(variant)
         variants[candidate.name] = bench(variant, [(batch, sequence)], threads, config.device, config.runs)
     # each trial in turn with its random-weight twin from the table: how far training moved the time, apart

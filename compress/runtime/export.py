@@ -145,6 +145,13 @@ def write_graphs(model, tokenizer, folder: Path, opset: int = ExportConfig.opset
     return record
 
 
+def needs_export(variant: Variant) -> bool:
+    """Whether `variant` must be exported before ONNX Runtime can run it: it has no artifact of its own (int8,
+    fp16) and no complete export (the record and the graph). The one place that decides "export first"."""
+    return "artifact" not in variant.record.extra and (
+        variant.export is None or not (variant.path / ONNX_DIR / MODEL).is_file())
+
+
 def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = ExportConfig.optimize) -> Variant:
     """Write variant/onnx/ (replacing an earlier export) with its record, onnx/export.json: the
     fusion, the timings behind the graph kept, and the parity check."""

@@ -265,7 +265,9 @@ def export_variant(path: Path, config: ExportConfig = ExportConfig(), log=say) -
 
 def ensure_export(variant, log=say) -> None:
     """Export `variant` to ONNX first where it has neither an export nor an artifact of its own (int8, fp16)."""
-    if "artifact" not in variant.record.extra and variant.export is None:
+    from compress.runtime.export import needs_export
+
+    if needs_export(variant):
         export_variant(variant.path, log=log)
 
 

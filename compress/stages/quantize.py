@@ -26,7 +26,7 @@ from compress.machine import device
 from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.runtime import ort as runtime
 from compress.runtime.artifacts import torch_int8
-from compress.runtime.export import MODEL, RAW, dedupe_initializers, export
+from compress.runtime.export import MODEL, RAW, dedupe_initializers, export, needs_export
 from compress.runtime.inference import predict_logits
 from compress.training.kd import given
 from compress.training.recovery import planned_params, trained_with
@@ -196,7 +196,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     task = task_of(variant.record)
     max_length = variant.record.params["max_length"]
     dev = encode(task.dev, tokenizer, max_length)
-    if backend == "ort" and not (variant.path / ONNX_DIR / MODEL).is_file():
+    if backend == "ort" and needs_export(variant):
         print(f"{variant.path} has no ONNX export yet; exporting it first")
         export(variant)
     if backend == "ort":
