@@ -26,6 +26,47 @@ def setting(default, help: str, choices: tuple | None = None, low=None, high=Non
                                              "flag": flag, "cli": cli, **more})
 
 
+def parse_list(text: str, flag: str, item=str) -> list:
+    """A list-valued setting's text (like 1,3 or hidden=1,attention=0.5) as a list, each part read by `item`:
+    int, float, str or a reader raising ValueError whose `example` attribute shows its form. The one reader
+    of every such setting, so each refuses bad text with the same line; empty parts are skipped."""
+    from compress.errors import UserError
+
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return [item(part) for part in parts]
+    except ValueError:
+        example = getattr(item, "example", None) or LIST_EXAMPLES[item]
+        raise UserError(f"{flag} takes {example}, not '{text}'") from None
+
+
+LIST_EXAMPLES = {int: "integers like 1,3", float: "numbers like 1,0.5", str: "names like a,b"}
+
+
+def reader(convert, example: str):
+    """An item reader for `parse_list`: `convert` (raising ValueError on bad text) and the form it reads."""
+    def read(part: str):
+        return convert(part)
+    read.example = example
+    return read
+
+
+def _shape(part: str) -> tuple[int, int]:
+    batch, sequence = (int(x) for x in part.lower().split("x"))
+    return batch, sequence
+
+
+def _weighted(part: str) -> tuple[str, float]:
+    name, equals, weight = part.partition("=")
+    if not name or (equals and not weight):
+        raise ValueError(part)
+    return name.strip(), float(weight) if weight else 1.0
+
+
+SHAPE = reader(_shape, "BATCHxSEQUENCE pairs like 1x128,32x128")
+WEIGHTED = reader(_weighted, "names with optional weights like hidden=1,attention=0.5")
+
+
 def inherited(fallback, help: str, **kwargs):
     """A KD setting that defaults to None: the one the parent variant was trained with (compress.training.kd),
     else `fallback`."""
@@ -102,10 +143,10 @@ class KD(Settings):
     alpha: float | None = inherited(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels.", low=0, high=1)
     intermediate: str | None = inherited("", "Intermediate-layer losses and their weights, like hidden=1,attention=1 "
                                          "(names: hidden, hidden-cosine, embeddings, attention, value-relation; "
-                                         "'' for none); runs the teacher live.")
+                                         "'' for none); runs the teacher live.", items=WEIGHTED)
     layer_map: str | None = inherited("", "The teacher layer each layer of the model trained here (before any cut) "
                                       "learns from, like 1,3,5; by default the one it learned from, else the one it "
-                                      "was made from.")
+                                      "was made from.", items=int)
     intermediate_epochs: float | None = inherited(0.0, "TinyBERT's two phases: this many epochs on the intermediate "
                                                   "losses alone first, then the epochs on the logits.", low=0,
                                                   high=MAX_EPOCHS)
@@ -128,7 +169,8 @@ class DistillConfig(KD):
 class PruneConfig(KD):
     heads: float = setting(0.0, "Fraction of the variant's attention heads to remove.", low=0, high=1, high_open=True)
     neurons: float = setting(0.0, "Fraction of its FFN neurons to remove.", low=0, high=1, high_open=True)
-    layers: str = setting("", "Whole layers to remove: a count N (the least important), or ids like 1,3 (one id: 3,).")
+    layers: str = setting("", "Whole layers to remove: a count N (the least important), or ids like 1,3 (one id: 3,).",
+                          items=int)
     importance: str = setting("taylor", "taylor: |dL/d mask| over training batches; random: the control.",
                               choices=("taylor", "magnitude", "random"))
     scope: str = setting("global", "Rank heads and neurons across layers, or remove the same fraction from each layer.",
@@ -183,7 +225,7 @@ class ExportConfig(Settings):
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig(Settings):
     shapes: str = setting("1x32,1x128,32x128", "BATCHxSEQUENCE shapes, comma-separated "
-                          "(batch 1 short and long, and a served batch).")
+                          "(batch 1 short and long, and a served batch).", items=SHAPE)
     threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1, high=MAX_THREADS)
     device: str = setting("cpu", "Where to measure: the CPU, or the GPU (PyTorch fp32/fp16/bf16, eager and CUDA "
                           "graph; ORT's CUDA provider with the gpu extra).", choices=("cpu", "cuda"))
@@ -194,7 +236,7 @@ class BenchConfig(Settings):
 class SearchConfig(Settings):
     budget_ms: float = setting(MISSING, "Latency budget: p50 milliseconds at --shape on this machine.", low=0,
                                low_open=True, high=3_600_000)
-    shape: str = setting("1x128", "The BATCHxSEQUENCE shape the budget is for.")
+    shape: str = setting("1x128", "The BATCHxSEQUENCE shape the budget is for.", items=SHAPE)
     device: str = setting("cpu", "Where the student will be served: ORT on the CPU, or ORT's CUDA provider (gpu extra).",
                           choices=("cpu", "cuda"))
     threads: int | None = setting(None, "Intra-op threads [default: torch's count here].", low=1, high=MAX_THREADS)
@@ -204,11 +246,12 @@ class SearchConfig(Settings):
     max_drop: float | None = setting(None, "Accept only a winner at most this many accuracy points below the teacher.",
                                      low=0, high=100)
     depths: str = setting("", "Student depths to consider, like 2,3,4,6 [default: 1/6, 1/4, 1/3, 1/2 and 2/3 of the "
-                          "teacher's layers].")
-    heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.", flag="--keep-heads")
-    ffn: str = setting("1,0.5,0.25", "Fractions of each layer's FFN neurons to keep.", flag="--keep-ffn")
+                          "teacher's layers].", items=int)
+    heads: str = setting("1,0.5,0.25", "Fractions of each layer's attention heads to keep.", flag="--keep-heads",
+                         items=float)
+    ffn: str = setting("1,0.5,0.25", "Fractions of each layer's FFN neurons to keep.", flag="--keep-ffn", items=float)
     precisions: str = setting("", "Precisions to consider [default: fp32,int8-dynamic,int8-static on the CPU; "
-                              "fp32,fp16 on a GPU].")
+                              "fp32,fp16 on a GPU].", items=str)
     proxy_examples: int = setting(256, "Training rows the proxy (KL from the teacher, untrained) is measured on.",
                                   low=1, high=MAX_EXAMPLES)
     recover_epochs: float = setting(1.0, "KD recovery epochs after pruning, in every trial.", low=0, high=MAX_EPOCHS)
@@ -295,6 +338,9 @@ def from_table(config_class, table: dict, keys: dict, where: str, **defaults):
                 values[f.name] = os.environ[f.metadata["envvar"]]
             continue
         value = table[key]
+        if isinstance(value, list) and f.metadata.get("items") and all(
+                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            value = ",".join(map(str, value))  # a TOML array of a list-valued setting: its flag's text
         if isinstance(value, (dict, list)):
             raise UserError(f"{where}: '{key}' takes one value, not {value!r}")
         kind = getattr(f.type, "__args__", (f.type,))[0]
@@ -339,6 +385,8 @@ def validate(config) -> None:
             raise UserError(f"{flag} must be {expected}, not {value!r}")
         if kind is bool:
             continue
+        if meta.get("items") and value:
+            parse_list(value, flag, meta["items"])
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag} {value} is not a finite number")
         if meta["choices"] and value not in meta["choices"]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import datasets
 
-from compress.configs import LABEL_COLUMN
+from compress.configs import LABEL_COLUMN, parse_list
 from compress.errors import UserError, first_line, require
 from compress.kinds import CLASSIFICATION, KINDS
 from compress.model.registry import _package_file, offline_unless_hub_reachable
@@ -273,8 +273,8 @@ def _own_columns(text_column: str | None, label_column: str | None, path: Path) 
     """The text columns (one, or two for pairs) and the label column of the user's own files."""
     if not text_column:
         raise UserError(f"{path}: name the text with --text-column (one column, or two as a,b)")
-    columns = tuple(c.strip() for c in text_column.split(","))
-    if len(columns) > 2 or not all(columns):
+    columns = tuple(parse_list(text_column, "--text-column"))
+    if not 1 <= len(columns) <= 2:
         raise UserError(f"--text-column takes one column or two separated by a comma, not '{text_column}'")
     label_column = label_column or LABEL_COLUMN
     if label_column in columns:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.configs import parse_list, reader
 from compress.errors import UserError
 from compress.model.structure import ATTENTION_NORMS_KEY, SHARING_KEY, STRUCTURE_KEY, record
 
@@ -129,15 +130,15 @@ def keep_layers(model: nn.Module, layer_ids: list[int]) -> None:
 
 def layer_id_list(spec: str, flag: str, depth: int) -> list[int]:
     """The distinct layer ids in `spec` (like 1,3), sorted; a repeated or unknown id is refused."""
-    try:
-        ids = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{flag} takes layer ids like 1,3, not '{spec}'") from None
+    ids = parse_list(spec, flag, int)
     if len(set(ids)) != len(ids):
         raise UserError(f"{flag} {spec} names a layer twice")
     if not ids or not all(0 <= i < depth for i in ids):
         raise UserError(f"{flag} {spec}: name layers from 0 to {depth - 1}")
     return sorted(ids)
+
+
+TEACHER_LAYERS = reader(int, "alternate, first, last or teacher layer ids like 0,2,4")
 
 
 def select_layers(teacher_depth: int, n: int, init: str) -> list[int]:
@@ -153,10 +154,7 @@ def select_layers(teacher_depth: int, n: int, init: str) -> list[int]:
         return list(range(n))
     if init == "last":
         return list(range(teacher_depth - n, teacher_depth))
-    try:
-        ids = [int(part) for part in init.split(",")]
-    except ValueError:
-        raise UserError(f"--init must be alternate, first, last or a list like 0,2,4, not '{init}'") from None
+    ids = parse_list(init, "--init", TEACHER_LAYERS)
     if len(ids) != n or len(set(ids)) != n or not all(0 <= i < teacher_depth for i in ids):
         raise UserError(f"--init {init} must name {n} distinct teacher layers from 0 to {teacher_depth - 1}")
     return ids

@@ -38,7 +38,7 @@ import onnxruntime as ort
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from compress.configs import KD, PruneConfig, QuantizeConfig, SearchConfig, TrainConfig
+from compress.configs import KD, PruneConfig, QuantizeConfig, SearchConfig, TrainConfig, parse_list
 from compress.data.batches import check_max_length, encode
 from compress.data.tasks import Task
 from compress.errors import UserError
@@ -92,10 +92,7 @@ class Candidate:
 
 
 def _fractions(text: str, flag: str) -> list[float]:
-    try:
-        values = sorted({float(part) for part in text.split(",") if part.strip()}, reverse=True)
-    except ValueError:
-        raise UserError(f"{flag} takes fractions like 1,0.5,0.25, not '{text}'") from None
+    values = sorted(set(parse_list(text, flag, float)), reverse=True)
     if not values or not all(0 < v <= 1 for v in values):
         raise UserError(f"{flag} {text}: each fraction kept must be above 0 and at most 1")
     return values
@@ -106,10 +103,7 @@ def shapes(config: SearchConfig, teacher_config) -> list[Shape]:
     thirds of the teacher's layers (12 layers: 2, 3, 4, 6, 8)."""
     depth = teacher_config.num_hidden_layers
     if config.depths:
-        try:
-            depths = sorted({int(part) for part in config.depths.split(",") if part.strip()})
-        except ValueError:
-            raise UserError(f"--depths takes layer counts like 2,3,4, not '{config.depths}'") from None
+        depths = sorted(set(parse_list(config.depths, "--depths", int)))
         if not depths or not all(1 <= d < depth for d in depths):
             raise UserError(f"--depths {config.depths}: the teacher has {depth} layers; choose from 1 to {depth - 1}")
     else:
@@ -121,9 +115,8 @@ def shapes(config: SearchConfig, teacher_config) -> list[Shape]:
 
 
 def precisions(config: SearchConfig) -> list[str]:
-    names = list(dict.fromkeys(p.strip() for p in (config.precisions or PRECISIONS[config.device]).split(",")
-                               if p.strip()))
-    allowed = PRECISIONS[config.device].split(",")
+    names = list(dict.fromkeys(parse_list(config.precisions or PRECISIONS[config.device], "--precisions")))
+    allowed = parse_list(PRECISIONS[config.device], "--precisions")
     wrong = [p for p in names if p not in allowed]
     if wrong or not names:
         raise UserError(f"--precisions {config.precisions}: on {config.device} choose from {', '.join(allowed)}")

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from compress.configs import MAX_BATCH, MAX_SEQUENCE, BenchConfig
+from compress.configs import MAX_BATCH, MAX_SEQUENCE, SHAPE, BenchConfig, parse_list
 from compress.data.batches import check_max_length, encode
 from compress.data.tasks import task_of
 from compress.errors import UserError, first_line
@@ -29,16 +29,9 @@ MAX_TOKENS = 2**20  # batch x sequence: a 128 x 8192 or 4096 x 256 forward, giga
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def parse_shapes(text: str) -> list[tuple[int, int]]:
+def parse_shapes(text: str, flag: str = "--shapes") -> list[tuple[int, int]]:
     """'1x32,32x128' -> [(1, 32), (32, 128)]."""
-    shapes = []
-    for part in text.split(","):
-        try:
-            batch, sequence = (int(x) for x in part.strip().lower().split("x"))
-        except ValueError:
-            raise UserError(f"--shapes takes BATCHxSEQUENCE pairs like 1x128,32x128, not '{part}'") from None
-        shapes.append((batch, sequence))
-    return check_shapes(shapes)
+    return check_shapes(parse_list(text, flag, SHAPE))
 
 
 def check_shapes(shapes) -> list[tuple[int, int]]:

@@ -31,6 +31,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from compress.configs import WEIGHTED, parse_list
 from compress.errors import UserError
 from compress.model.arch import LAYER_MAP_KEY, TEACHER_LAYERS_KEY, layout
 
@@ -125,17 +126,13 @@ def parse_intermediate(spec: str) -> dict[str, float]:
     """'hidden=1,attention=0.5' (a bare name weighs 1) -> {name: weight}, each name from the table, in
     the table's order (so the variant's default name does not depend on the order typed)."""
     weights = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, weight = part.partition("=")
+    for name, weight in parse_list(spec, "--intermediate", WEIGHTED):
         if name in weights:
             raise UserError(f"--intermediate names {name} twice")
         if name not in INTERMEDIATE_LOSSES:
             raise UserError(f"--intermediate: unknown loss '{name}' (known: {', '.join(INTERMEDIATE_LOSSES)})")
-        try:
-            weights[name] = float(weight) if weight else 1.0
-        except ValueError:
-            raise UserError(f"--intermediate: the weight of {name} must be a number, not '{weight}'") from None
-        if not math.isfinite(weights[name]) or weights[name] < 0:
+        weights[name] = weight
+        if not math.isfinite(weight) or weight < 0:
             raise UserError(f"--intermediate: the weight of {name} must be a finite number >= 0")
     return {name: weights[name] for name in INTERMEDIATE_LOSSES if name in weights}  # one order: one name
 
@@ -146,10 +143,7 @@ def layer_map(student_config, teacher_depth: int, spec: str = "") -> list[int]:
     else TinyBERT's uniform map (student layer j of n: teacher layer (j + 1) * teacher_depth / n - 1)."""
     depth = student_config.num_hidden_layers
     if spec:
-        try:
-            ids = [int(part) for part in spec.split(",")]
-        except ValueError:
-            raise UserError(f"--layer-map must be teacher layer ids like 1,3,5, not '{spec}'") from None
+        ids = parse_list(spec, "--layer-map", int)
         if len(ids) != depth or not all(0 <= i < teacher_depth for i in ids):
             raise UserError(f"--layer-map {spec} must name {depth} teacher layers (one per student layer), "
                             f"each from 0 to {teacher_depth - 1}")
