@@ -125,7 +125,7 @@ def precisions(config: SearchConfig) -> list[str]:
 
 def check(config: SearchConfig) -> None:
     """Every flag that needs no teacher, checked before a teacher is fine-tuned for the search."""
-    if len(parse_shapes(config.shape)) != 1:
+    if len(parse_shapes(config.shape, "--shape")) != 1:
         raise UserError(f"--shape takes one BATCHxSEQUENCE shape, not '{config.shape}'")
     if config.device == "cuda" and not (torch.cuda.is_available()
                                         and PROVIDERS["cuda"] in ort.get_available_providers()):
@@ -261,7 +261,7 @@ def latency_table(teacher: Variant, task: Task, config: SearchConfig, log=print)
     drift: the smallest shape read from the cache, timed again now against its cached time."""
     teacher_config, tokenizer = load_config(teacher.path), load_tokenizer(teacher.path)
     wanted = precisions(config)
-    (batch, sequence), = parse_shapes(config.shape)
+    (batch, sequence), = parse_shapes(config.shape, "--shape")
     cache_path = inside(teacher.workspace, teacher.workspace / "reports" / CACHE)
     cache = _read_cache(cache_path, log)
     key = cache_key(teacher_config, config)
@@ -459,10 +459,6 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     `kd`: the distillation settings every trial trains with (intermediate losses, augmentation...). The
     trials run as a recipe in the teacher's workspace, the teacher taken as it is (`compress run --keep-teacher`).
     """
-    from compress.pipeline import recipe
-    from compress.runtime.export import export, needs_export
-    from compress.stages.bench import bench
-
     check(config)
     started = time.perf_counter()
     workspace, name = teacher.workspace, label(task.name, config.budget_ms)
@@ -470,9 +466,60 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
     if recipe_path.exists() and not _ours(recipe_path):
         raise UserError(f"{recipe_path} exists and compress search did not write it: move it away first")
     teacher_config = load_config(teacher.path)
-    (batch, sequence), = parse_shapes(config.shape)
-    tokenizer = load_tokenizer(teacher.path)
-    check_max_length(sequence, tokenizer, teacher_config, flag="--shape sequence")
+    (batch, sequence), = parse_shapes(config.shape, "--shape")
+    check_max_length(sequence, load_tokenizer(teacher.path), teacher_config, flag="--shape sequence")
+    table, ranked, kl, proxy_s = rank_candidates(teacher, task, config, train.seed, log)
+    chosen = ranked[:config.trials]
+    chains = {c.name: chain(c, teacher_config, {"teacher": teacher.made, "data": task.fingerprint}, config, train, kd)
+              for c in chosen}
+    table_of_teacher = teacher_table(teacher, task_params)
+    train_trials(teacher, chains, table_of_teacher, name, command, log)
+    trials, train_s = measure_trials(teacher, task, chosen, chains, kl, config, log)
+    eligible = [t for t in trials if t["measured_p50_ms"] <= config.budget_ms
+                and (config.max_drop is None or t["drop_points"] <= config.max_drop)]
+    winner = max(eligible, key=lambda t: (t["score"], -t["measured_p50_ms"])) if eligible else None
+    key, runtime_name = key_here(config.threads or torch.get_num_threads(), config.device), f"ort-{config.device}"
+    handmade = handmade_under_budget(teacher, task, key, runtime_name, config)
+    if handmade:
+        best = handmade[0]
+        log(f"already in the workspace under {config.budget_ms:g} ms (as benched): " + "; ".join(
+            f"{h['variant']} {h['score']:.4f} at {h['p50_ms']:.2f} ms" for h in handmade))
+        if winner:
+            log(f"the search's winner is {'better than' if winner['score'] > best['score'] else 'no better than'} "
+                f"the best of them, {best['variant']} ({winner['score']:.4f} against {best['score']:.4f})")
+    result = {
+        "teacher": teacher.record.name, "task": task.name, "teacher_accuracy": teacher.record.metrics["dev"].get("accuracy"),
+        "budget_ms": config.budget_ms, "shape": config.shape, "machine_key": key, "command": command,
+        "config": asdict(config), "table": table_record(table, config), "proxy": {
+            "what": "KL(teacher || candidate) at T=1 on training rows, each candidate built from the teacher "
+                    "(layer copy, per-layer Taylor cut, artifact) and not trained; lower ranks first",
+            "examples": config.proxy_examples, "wall_s": proxy_s,
+            "candidates": {c.name: {"kl": round(kl[c.name], 5), "predicted_p50_ms": c.latency_ms["p50"]}
+                           for c in ranked}},
+        "trials": trials, "handmade_under_budget": handmade, "train_s_total": train_s, "winner": winner,
+        "recipe": None,
+    }
+    if winner:
+        headline = task.kind.headline
+        write_text(recipe_path, recipe_text(
+            table_of_teacher, chains[winner["candidate"]],
+            f"Found by `{command}`\non {key}: {winner['candidate']}, dev {headline} {winner['dev'][headline]:.4f}, "
+            f"{winner['measured_p50_ms']:.2f} ms at {config.shape} (budget {config.budget_ms:g} ms).\n"
+            f"Reproduce here: compress run {recipe_path.name} --keep-teacher (the trials made it: nothing runs again);\n"
+            f"in a fresh workspace: compress run {recipe_path.name} (the teacher first)."))
+        result["recipe"] = recipe_path.name
+    elif recipe_path.exists():  # an earlier search's winner at this budget is not this one's
+        recipe_path.unlink()
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    write_json(inside(workspace, workspace / "reports" / f"{name}.json"), result)
+    if winner is None:
+        raise UserError(no_winner(trials, handmade, config, name))
+    return result
+
+
+def rank_candidates(teacher: Variant, task: Task, config: SearchConfig, seed: int, log) -> tuple:
+    """Steps 1 and 2: the latency table, the candidates under the budget, and their proxy, best first.
+    Returns (table, ranked candidates, proxy KL by name, the proxy's seconds)."""
     log(f"latency table at {config.shape} ({key_here(config.threads, config.device)}):")
     table = latency_table(teacher, task, config, log)
     drift = table["drift"]
@@ -487,37 +534,48 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
                         f"takes {fastest[0]:.2f} ms; raise --budget-ms or add smaller --depths/--keep-heads/--keep-ffn")
     log(f"{len(fits)} candidates under {config.budget_ms:g} ms; proxy (KL from the teacher, untrained):")
     proxy_started = time.perf_counter()
-    kl = proxy(teacher, task, fits, config, train.seed, log)
-    proxy_s = round(time.perf_counter() - proxy_started, 1)
+    kl = proxy(teacher, task, fits, config, seed, log)
     ranked = sorted(fits, key=lambda c: (kl[c.name], c.latency_ms["p50"]))
-    chosen = ranked[:config.trials]
+    return table, ranked, kl, round(time.perf_counter() - proxy_started, 1)
 
-    origin = {"teacher": teacher.made, "data": task.fingerprint}
-    chains = {c.name: chain(c, teacher_config, origin, config, train, kd) for c in chosen}
+
+def train_trials(teacher: Variant, chains: dict, table_of_teacher: dict, name: str, command: str, log) -> None:
+    """Step 3: every chosen candidate's chain, written as one recipe and run in the teacher's workspace
+    (a stage two chains share runs once)."""
+    from compress.pipeline import recipe
+
+    workspace = teacher.workspace
     stages = {}
     for stages_of_one in chains.values():
         for stage in stages_of_one:
             stages.setdefault(stage["name"], stage)
-    table_of_teacher = teacher_table(teacher, task_params)
     trials_recipe = inside(workspace, workspace / "reports" / "search" / f"{name}-trials.toml")
     trials_recipe.parent.mkdir(parents=True, exist_ok=True)
     write_text(trials_recipe, recipe_text(table_of_teacher, list(stages.values()),
-                                          f"The trials of `{command}`: the {len(chosen)} candidates ranked first by "
+                                          f"The trials of `{command}`: the {len(chains)} candidates ranked first by "
                                           "the proxy."))
     recipe.execute(recipe.plan(trials_recipe, workspace, keep_teacher=True), workspace, log=log)
 
-    students = workspace / "students" / teacher.record.name / task.name
+
+def measure_trials(teacher: Variant, task: Task, chosen: list, chains: dict, kl: dict, config: SearchConfig,
+                   log) -> tuple[list[dict], float]:
+    """Step 4: each trial's accuracy on its artifact and its own bench record, then each timed in turn with
+    its random-weight twin from the table: how far training moved the time, apart from how far the
+    machine's state moved since the table was measured. Returns the trials' records and their training seconds."""
+    from compress.runtime.export import export, needs_export
+    from compress.stages.bench import bench
+
+    (batch, sequence), = parse_shapes(config.shape, "--shape")
+    teacher_config, tokenizer = load_config(teacher.path), load_tokenizer(teacher.path)
+    students = teacher.workspace / "students" / teacher.record.name / task.name
     threads = config.threads or torch.get_num_threads()
-    key = key_here(threads, config.device)
-    runtime_name = f"ort-{config.device}"
+    key, runtime_name = key_here(threads, config.device), f"ort-{config.device}"
     variants = {}
-    for candidate in chosen:  # accuracy on the artifact, and the variant's own bench record
+    for candidate in chosen:
         variant = Variant.load(students / chains[candidate.name][-1]["name"])
         if needs_export(variant):  # an fp32 trial; int8 ones have their own artifact
             export(variant)
         variants[candidate.name] = bench(variant, [(batch, sequence)], threads, config.device, config.runs)
-    # each trial in turn with its random-weight twin from the table: how far training moved the time, apart
-    # from how far the machine's state moved since the table was measured
     sessions = {name: runtime.session(v.path / ONNX_DIR / MODEL, threads=threads, provider=PROVIDERS[config.device])
                 for name, v in variants.items()}
     calibration = timing_calibration(task, tokenizer, teacher.record.max_length)
@@ -541,7 +599,7 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
             log(f"  warning: {candidate.name}'s twin takes {twin / candidate.latency_ms['p50']:.2f}x its time in the "
                 "table: this machine's state moved between the table and the trials")
         trials.append({
-            "candidate": candidate.name, "variant": str(variant.path.relative_to(workspace)),
+            "candidate": candidate.name, "variant": str(variant.path.relative_to(teacher.workspace)),
             "proxy_kl": round(kl[candidate.name], 5), "predicted_p50_ms": candidate.latency_ms["p50"],
             "measured_p50_ms": round(p50, 3), "measured_p50_range_ms": [min(rounds[candidate.name]),
                                                                          max(rounds[candidate.name])],
@@ -553,64 +611,31 @@ def search(teacher: Variant, task: Task, config: SearchConfig, train: TrainConfi
             "drop_points": round(100 * (teacher.record.score - entry["dev"][metric]), 3),
             "train_s": round(sum(seconds.values()), 1),
         })
-    eligible = [t for t in trials if t["measured_p50_ms"] <= config.budget_ms
-                and (config.max_drop is None or t["drop_points"] <= config.max_drop)]
-    winner = max(eligible, key=lambda t: (t["score"], -t["measured_p50_ms"])) if eligible else None
-    handmade = handmade_under_budget(teacher, task, key, runtime_name, config)
-    if handmade:
-        best = handmade[0]
-        log(f"already in the workspace under {config.budget_ms:g} ms (as benched): " + "; ".join(
-            f"{h['variant']} {h['score']:.4f} at {h['p50_ms']:.2f} ms" for h in handmade))
-        if winner:
-            log(f"the search's winner is {'better than' if winner['score'] > best['score'] else 'no better than'} "
-                f"the best of them, {best['variant']} ({winner['score']:.4f} against {best['score']:.4f})")
-    result = {
-        "teacher": teacher.record.name, "task": task.name, "teacher_accuracy": teacher.record.metrics["dev"].get("accuracy"),
-        "budget_ms": config.budget_ms, "shape": config.shape, "machine_key": key, "command": command,
-        "config": asdict(config),
-        "table": {"key": table["key"], "wall_s": table["wall_s"], "shapes_measured_now": table["measured_now"],
-                  "drift": drift, "retimed": table["retimed"], "raised": table["raised"],
-                  "rows": [{"candidate": f"{shape.key}-{p}", **asdict(shape), "precision": p,
-                            **({"p50_ms": t["p50"], "p90_ms": t["p90"]} if t else {"skipped": True}),
-                            "under_budget": bool(t and t["p50"] <= config.budget_ms)}
-                           for shape, by in table["shapes"].items() for p, t in by.items()]},
-        "proxy": {"what": "KL(teacher || candidate) at T=1 on training rows, each candidate built from the teacher "
-                          "(layer copy, per-layer Taylor cut, artifact) and not trained; lower ranks first",
-                  "examples": config.proxy_examples, "wall_s": proxy_s,
-                  "candidates": {c.name: {"kl": round(kl[c.name], 5), "predicted_p50_ms": c.latency_ms["p50"]}
-                                 for c in ranked}},
-        "trials": trials,
-        "handmade_under_budget": handmade,
-        "train_s_total": round(sum(trained.values()), 1),
-        "winner": winner,
-        "recipe": None,
-    }
-    if winner:
-        headline = task.kind.headline
-        write_text(recipe_path, recipe_text(
-            table_of_teacher, chains[winner["candidate"]],
-            f"Found by `{command}`\non {key}: {winner['candidate']}, dev {headline} {winner['dev'][headline]:.4f}, "
-            f"{winner['measured_p50_ms']:.2f} ms at {config.shape} (budget {config.budget_ms:g} ms).\n"
-            f"Reproduce here: compress run {recipe_path.name} --keep-teacher (the trials made it: nothing runs again);\n"
-            f"in a fresh workspace: compress run {recipe_path.name} (the teacher first)."))
-        result["recipe"] = recipe_path.name
-    elif recipe_path.exists():  # an earlier search's winner at this budget is not this one's
-        recipe_path.unlink()
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    write_json(inside(workspace, workspace / "reports" / f"{name}.json"), result)
-    if winner is None:
-        closest = min(trials, key=lambda t: (max(t["measured_p50_ms"] / config.budget_ms, 1),
-                                             max(t["drop_points"] - (config.max_drop or 0), 0)))
-        over = 100 * (closest["measured_p50_ms"] / config.budget_ms - 1)
-        raise UserError(f"none of the {len(trials)} trained candidates met {config.budget_ms:g} ms"
-                        + (f" within --max-drop {config.max_drop:g} points" if config.max_drop is not None else "")
-                        + f" when measured; the closest, {closest['candidate']}, took "
-                          f"{closest['measured_p50_ms']:.2f} ms"
-                        + (f" ({over:.0f}% over)" if over > 0 else "")
-                        + f" at {closest['drop_points']:.2f} points below the teacher"
-                        + (f"; {handmade[0]['variant']} already meets it" if handmade else "")
-                        + f": see reports/{name}.json")
-    return result
+    return trials, round(sum(trained.values()), 1)
+
+
+def table_record(table: dict, config: SearchConfig) -> dict:
+    """The latency table as the search's record keeps it: each candidate's row, and how it was measured."""
+    return {"key": table["key"], "wall_s": table["wall_s"], "shapes_measured_now": table["measured_now"],
+            "drift": table["drift"], "retimed": table["retimed"], "raised": table["raised"],
+            "rows": [{"candidate": f"{shape.key}-{p}", **asdict(shape), "precision": p,
+                      **({"p50_ms": t["p50"], "p90_ms": t["p90"]} if t else {"skipped": True}),
+                      "under_budget": bool(t and t["p50"] <= config.budget_ms)}
+                     for shape, by in table["shapes"].items() for p, t in by.items()]}
+
+
+def no_winner(trials: list[dict], handmade: list[dict], config: SearchConfig, name: str) -> str:
+    """Why no trial won, in one line: the closest one, how far over the budget and how many points down."""
+    closest = min(trials, key=lambda t: (max(t["measured_p50_ms"] / config.budget_ms, 1),
+                                         max(t["drop_points"] - (config.max_drop or 0), 0)))
+    over = 100 * (closest["measured_p50_ms"] / config.budget_ms - 1)
+    return (f"none of the {len(trials)} trained candidates met {config.budget_ms:g} ms"
+            + (f" within --max-drop {config.max_drop:g} points" if config.max_drop is not None else "")
+            + f" when measured; the closest, {closest['candidate']}, took {closest['measured_p50_ms']:.2f} ms"
+            + (f" ({over:.0f}% over)" if over > 0 else "")
+            + f" at {closest['drop_points']:.2f} points below the teacher"
+            + (f"; {handmade[0]['variant']} already meets it" if handmade else "")
+            + f": see reports/{name}.json")
 
 
 def handmade_under_budget(teacher: Variant, task: Task, key: str, runtime_name: str, config: SearchConfig
