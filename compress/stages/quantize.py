@@ -30,7 +30,7 @@ from compress.runtime.export import MODEL, RAW, dedupe_initializers, export, nee
 from compress.runtime.inference import predict_logits
 from compress.training.kd import given
 from compress.training.recovery import planned_params, trained_with
-from compress.variant import Variant, as_variant, derived_dir, relative_to_workspace, write_record
+from compress.variant import Record, Variant, as_variant, derived_dir, write_record
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, check_target
 
 
@@ -171,20 +171,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     """
     variant = as_variant(variant)
     require(config, QuantizeConfig, "config")
-    if variant.is_quantized:
-        raise UserError(f"{variant.path} is already quantized ({variant.record.params.get('mode')}): "
-                        "quantize the variant it was made from instead")
-    mode, per_channel, fp32_ffn_output, calibration, backend, max_drop = (
-        config.mode, config.per_channel, config.fp32_ffn_output, config.calibration, config.backend, config.max_drop)
-    if backend == "torch" and mode != "dynamic":
-        raise UserError("--backend torch offers dynamic int8 only")
-    if mode != "fp16" and device() == "cuda" and backend == "ort":
-        print("note: int8 runs on ORT's CPU kernels even under the CUDA provider (onnxruntime issue 10267); "
-              "use --mode fp16 for the GPU")
-    if fp32_ffn_output and (backend == "torch" or mode == "fp16"):
-        raise UserError("--fp32-ffn-output applies to ORT int8 only")
-    if (kd_flags := given(config)) and not config.qat_epochs:
-        raise UserError(f"{', '.join(kd_flags)} set the KD of quantization-aware training: give --qat-epochs too")
+    check_settings(variant, config)
     name = default_name(variant, config) if name is None else name
     target = derived_dir(variant, name)
     # the drop is in the kind's headline metric (accuracy for classifiers), with QAT too from the variant asked
@@ -196,72 +183,91 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     task = task_of(variant.record)
     max_length = variant.record.params["max_length"]
     dev = encode(task.dev, tokenizer, max_length)
-    if backend == "ort" and needs_export(variant):
+    if config.backend == "ort" and needs_export(variant):
         print(f"{variant.path} has no ONNX export yet; exporting it first")
         export(variant)
-    if backend == "ort":
+    if config.backend == "ort":
         runtime.session(variant.path / "onnx" / MODEL)  # a corrupt export fails here, in one line
 
     with atomic_dir(target, replace, reads=(variant.path,)) as tmp:
-        if backend == "torch":
-            model = torch_int8(load_classifier(variant.path))
-            artifact = tmp / "model_int8.pt"
-            try:
-                torch.save(model.state_dict(), artifact)
-            except RuntimeError as exc:  # torch's writer reports a full disk as an internal enforce failure
-                raise UserError(f"cannot write {artifact.name}: {first_line(exc)[:200]}; is the disk full?") from None
-            logits = predict_logits(model, dev, tokenizer)
+        if config.backend == "torch":
+            artifact, logits = torch_artifact(variant, tmp, dev, tokenizer)
         else:
-            (tmp / "onnx").mkdir()
-            artifact = tmp / "onnx" / MODEL
-            reader = calibration_reader(variant.path / ONNX_DIR / RAW, task, tokenizer, max_length, calibration) \
-                if mode == "static" else None
-            scratch = tmp / ".scratch"
-            scratch.mkdir()
-            try:
-                ort_quantize(variant.path / ONNX_DIR, artifact, scratch, mode, per_channel, reader, fp32_ffn_output)
-            except (UserError, OSError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - ORT and onnx raise their own types
-                cut_off = type(exc).__name__ == "DecodeError"  # onnx's C++ writer does not report a full disk
-                raise UserError(f"ONNX Runtime could not quantize {variant.path / ONNX_DIR / MODEL}: "
-                                f"{first_line(exc)[:200]}" + ("; a file was cut off: is the disk full?" if cut_off else "")
-                                ) from None
-            shutil.rmtree(scratch)
-            for extra in variant.path.joinpath(ONNX_DIR).iterdir():  # config and tokenizer: Optimum's layout
-                if extra.is_file() and extra.suffix != ".onnx" and extra.name != EXPORT_FILE:
-                    shutil.copy(extra, tmp / "onnx" / extra.name)
-            logits = runtime.logits(runtime.session(artifact), dev, tokenizer)
+            artifact, logits = ort_artifact(variant, config, tmp, task, dev, tokenizer)
         tokenizer.save_pretrained(tmp)
-        variant_config = variant.path / "config.json"
-        shutil.copy(variant_config, tmp / "config.json")
+        shutil.copy(variant.path / "config.json", tmp / "config.json")
         metrics = task.scores(logits.numpy(), np.asarray(dev["label"]))
         drop = 100 * (parent_score - metrics[metric])
-        if max_drop is not None and drop > max_drop:
+        if config.max_drop is not None and drop > config.max_drop:
             raise UserError(f"{name} refused: {metric} {metrics[metric]:.4f} is {drop:.2f} points below "
-                            f"{asked.record.name}'s {parent_score:.4f} (--max-drop {max_drop})")
-        parent_size = (variant.export or {}).get("size_mb") if backend == "ort" else variant.record.size_mb
+                            f"{asked.record.name}'s {parent_score:.4f} (--max-drop {config.max_drop})")
+        parent_size = (variant.export or {}).get("size_mb") if config.backend == "ort" else variant.record.size_mb
         size = round(artifact.stat().st_size / 1e6, 2)
-        write_record(tmp, {
-            "name": name,
-            "stage": "quantize",
-            "parent": relative_to_workspace(variant),
-            "teacher": variant.record.teacher or variant.record.name,
-            "task": variant.record.task,
-            "num_labels": variant.record.num_labels,
-            "params": {"mode": mode, "backend": backend, "per_channel": per_channel,
-                       "fp32_ffn_output": backend == "ort" and (mode == "static" or fp32_ffn_output),
-                       "calibration": calibration if mode == "static" else None, "max_length": max_length,
-                       "qat_epochs": config.qat_epochs},
-            "data": variant.record.data,
-            "metrics": {"dev": metrics, "parent_dev": variant.record.metrics["dev"],
-                        "drop_points": round(drop, 3), "drop_from": asked.record.name},
-            "artifact": str(artifact.relative_to(tmp)),
-            "parameters": variant.record.parameters,
-            "size_mb": size,
-            "size_ratio": round(size / parent_size, 4) if parent_size else None,
-        })
+        write_record(tmp, Record.derived(
+            variant, name=name, stage="quantize",
+            params={"mode": config.mode, "backend": config.backend, "per_channel": config.per_channel,
+                    "fp32_ffn_output": config.backend == "ort" and (config.mode == "static" or config.fp32_ffn_output),
+                    "calibration": config.calibration if config.mode == "static" else None, "max_length": max_length,
+                    "qat_epochs": config.qat_epochs},
+            metrics={"dev": metrics, "parent_dev": variant.record.metrics["dev"],
+                     "drop_points": round(drop, 3), "drop_from": asked.record.name},
+            artifact=str(artifact.relative_to(tmp)), parameters=variant.record.parameters, size_mb=size,
+            size_ratio=round(size / parent_size, 4) if parent_size else None,
+        ))
     return Variant.load(target)
+
+
+def check_settings(variant: Variant, config: QuantizeConfig) -> None:
+    """What `config` cannot do to `variant`, refused before anything is trained or written."""
+    if variant.is_quantized:
+        raise UserError(f"{variant.path} is already quantized ({variant.record.params.get('mode')}): "
+                        "quantize the variant it was made from instead")
+    if config.backend == "torch" and config.mode != "dynamic":
+        raise UserError("--backend torch offers dynamic int8 only")
+    if config.mode != "fp16" and device() == "cuda" and config.backend == "ort":
+        print("note: int8 runs on ORT's CPU kernels even under the CUDA provider (onnxruntime issue 10267); "
+              "use --mode fp16 for the GPU")
+    if config.fp32_ffn_output and (config.backend == "torch" or config.mode == "fp16"):
+        raise UserError("--fp32-ffn-output applies to ORT int8 only")
+    if (kd_flags := given(config)) and not config.qat_epochs:
+        raise UserError(f"{', '.join(kd_flags)} set the KD of quantization-aware training: give --qat-epochs too")
+
+
+def torch_artifact(variant: Variant, tmp: Path, dev, tokenizer) -> tuple[Path, torch.Tensor]:
+    """PyTorch dynamic int8 (the baseline) written into `tmp`, and its dev logits."""
+    model = torch_int8(load_classifier(variant.path))
+    artifact = tmp / "model_int8.pt"
+    try:
+        torch.save(model.state_dict(), artifact)
+    except RuntimeError as exc:  # torch's writer reports a full disk as an internal enforce failure
+        raise UserError(f"cannot write {artifact.name}: {first_line(exc)[:200]}; is the disk full?") from None
+    return artifact, predict_logits(model, dev, tokenizer)
+
+
+def ort_artifact(variant: Variant, config: QuantizeConfig, tmp: Path, task, dev, tokenizer) -> tuple[Path, torch.Tensor]:
+    """ONNX Runtime's int8 or fp16 graph of `variant`'s export written into `tmp`, with the export's config
+    and tokenizer beside it (Optimum's layout), and its dev logits."""
+    (tmp / "onnx").mkdir()
+    artifact = tmp / "onnx" / MODEL
+    reader = calibration_reader(variant.path / ONNX_DIR / RAW, task, tokenizer, variant.record.params["max_length"],
+                                config.calibration) if config.mode == "static" else None
+    scratch = tmp / ".scratch"
+    scratch.mkdir()
+    try:
+        ort_quantize(variant.path / ONNX_DIR, artifact, scratch, config.mode, config.per_channel, reader,
+                     config.fp32_ffn_output)
+    except (UserError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - ORT and onnx raise their own types
+        cut_off = type(exc).__name__ == "DecodeError"  # onnx's C++ writer does not report a full disk
+        raise UserError(f"ONNX Runtime could not quantize {variant.path / ONNX_DIR / MODEL}: "
+                        f"{first_line(exc)[:200]}" + ("; a file was cut off: is the disk full?" if cut_off else "")
+                        ) from None
+    shutil.rmtree(scratch)
+    for extra in variant.path.joinpath(ONNX_DIR).iterdir():
+        if extra.is_file() and extra.suffix != ".onnx" and extra.name != EXPORT_FILE:
+            shutil.copy(extra, tmp / "onnx" / extra.name)
+    return artifact, runtime.logits(runtime.session(artifact), dev, tokenizer)
 
 
 def quantization_aware(variant: Variant, config: QuantizeConfig, target: Path, replace: bool) -> Variant:
