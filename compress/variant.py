@@ -144,6 +144,15 @@ class Record:
     def to_json(self) -> dict:
         return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}, **self.extra}
 
+    @staticmethod
+    def derived(parent: "Variant", **given) -> dict:
+        """The record of a variant made from `parent`, as variant.json holds it before its stage's writer
+        adds the size, machine and command: its lineage (the parent's place in the workspace, and the
+        teacher, task, labels and data it carries on) and the stage's `given` keys, which win."""
+        return {"parent": relative_to_workspace(parent), "teacher": parent.record.teacher or parent.record.name,
+                "task": parent.record.task, "num_labels": parent.record.num_labels, "data": parent.record.data,
+                **given}
+
     @property
     def max_length(self) -> int:
         return self.params["max_length"]

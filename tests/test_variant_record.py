@@ -47,3 +47,23 @@ def test_a_record_missing_what_every_stage_needs_is_refused_in_one_line(tmp_path
     (tmp_path / "variant.json").write_text(json.dumps(broken))
     with pytest.raises(UserError, match=f"is not a variant record: {reason}"):
         Variant.load(tmp_path)
+
+
+def test_a_derived_record_carries_its_parents_lineage_and_the_stage_keys_win(tmp_path):
+    folder = tmp_path / "ws" / "students" / "tiny" / "reviews" / "L1-kd"
+    folder.mkdir(parents=True)
+    (folder / "variant.json").write_text(json.dumps(SCHEMA_0))
+    parent = Variant.load(folder)
+    child = Record.derived(parent, name="L1-kd-int8", stage="quantize", params={"max_length": 32},
+                           metrics={"dev": {"accuracy": 0.7}})
+    assert child["parent"] == "students/tiny/reviews/L1-kd"  # its place in the workspace, not the typed path
+    assert (child["teacher"], child["task"], child["num_labels"]) == ("tiny", "reviews", 2)
+    assert Record.derived(parent, teacher="other", name="x")["teacher"] == "other"
+    written = write_record(tmp_path, child)
+    assert (written.record.name, written.record.parent, written.record.accuracy) == (
+        "L1-kd-int8", "students/tiny/reviews/L1-kd", 0.7)
+    teacher_folder = tmp_path / "ws" / "teachers" / "tiny" / "reviews"
+    teacher_folder.mkdir(parents=True)
+    (teacher_folder / "variant.json").write_text(json.dumps({**SCHEMA_0, "name": "tiny", "stage": "teacher",
+                                                             "parent": None, "teacher": None}))
+    assert Record.derived(Variant.load(teacher_folder), name="L1")["teacher"] == "tiny"  # a teacher's child

@@ -31,7 +31,7 @@ from compress.training.losses import (
 )
 from compress.training.targets import augmented_task, soft_targets
 from compress.training.trainer import Trainer, best_epoch, train_record, train_resumable
-from compress.variant import Variant, relative_to_workspace, retention, save_variant
+from compress.variant import Record, Variant, retention, save_variant
 from compress.workspace import check_target, partial_dir
 
 
@@ -152,18 +152,13 @@ def train_student(
     if distill_config.kd:
         learned = getattr(student.config, LAYER_MAP_KEY, None) if parse_intermediate(distill_config.intermediate) else None
         record["kd"] = kd_record(*chosen, learned)
-    variant = save_variant(target, student, tokenizer, {
-        **meta,
-        "parent": relative_to_workspace(parent),
-        "teacher": teacher.record.name,
-        "task": task.name,
-        "num_labels": task.num_labels,
-        "data": data_record(task),
-        **record,
+    variant = save_variant(target, student, tokenizer, Record.derived(parent, **{
+        **meta, "teacher": teacher.record.name, "task": task.name, "num_labels": task.num_labels,
+        "data": data_record(task), **record,
         "metrics": {"dev": metrics, **({"dev_before_training": metrics_before} if metrics_before else {}),
                     "teacher_dev": teacher_metrics, "retention": retention(metrics, teacher_metrics),
                     **record.get("metrics", {})},
-    }, replace=replace, reads=(parent.path,))
+    }), replace=replace, reads=(parent.path,))
     if distributed.is_main():
         shutil.rmtree(partial_dir(target), ignore_errors=True)
     return variant
