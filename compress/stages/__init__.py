@@ -110,13 +110,11 @@ def _quantize(parent, config, train, name, replace):
 
 
 def _default_name(module: str):
-    """The stage module's own default_name(variant, config), imported when asked for (distill's takes the
-    config alone: a student's name does not depend on its teacher)."""
+    """The stage module's own default_name(variant, config), imported when asked for."""
     def name(parent, config) -> str:
         from importlib import import_module
 
-        default_name = import_module(f"compress.stages.{module}").default_name
-        return default_name(config) if module == "distill" else default_name(parent, config)
+        return import_module(f"compress.stages.{module}").default_name(parent, config)
 
     return name
 

@@ -28,8 +28,9 @@ from compress.training.losses import (
 from compress.variant import Variant, as_variant, derived_dir
 
 
-def default_name(distill: DistillConfig) -> str:
-    """L<N>-kd or L<N>-nokd, then what was added: the intermediate losses, two phases, augmentation."""
+def default_name(teacher: Variant, distill: DistillConfig) -> str:
+    """L<N>-kd or L<N>-nokd, then what was added: the intermediate losses, two phases, augmentation. The
+    student's folder lies under its teacher's, so the teacher's name is not repeated in it."""
     distill = with_fallbacks(distill)  # a teacher has no KD settings to inherit
     name = f"L{distill.layers}-{'kd' if distill.kd else 'nokd'}"
     if distill.kd:
@@ -69,7 +70,7 @@ def distill(
     student = make_student(teacher_model, layer_ids)
     chosen = choose_kd(distill_config, teacher, student, depth, config.seed)
     distill_config = chosen[0]
-    name = default_name(distill_config) if name is None else name
+    name = default_name(teacher, distill_config) if name is None else name
     return train_student(
         student, teacher, task, distill_config, config, teacher, derived_dir(teacher, name),
         meta={"name": name, "stage": "distill",
