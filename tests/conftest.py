@@ -139,6 +139,7 @@ def run_cli(monkeypatch, capsys):
     """Run `compress ARGS...` in-process through the real entry point; return (exit code, stdout, stderr)."""
 
     def run(*args: str):
+        capsys.readouterr()  # what the test printed before (a stage called directly): not this command's
         monkeypatch.setattr(sys, "argv", ["compress", *map(str, args)])
         try:
             main()
