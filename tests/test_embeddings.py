@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+import sentence_transformers as st  # the test extra: the real package loads what compress writes
 import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
@@ -39,7 +40,6 @@ EMBEDDINGS = KINDS["embeddings"]
 FAST = TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
 RECOVER = TrainConfig(epochs=1, lr=1e-3, batch_size=16, seed=7, precision="fp32")
 SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument.", "The cat sleeps on the sofa."]
-st = pytest.importorskip("sentence_transformers", reason="the test extra: pip install -e '.[test]'")
 
 
 def as_sentence_transformer(folder, source):
@@ -267,3 +267,18 @@ def test_another_corpus_needs_no_new_teacher(emb_teacher, small_glue):
     assert student.meta["data"]["fingerprint"] == other.fingerprint != teacher.meta["data"]["fingerprint"]
     with pytest.raises(UserError, match="an embedding teacher is the sentence-transformers model as it is"):
         EMBEDDINGS.head(2)
+
+
+def test_the_embeddings_preset_is_a_recipe_every_verb_accepts(run_cli, tmp_path, small_glue):
+    import tomllib
+
+    code, out, err = run_cli("init", tmp_path / "ws", "--preset", "embeddings")
+    assert code == 0, err
+    recipe = tomllib.loads((tmp_path / "ws" / "recipe.toml").read_text())
+    assert (recipe["teacher"]["base"], recipe["teacher"]["task"]) == ("mpnet-base", "embeddings")
+    (tmp_path / "ws" / "recipe.toml").write_text((tmp_path / "ws" / "recipe.toml").read_text().replace(
+        '# corpus = "sentences.txt"', f'corpus = "{small_glue / "corpus.txt"}"').replace(
+        '# data-dir = "../shared/data/glue"', f'data-dir = "{small_glue}"'))
+    code, out, err = run_cli("--workspace", tmp_path / "ws", "run", tmp_path / "ws" / "recipe.toml", "--dry-run")
+    assert code == 0, err  # every stage's flags are checked by its verb
+    assert [line.split()[0] for line in out.splitlines()[2:5]] == ["distill", "prune", "quantize"], out
