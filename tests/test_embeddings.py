@@ -282,3 +282,26 @@ def test_the_embeddings_preset_is_a_recipe_every_verb_accepts(run_cli, tmp_path,
     code, out, err = run_cli("--workspace", tmp_path / "ws", "run", tmp_path / "ws" / "recipe.toml", "--dry-run")
     assert code == 0, err  # every stage's flags are checked by its verb
     assert [line.split()[0] for line in out.splitlines()[2:5]] == ["distill", "prune", "quantize"], out
+
+
+def test_search_on_embeddings_proxies_by_the_embedding_loss_and_its_recipe_keeps_the_corpus(run_cli, emb_teacher,
+                                                                                            small_glue):
+    import tomllib
+
+    teacher, _ = emb_teacher
+    workspace = teacher.workspace
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task", "embeddings",
+                             "--data-dir", small_glue, "--corpus", small_glue / "corpus.txt", "--budget-ms", "1000",
+                             "--trials", "1", "--depths", "1", "--keep-heads", "1,0.5", "--keep-ffn", "1",
+                             "--precisions", "fp32", "--shape", "1x16", "--epochs", "1", "--lr", "1e-3",
+                             "--batch-size", "16", "--max-length", "32", "--precision", "fp32", "--recover-epochs", "0",
+                             "--proxy-examples", "32")
+    assert code == 0, err
+    record = json.loads((workspace / "reports" / "search-embeddings-1000ms.json").read_text())
+    assert all(c["kl"] >= 0 for c in record["proxy"]["candidates"].values())
+    (trial,) = record["trials"]
+    variant = Variant.load(workspace / trial["variant"])
+    assert trial["score"] == variant.benches[record["machine_key"]]["dev"]["stsb_spearman"]
+    assert f"winner {record['winner']['candidate']}" in out
+    recipe = tomllib.loads((workspace / record["recipe"]).read_text())
+    assert recipe["teacher"]["corpus"] == str(small_glue / "corpus.txt") and recipe["teacher"]["task"] == "embeddings"

@@ -53,6 +53,14 @@ def load_classifier(path: Path, **kwargs):
         raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None
 
 
+def from_config(config, **kwargs):
+    """A model of `config` with random weights, of the class `load_classifier` gives a checkpoint of it
+    (before any pruned shape or tie, which the caller applies)."""
+    if embedding.is_embedder(config):
+        return embedding.embedder_class(config)._from_config(config, **kwargs)
+    return AutoModelForSequenceClassification.from_config(config, **kwargs)
+
+
 def load_embedder(path: Path, **kwargs):
     """A sentence-transformers model folder as an embedder, with the pooling its files name."""
     pooling = embedding.read_pooling(path)

@@ -85,9 +85,10 @@ def gates(model, structure: dict, requires_grad: bool = False):
 
 
 def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, batch_size: int = 32,
-                    targets: torch.Tensor | None = None) -> list[dict]:
-    """A fixed, seeded sample of training batches (with labels) to score on; with `targets` (the teacher's
-    outputs on every training row: a kind without labels), those rows' targets stand for the labels."""
+                    teacher: Variant | None = None) -> list[dict]:
+    """A fixed, seeded sample of training batches (with labels) to score on. A kind without labels
+    (embeddings) scores against `teacher`'s outputs on those rows instead: its cached soft targets."""
+    targets = None if task.kind.labelled else soft_targets(teacher, task, max_length)
     numbered = task.train.add_column("row", list(range(len(task.train))))
     sample = numbered.shuffle(seed=seed).select(range(min(examples, len(task.train))))
     encoded = encode(sample.remove_columns("row"), tokenizer, max_length)
@@ -273,8 +274,8 @@ class Rounds:
         counts = units(before)
         target = {kind: cubic(getattr(self.config, kind), self.done, self.config.steps) for kind in counts}
         config = dataclasses.replace(self.config, **(target if self.done == 1 else self.fractions(counts, target)))
-        targets = None if task.kind.labelled else soft_targets(self.teacher, task, train.max_length, train.precision)
-        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed, targets=targets)
+        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed,
+                                  teacher=self.teacher)
         removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed, task.kind)
         after = getattr(model.config, STRUCTURE_KEY)
         if self.done == 1:  # what the fractions are of: the heads and neurons the layer cut left
