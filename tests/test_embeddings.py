@@ -305,3 +305,59 @@ def test_search_on_embeddings_proxies_by_the_embedding_loss_and_its_recipe_keeps
     assert f"winner {record['winner']['candidate']}" in out
     recipe = tomllib.loads((workspace / record["recipe"]).read_text())
     assert recipe["teacher"]["corpus"] == str(small_glue / "corpus.txt") and recipe["teacher"]["task"] == "embeddings"
+
+
+def test_compress_run_and_eval_on_embeddings(run_cli, tiny_embedder, small_glue, tmp_path):
+    """A recipe from a sentence-transformers base to a pruned int8 student, benched and reported; then
+    `compress eval` scores a file of STS-B's format on the artifact."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f"""
+[teacher]
+base = "{tiny_embedder}"
+name = "tiny"
+task = "embeddings"
+data-dir = "{small_glue}"
+corpus = "{small_glue / 'corpus.txt'}"
+max-length = 32
+precision = "fp32"
+
+[[stages]]
+verb = "distill"
+name = "L1"
+layers = 1
+epochs = 1
+lr = 0.001
+batch-size = 16
+precision = "fp32"
+
+[[stages]]
+verb = "prune"
+name = "L1-pruned"
+heads = 0.5
+recover-epochs = 0
+
+[[stages]]
+verb = "quantize"
+name = "L1-pruned-int8"
+
+[bench]
+shapes = "1x16"
+
+[report]
+""")
+    workspace = tmp_path / "ws"
+    code, out, err = run_cli("--workspace", workspace, "run", recipe)
+    assert code == 0, err
+    int8 = Variant.load(workspace / "students" / "tiny" / "embeddings" / "L1-pruned-int8")
+    assert int8.record.params["mode"] == "dynamic" and set(next(iter(int8.benches.values()))["dev"]) == {
+        "stsb_spearman", "recall@1", "recall@10"}
+    assert (workspace / "reports" / "tiny-embeddings.html").is_file()
+
+    dev = (small_glue / "STS-B" / "dev.tsv").read_text().splitlines()
+    held_out = tmp_path / "sts-test.tsv"
+    held_out.write_text("\n".join([dev[0], *dev[51:101]]) + "\n")
+    code, out, err = run_cli("eval", int8.path, "--data", held_out)
+    assert code == 0, err
+    (recorded,) = Variant.load(int8.path).evaluations
+    assert recorded["rows"] == 100 and recorded["scored_by"] == "onnx (model.onnx)"  # 50 pairs, two rows each
+    assert set(recorded["metrics"]) == {"stsb_spearman", "recall@1", "recall@10"}
