@@ -260,7 +260,8 @@ def export_variant(path: Path, config: ExportConfig = ExportConfig(), log=say) -
     result = export(load_variant(path), opset=config.opset, optimize=config.optimize).export
     log(f"exported {path}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "
         f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}"
-        + (f", agreement {result['parity']['agreement']:.4f}" if "agreement" in result["parity"] else ""))
+        + (f", agreement {result['parity']['agreement']:.4f}" if "agreement" in result["parity"] else "")
+        + (f", cosine >= {result['parity']['min_cosine']:.6f}" if "min_cosine" in result["parity"] else ""))
 
 
 def ensure_export(variant, log=say) -> None:

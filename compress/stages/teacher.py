@@ -112,7 +112,7 @@ def adopt(base: str, task: Task, workspace: Path, config: TrainConfig, name: str
         "task": task.name,
         "num_labels": task.num_labels,
         "params": {"base": base, "base_path": str(base_path), "fine_tuned": False, "pooling": pooling,
-                   **config.as_dict(), "epochs": 0},
+                   **{key: getattr(config, key) for key in ("max_length", "precision", "seed")}},
         "data": data_record(task),
         "metrics": {"dev": metrics},
     }, replace=replace)
