@@ -220,8 +220,9 @@ def search_command(obj, teacher_name, **params):
 @cli.command("init")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--preset", type=click.Choice(PRESETS), default="demo",
-              help="The recipe to start from: demo (minutes on a laptop CPU), or small-data (the chain that keeps "
-                   "97% of the teacher on a few thousand examples: TinyBERT-class distillation, gradual pruning, QAT).")
+              help="The recipe to start from: demo (minutes on a laptop CPU), small-data (the chain that keeps "
+                   "97% of the teacher on a few thousand examples: TinyBERT-class distillation, gradual pruning, QAT), "
+                   "or embeddings (a sentence-transformers model distilled, pruned and int8, scored on STS-B).")
 @click.pass_obj
 def init_command(obj, directory, preset):
     """Make a workspace in DIRECTORY [default: --workspace, else here]: teachers/, students/, reports/ and

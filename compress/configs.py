@@ -115,19 +115,21 @@ RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recover
 class TaskConfig(Settings):
     """Which data a verb reads: a named task, or your own files and their columns."""
 
-    task: str = setting("rotten-tomatoes", "sst2, mrpc, cola, rotten-tomatoes, or a CSV/TSV/JSONL file or folder "
-                        "(train.* and dev.*).")
+    task: str = setting("rotten-tomatoes", "sst2, mrpc, cola, stsb, rotten-tomatoes, embeddings (sentence "
+                        "embeddings, scored on STS-B dev), or a CSV/TSV/JSONL file or folder (train.* and dev.*).")
     data_dir: str | None = setting(None, "GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA).",
                                    envvar="COMPRESS_DATA")
     text_column: str | None = setting(None, "For your own files: the text column, or two as a,b for pairs.")
     label_column: str = setting(LABEL_COLUMN, "For your own files: the integer label column.")
     num_labels: int | None = setting(None, "Classes the task has, when training lacks some [default: the labels seen, "
                                      "0..K-1].", low=2, high=MAX_LABELS)
+    corpus: str | None = setting(None, "For --task embeddings: a text file, one sentence a line, to distil on "
+                                 "[default: the sentences of STS-B's train split].")
 
     def load(self):
         from compress.data.tasks import load_task
 
-        return load_task(self.task, self.data_dir, self.text_column, self.label_column, self.num_labels)
+        return load_task(self.task, self.data_dir, self.text_column, self.label_column, self.num_labels, self.corpus)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +142,9 @@ class KD(Settings):
 
     temperature: float | None = inherited(2.0, "Softmax temperature T of the soft term.", low=0, low_open=True,
                                           high=100)
-    alpha: float | None = inherited(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels.", low=0, high=1)
+    alpha: float | None = inherited(0.5, "Weight of the soft (KL) term; 1 - alpha weighs the labels (embeddings: "
+                                    "of the squared distance to the teacher's embedding; 1 - alpha weighs 1 - cosine).",
+                                    low=0, high=1)
     intermediate: str | None = inherited("", "Intermediate-layer losses and their weights, like hidden=1,attention=1 "
                                          "(names: hidden, hidden-cosine, embeddings, attention, value-relation; "
                                          "'' for none); runs the teacher live.", items=WEIGHTED)

@@ -12,11 +12,13 @@ if-chain, for what differs between kinds:
 - the metrics (`metrics`), the one that picks the best epoch, is printed and bounds --max-drop
   (`headline`), and those retention, the report's axis and the search compare (`main`, the first
   a split's metrics hold), with the axis's label (`axis`);
-- how an ONNX artifact's outputs are held against PyTorch's (`parity`), and how far an untrained
-  candidate is from its teacher (`divergence`, the search's proxy).
+- how an ONNX artifact's outputs are held against PyTorch's (`parity`) and what the graph's output is
+  called (`output`), and how far an untrained candidate is from its teacher (`divergence`, the search's proxy);
+- whether training rows carry labels at all (`labelled`): without, a teacher is used as it is and a
+  student learns from its outputs alone.
 
-Sequence classification is the first kind and regression (GLUE STS-B) the second; sentence
-embeddings, token classification and extractive QA are to come as entries here. torch is imported
+Sequence classification is the first kind, regression (GLUE STS-B) the second and sentence
+embeddings the third; token classification and extractive QA are to come as entries here. torch is imported
 inside the methods: variant.py reads MAIN_METRICS from here, and listing a workspace stays fast.
 """
 
@@ -40,6 +42,8 @@ class Classification:
     label_type = "int64"
     no_label = -100  # what cross-entropy ignores
     uses_temperature = True
+    labelled = True  # training rows carry labels (embeddings: a corpus of sentences, learned from the teacher alone)
+    output = "logits"  # the ONNX graph's output
 
     def head(self, num_labels: int) -> dict:
         return {"num_labels": num_labels}
@@ -135,6 +139,8 @@ class Regression:
     label_type = "float64"
     no_label = math.nan
     uses_temperature = False
+    labelled = True
+    output = "logits"
 
     def head(self, num_labels: int) -> dict:
         return {"num_labels": 1, "problem_type": "regression"}
@@ -195,6 +201,92 @@ class Regression:
         return float(((outputs.float() - reference.float()) ** 2).mean())
 
 
+class Embeddings(Regression):
+    """Sentence embeddings (compress.model.embedding): the model's output is the pooled sentence vector.
+
+    Training rows are a corpus of sentences without labels (`labelled` is False): a student learns the
+    teacher's embeddings alone. The dev split holds STS-B's dev pairs as two consecutive rows each (first
+    sentence, then second), both labelled with the pair's gold score, so the metrics see every
+    embedding in one array: Spearman of the pairs' cosine against the gold score, and retrieval recall
+    at 1 and 10 over the pairs scored 4 or more (each first sentence against all their second sentences).
+    KD's loss is alpha * the squared distance to the teacher's embedding + (1 - alpha) * (1 - cosine):
+    for unit vectors the squared distance is 2 (1 - cosine), so both weigh alike at alpha 0.5.
+    """
+
+    name = "embeddings"
+    headline = "stsb_spearman"
+    main = ("stsb_spearman",)
+    axis = {"stsb_spearman": "STS-B Spearman x 100"}
+    labelled = False
+    output = "sentence_embedding"
+    positive = 4.0  # an STS-B pair scored this or more is a retrieval hit
+
+    def head(self, num_labels: int) -> dict:
+        raise UserError("an embedding teacher is the sentence-transformers model as it is: it gets no head")
+
+    def check_labels(self, name: str, train: list, dev: list, num_labels: int | None) -> int:
+        """No outputs to count: the width is the model's."""
+        if num_labels is not None:
+            raise UserError(f"--num-labels counts classes: {name} learns sentence embeddings")
+        return 0
+
+    def check_split(self, where: str, labels: list, num_labels: int) -> None:
+        if not labels or len(labels) % 2:
+            raise UserError(f"{where}: expected sentence pairs with a score (two rows each)")
+
+    def metrics(self, outputs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+        outputs = np.asarray(outputs, dtype=np.float64)
+        outputs = outputs / np.maximum(np.linalg.norm(outputs, axis=1, keepdims=True), 1e-12)
+        first, second, gold = outputs[0::2], outputs[1::2], np.asarray(labels, dtype=np.float64)[0::2]
+        cosine = (first * second).sum(1)
+        found = {"stsb_spearman": pearson(ranks(cosine), ranks(gold))}
+        hits = gold >= self.positive
+        if hits.any():
+            similarity = first[hits] @ second[hits].T
+            rank = (similarity > np.diag(similarity)[:, None]).sum(1)  # how many candidates beat the true one
+            found.update({"recall@1": float((rank < 1).mean()), "recall@10": float((rank < 10).mean())})
+        return {name: found[name] for name in names if name in found}
+
+    def hard_loss(self, outputs, labels):
+        """Against labels of the embedding's width (the teacher's embeddings: prune's scoring batches) the KD
+        loss at alpha 0.5; against scores (dev pairs) sentence-transformers' CosineSimilarityLoss:
+        MSE between each pair's cosine and its score scaled to 0..1."""
+        import torch.nn.functional as F
+
+        if labels.dim() == 2:
+            return self.kd_loss(outputs, labels, None, None, 0.5)
+        outputs = outputs.float()
+        cosine = F.cosine_similarity(outputs[0::2], outputs[1::2], dim=-1)
+        return F.mse_loss(cosine, labels.float()[0::2] / 5)
+
+    def kd_loss(self, student, teacher, labels, temperature, alpha: float):
+        """alpha * squared distance + (1 - alpha) * (1 - cosine), batch means; `labels` and `temperature`
+        are not used (the corpus has no labels, and no softmax softens an embedding)."""
+        import torch.nn.functional as F
+
+        student, teacher = student.float(), teacher.float()
+        squared = ((student - teacher) ** 2).sum(-1).mean()
+        return alpha * squared + (1 - alpha) * (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+
+    def agreement(self, student, teacher) -> dict:
+        """Mean cosine between the student's embedding of a sentence and the teacher's."""
+        import torch.nn.functional as F
+
+        return {"teacher_cosine": float(F.cosine_similarity(student.float(), teacher.float(), dim=-1).mean())}
+
+    def parity(self, expected, got, atol: float) -> dict:
+        """Max |difference| and the lowest cosine between PyTorch's and ORT's embedding of a sentence."""
+        import torch.nn.functional as F
+
+        return {"max_abs_diff": float((expected - got).abs().max()),
+                "min_cosine": float(F.cosine_similarity(expected.float(), got.float(), dim=-1).min()),
+                "rows": len(expected)}
+
+    def divergence(self, outputs, reference) -> float:
+        """The KD loss at alpha 0.5 to the teacher's embeddings."""
+        return float(self.kd_loss(outputs, reference, None, None, 0.5))
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation; 0 where either side is constant (no correlation to speak of)."""
     a, b = a - a.mean(), b - b.mean()
@@ -219,7 +311,7 @@ def _listed(values) -> str:
     return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} in all)" if len(values) > 10 else "")
 
 
-KINDS = {kind.name: kind for kind in (Classification(), Regression())}
+KINDS = {kind.name: kind for kind in (Classification(), Regression(), Embeddings())}
 CLASSIFICATION = KINDS["classification"]
 
 # What the variant records, the report and the search look for, in this order, to judge a split's metrics.

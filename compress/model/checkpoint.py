@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.errors import UserError, first_line
-from compress.model import structure
+from compress.model import embedding, structure
 
 # StrictDataclassError: a config field of the wrong type, caught by transformers' typed configs
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError,
@@ -35,14 +35,38 @@ def load_tokenizer(path: Path):
 
 
 def load_classifier(path: Path, **kwargs):
-    """Load a sequence classifier, turning a missing or corrupt checkpoint into one clear line.
+    """Load a sequence classifier (or a sentence embedder, compress.model.embedding, whose config names its
+    pooling), turning a missing or corrupt checkpoint into one clear line.
 
     Pruned checkpoints (per-layer shapes in their config) load through compress.model.structure; a
     shape that does not match is an error, never a silent re-initialisation.
     """
     config = load_config(path)
+    if embedding.is_embedder(config):
+        model_class = embedding.embedder_class(config)
+    else:
+        model_class = structure.is_structured(config) and structure.CLASSES.get(config.model_type) \
+            or AutoModelForSequenceClassification
     try:
-        structured = structure.is_structured(config) and structure.CLASSES.get(config.model_type)
-        return (structured or AutoModelForSequenceClassification).from_pretrained(path, **kwargs)
+        return model_class.from_pretrained(path, **kwargs)
+    except LOAD_ERRORS as exc:
+        raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None
+
+
+def from_config(config, **kwargs):
+    """A model of `config` with random weights, of the class `load_classifier` gives a checkpoint of it
+    (before any pruned shape or tie, which the caller applies)."""
+    if embedding.is_embedder(config):
+        return embedding.embedder_class(config)._from_config(config, **kwargs)
+    return AutoModelForSequenceClassification.from_config(config, **kwargs)
+
+
+def load_embedder(path: Path, **kwargs):
+    """A sentence-transformers model folder as an embedder, with the pooling its files name."""
+    pooling = embedding.read_pooling(path)
+    config = load_config(path)
+    setattr(config, embedding.POOLING_KEY, pooling)
+    try:
+        return embedding.embedder_class(config).from_pretrained(path, config=config, **kwargs)
     except LOAD_ERRORS as exc:
         raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None

@@ -15,8 +15,9 @@ tensor once and loading restores one tensor used by every layer of its group.
 
 This file needs only torch and transformers: `compress prune` copies it beside the weights as
 `modeling_compress.py`, so `AutoModelForSequenceClassification.from_pretrained(folder,
-trust_remote_code=True)` rebuilds the model without compress installed. compress's own loader
-uses the same classes from the package.
+trust_remote_code=True)` rebuilds the model without compress installed, and `AutoModel` its encoder
+alone (what sentence-transformers loads of an embedding variant). compress's own loader uses the
+same classes from the package.
 """
 
 from __future__ import annotations
@@ -25,13 +26,21 @@ import torch
 from torch import nn
 from transformers import (
     BertForSequenceClassification,
+    BertModel,
     DebertaV2ForSequenceClassification,
+    DebertaV2Model,
     DistilBertForSequenceClassification,
+    DistilBertModel,
     ElectraForSequenceClassification,
+    ElectraModel,
     ModernBertForSequenceClassification,
+    ModernBertModel,
     MPNetForSequenceClassification,
+    MPNetModel,
     RobertaForSequenceClassification,
+    RobertaModel,
     XLMRobertaForSequenceClassification,
+    XLMRobertaModel,
 )
 
 STRUCTURE_KEY = "compress_structure"
@@ -173,7 +182,7 @@ def set_attention_norms(model: nn.Module, normed: list[int]) -> None:
     """Give ModernBERT's layers `normed` a pre-attention LayerNorm and the others none, as a layer
     cut left them (transformers builds only the first layer without); the weights load next."""
     config = model.config
-    for j, layer in enumerate(model.model.layers):
+    for j, layer in enumerate(model.base_model.layers):
         like = layer.mlp_norm.weight  # on the device and in the dtype the model is being built in
         layer.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias,
                                        device=like.device, dtype=like.dtype) if j in normed else nn.Identity()
@@ -220,8 +229,17 @@ def record(model: nn.Module, key: str, value: dict) -> None:
     """Store shapes or ties in the config, and point AutoModel at this file for trust_remote_code loads."""
     setattr(model.config, key, value)
     model.config.auto_map = {
-        "AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{CLASSES[model.config.model_type].__name__}"
+        "AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{CLASSES[model.config.model_type].__name__}",
+        "AutoModel": f"{MODELING_FILE[:-3]}.{ENCODERS[model.config.model_type].__name__}",
     }
+
+
+def _here(model: nn.Module, recorded: dict) -> dict:
+    """`recorded` (shapes or ties, whose layer paths start at the task model) with its layers' path from
+    `model`: the encoder alone (AutoModel) lacks the task model's prefix (bert., mpnet., model.)."""
+    if model.base_model is not model:
+        return recorded
+    return {**recorded, "layers": recorded["layers"].removeprefix(model.base_model_prefix + ".")}
 
 
 class _Structured:
@@ -234,10 +252,10 @@ class _Structured:
             set_attention_norms(self, normed)
         structure = getattr(config, STRUCTURE_KEY, None)
         if structure:
-            apply_structure(self, structure)
+            apply_structure(self, _here(self, structure))
         sharing = getattr(config, SHARING_KEY, None)
         if sharing:  # registered ties are saved once and re-tied when from_pretrained loads
-            register_ties(self, tie_layers(self, sharing))
+            register_ties(self, tie_layers(self, _here(self, sharing)))
 
 
 class StructuredBertForSequenceClassification(_Structured, BertForSequenceClassification):
@@ -281,4 +299,48 @@ CLASSES = {
     "electra": StructuredElectraForSequenceClassification,
     "deberta-v2": StructuredDebertaV2ForSequenceClassification,
     "modernbert": StructuredModernBertForSequenceClassification,
+}
+
+
+class StructuredBertModel(_Structured, BertModel):
+    pass
+
+
+class StructuredRobertaModel(_Structured, RobertaModel):
+    pass
+
+
+class StructuredDistilBertModel(_Structured, DistilBertModel):
+    pass
+
+
+class StructuredMPNetModel(_Structured, MPNetModel):
+    pass
+
+
+class StructuredXLMRobertaModel(_Structured, XLMRobertaModel):
+    pass
+
+
+class StructuredElectraModel(_Structured, ElectraModel):
+    pass
+
+
+class StructuredDebertaV2Model(_Structured, DebertaV2Model):
+    pass
+
+
+class StructuredModernBertModel(_Structured, ModernBertModel):
+    pass
+
+
+ENCODERS = {  # the encoder alone, as AutoModel loads it
+    "bert": StructuredBertModel,
+    "roberta": StructuredRobertaModel,
+    "distilbert": StructuredDistilBertModel,
+    "mpnet": StructuredMPNetModel,
+    "xlm-roberta": StructuredXLMRobertaModel,
+    "electra": StructuredElectraModel,
+    "deberta-v2": StructuredDebertaV2Model,
+    "modernbert": StructuredModernBertModel,
 }

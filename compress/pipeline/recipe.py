@@ -71,7 +71,7 @@ def demo_recipe() -> Path:
     return preset_recipe("demo")
 
 
-PRESETS = ("demo", "small-data")  # the recipes that ship in compress/recipes/
+PRESETS = ("demo", "small-data", "embeddings")  # the recipes that ship in compress/recipes/
 
 
 def preset_recipe(preset: str) -> Path:

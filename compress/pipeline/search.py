@@ -36,7 +36,6 @@ from pathlib import Path
 
 import onnxruntime as ort
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from compress.configs import KD, PruneConfig, QuantizeConfig, SearchConfig, TrainConfig, parse_list
 from compress.data.batches import check_max_length, encode
@@ -44,7 +43,7 @@ from compress.data.tasks import Task
 from compress.errors import UserError
 from compress.machine import machine, training_precision
 from compress.model.arch import keep_layers, make_student, select_layers
-from compress.model.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.model.checkpoint import from_config, load_classifier, load_config, load_tokenizer
 from compress.model.structure import SHARING_KEY, STRUCTURE_KEY, apply_structure, record
 from compress.runtime import ort as runtime
 from compress.runtime.export import MODEL, RAW, write_graphs
@@ -143,7 +142,7 @@ def random_student(teacher_config, shape: Shape):
     config = copy.deepcopy(teacher_config)
     for key in (STRUCTURE_KEY, SHARING_KEY, "auto_map"):
         config.__dict__.pop(key, None)
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    model = from_config(config, attn_implementation="eager")
     keep_layers(model, select_layers(teacher_config.num_hidden_layers, shape.depth, "alternate"))
     structure = current_structure(model)
     if (shape.heads, shape.neurons) != (structure["full_heads"], structure["full_neurons"]):
@@ -346,7 +345,7 @@ def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: Sea
     tokenizer, teacher_config = load_tokenizer(teacher.path), load_config(teacher.path)
     teacher_model = load_classifier(teacher.path).eval()
     max_length = teacher.record.params["max_length"]
-    batches = scoring_batches(task, tokenizer, max_length, config.proxy_examples, seed)
+    batches = scoring_batches(task, tokenizer, max_length, config.proxy_examples, seed, teacher=teacher)
     rows = encode(task.train.shuffle(seed=seed).select(range(min(config.proxy_examples, len(task.train)))),
                   tokenizer, max_length)  # the rows the batches were drawn from
     reference = predict_logits(teacher_model, rows, tokenizer)

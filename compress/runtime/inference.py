@@ -41,14 +41,16 @@ def predict_logits(
     model, encoded: datasets.Dataset, tokenizer, precision: str = "fp32", batch_size: int = 64,
     desc: str | None = None,
 ) -> torch.Tensor:
-    """Float32 logits for every row of `encoded`, in row order."""
+    """Float32 logits (an embedder's embeddings) for every row of `encoded`, in row order."""
     model.eval()
     kernels_for_many_shapes()
     dev = next(model.parameters()).device
-    out = torch.empty(len(encoded), model.config.num_labels)
+    out = None
     for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
         with autocast(precision, dev.type):
             logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits
+        if out is None:  # as wide as the model's output: classes, or an embedding's width
+            out = torch.empty(len(encoded), logits.shape[-1])
         out[rows] = logits.float().cpu()
     return out
 

@@ -38,10 +38,11 @@ def feed(sess: ort.InferenceSession, batch: dict) -> dict:
 
 def logits(sess: ort.InferenceSession, encoded: datasets.Dataset, tokenizer, batch_size: int = 64,
            desc: str | None = None) -> torch.Tensor:
-    """Float32 logits for every row of `encoded`, in row order."""
+    """Float32 logits (the graph's one output: an embedder's is the sentence embedding) for every row of
+    `encoded`, in row order."""
     out = None
     for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
-        result = sess.run(["logits"], feed(sess, batch))[0].astype(np.float32)
+        result = sess.run(None, feed(sess, batch))[0].astype(np.float32)
         if out is None:
             out = torch.empty(len(encoded), result.shape[-1])
         out[rows] = torch.from_numpy(result)

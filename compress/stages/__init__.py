@@ -258,7 +258,8 @@ def export_variant(path: Path, config: ExportConfig = ExportConfig(), log=say) -
     result = export(load_variant(path), opset=config.opset, optimize=config.optimize).export
     log(f"exported {path}/onnx/model.onnx ({result['size_mb']} MB, {graph_kept(result)}); "
         f"parity: max |logit diff| {result['parity']['max_abs_diff']:.1e}"
-        + (f", agreement {result['parity']['agreement']:.4f}" if "agreement" in result["parity"] else ""))
+        + (f", agreement {result['parity']['agreement']:.4f}" if "agreement" in result["parity"] else "")
+        + (f", cosine >= {result['parity']['min_cosine']:.6f}" if "min_cosine" in result["parity"] else ""))
 
 
 def ensure_export(variant, log=say) -> None:
@@ -319,7 +320,7 @@ def search(workspace: Path, teacher_name: str, task: TaskConfig, config, kd, tra
     typed = {"task": str(Path(task.task).resolve()) if Path(task.task).exists() else task.task,  # the recipe may run
              "data-dir": str(Path(task.data_dir).resolve()) if task.data_dir else None,   # elsewhere
              "text-column": task.text_column, "label-column": task.label_column if task.text_column else None,
-             "num-labels": task.num_labels}
+             "num-labels": task.num_labels, "corpus": str(Path(task.corpus).resolve()) if task.corpus else None}
     task_params = {key: value for key, value in typed.items() if value is not None}
     result = stage.search(teacher, data, config, train, task_params, command, log=log, kd=kd)
     winner, headline = result["winner"], data.kind.headline

@@ -55,7 +55,8 @@ def distill(
     if task.num_labels != teacher.record.num_labels:
         raise UserError(f"the teacher has {teacher.record.num_labels} labels but {task.name} has {task.num_labels}")
     trained_on = teacher.record.data.get("fingerprint")
-    if trained_on != task.fingerprint and not reuse_teacher:
+    # an unlabelled kind's teacher was not trained on its data: any corpus will do (its outputs are cached per corpus)
+    if trained_on != task.fingerprint and task.kind.labelled and not reuse_teacher:
         raise UserError(
             f"teacher {teacher.record.name} was fine-tuned on other {task.name} data "
             f"({teacher.record.data.get('source', 'unknown source')}) than {task.source or 'this task'}: "

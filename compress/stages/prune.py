@@ -34,7 +34,8 @@ from compress.model.arch import head_pruning_blocker, keep_layers, layer_id_list
 from compress.model.removal import ffn_width, head_group, head_root, neuron_group, remove, trace
 from compress.model.structure import SHARING_KEY, STRUCTURE_KEY, record
 from compress.training.recovery import shrink, stage_inputs
-from compress.variant import Variant
+from compress.training.targets import soft_targets
+from compress.variant import Variant, teacher_of
 
 
 def current_structure(model) -> dict:
@@ -83,11 +84,15 @@ def gates(model, structure: dict, requires_grad: bool = False):
             handle.remove()
 
 
-def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, batch_size: int = 32) -> list[dict]:
-    """A fixed, seeded sample of training batches (with labels) to score on."""
-    sample = task.train.shuffle(seed=seed).select(range(min(examples, len(task.train))))
-    encoded = encode(sample, tokenizer, max_length)
-    labels = torch.tensor(encoded["label"])
+def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, batch_size: int = 32,
+                    teacher: Variant | None = None) -> list[dict]:
+    """A fixed, seeded sample of training batches (with labels) to score on. A kind without labels
+    (embeddings) scores against `teacher`'s outputs on those rows instead: its cached soft targets."""
+    targets = None if task.kind.labelled else soft_targets(teacher, task, max_length)
+    numbered = task.train.add_column("row", list(range(len(task.train))))
+    sample = numbered.shuffle(seed=seed).select(range(min(examples, len(task.train))))
+    encoded = encode(sample.remove_columns("row"), tokenizer, max_length)
+    labels = torch.tensor(encoded["label"]) if targets is None else targets[sample["row"]]
     return [{**batch, "labels": labels[rows]} for rows, batch in length_batches(encoded, tokenizer, batch_size)]
 
 
@@ -260,8 +265,8 @@ class Rounds:
     heads and neurons removed to the cubic schedule's share of those the variant had once --layers
     were cut (in round 1). With N = 1 it is the one-shot cut, `config` as it is."""
 
-    def __init__(self, config: PruneConfig):
-        self.config, self.done, self.base = config, 0, None
+    def __init__(self, config: PruneConfig, teacher: Variant):
+        self.config, self.teacher, self.done, self.base = config, teacher, 0, None
 
     def __call__(self, model, task, tokenizer, train: TrainConfig) -> dict:
         self.done += 1
@@ -269,7 +274,8 @@ class Rounds:
         counts = units(before)
         target = {kind: cubic(getattr(self.config, kind), self.done, self.config.steps) for kind in counts}
         config = dataclasses.replace(self.config, **(target if self.done == 1 else self.fractions(counts, target)))
-        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed)
+        batches = scoring_batches(task, tokenizer, train.max_length, config.score_examples, train.seed,
+                                  teacher=self.teacher)
         removed = apply_pruning(model, copy.deepcopy(before), config, batches, train.seed, task.kind)
         after = getattr(model.config, STRUCTURE_KEY)
         if self.done == 1:  # what the fractions are of: the heads and neurons the layer cut left
@@ -299,5 +305,5 @@ def prune(variant: Variant, config: PruneConfig, train_config: TrainConfig, name
     variant = stage_inputs(variant, config, PruneConfig, train_config)
     check(config)
     name = default_name(variant, config) if name is None else name
-    return shrink(variant, "prune", name, Rounds(config), config, config.as_dict(), train_config, progress, replace,
-                  steps=config.steps)
+    return shrink(variant, "prune", name, Rounds(config, teacher_of(variant)), config, config.as_dict(), train_config,
+                  progress, replace, steps=config.steps)

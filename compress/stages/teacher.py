@@ -1,5 +1,8 @@
 """Stage 1: fine-tune a teacher on a task and cache its logits on the training set (soft targets).
 
+A kind without labels (sentence embeddings) takes its teacher as it is: the base is measured and
+recorded, and its embeddings of the corpus are cached as the soft targets.
+
 teachers/<name>/<task>/ holds the best epoch's checkpoint, the tokenizer, variant.json and
 soft_targets/. While training, teachers/<name>/.<task>.partial/ holds per-epoch checkpoints;
 running the same command again resumes from there (--force starts afresh).
@@ -18,7 +21,8 @@ from compress.configs import TrainConfig
 from compress.data.batches import check_max_length, data_record, encode
 from compress.data.tasks import Task
 from compress.errors import UserError, as_path, require
-from compress.model.checkpoint import load_classifier, load_config, load_tokenizer
+from compress.model.checkpoint import load_classifier, load_config, load_embedder, load_tokenizer
+from compress.model.embedding import POOLING_KEY
 from compress.model.registry import BASES, resolve_base
 from compress.runtime.inference import evaluate
 from compress.training.targets import soft_targets
@@ -50,6 +54,8 @@ def fine_tune(
     require(task, Task, "task")
     require(config, TrainConfig, "config")
     workspace = as_path(workspace, "workspace")
+    if not task.kind.labelled:
+        return adopt(base, task, workspace, config, name, replace)
     if not config.epochs:
         raise UserError("--epochs 0: a teacher must be trained; give more epochs")
     name = default_name(base) if name is None else name
@@ -87,3 +93,28 @@ def fine_tune(
     return variant
 
 
+def adopt(base: str, task: Task, workspace: Path, config: TrainConfig, name: str | None = None,
+          replace: bool = False) -> Variant:
+    """`base`, a sentence-transformers model, as the teacher of an unlabelled task: its pooling read from its
+    files, its dev metrics measured, its embeddings of the corpus cached; nothing trained (epochs unused)."""
+    name = default_name(base) if name is None else name
+    target = teacher_dir(workspace, name, task.name)
+    check_target(target, replace)
+    base_path = resolve_base(base)
+    tokenizer, model = load_tokenizer(base_path), load_embedder(base_path)
+    check_max_length(config.max_length, tokenizer, model.config)
+    metrics, _ = evaluate(model, encode(task.dev, tokenizer, config.max_length), tokenizer, task.metrics, task.kind)
+    pooling = getattr(model.config, POOLING_KEY)
+    variant = save_variant(target, model, tokenizer, {
+        "name": name,
+        "stage": "teacher",
+        "parent": None,
+        "task": task.name,
+        "num_labels": task.num_labels,
+        "params": {"base": base, "base_path": str(base_path), "fine_tuned": False, "pooling": pooling,
+                   **{key: getattr(config, key) for key in ("max_length", "precision", "seed")}},
+        "data": data_record(task),
+        "metrics": {"dev": metrics},
+    }, replace=replace)
+    soft_targets(variant, task, config.max_length, config.precision, model=model, tokenizer=tokenizer)
+    return variant

@@ -109,6 +109,9 @@ def choose_kd(kd: KD, parent: Variant, model, teacher_depth: int, seed: int) -> 
     cut keeps each kept layer's teacher layer. A kind whose KD has no softmax (regression) takes no
     temperature: one given is refused, and none is recorded."""
     kind = kind_of(parent.meta)
+    if not kind.labelled and not getattr(kd, "kd", True):
+        raise UserError(f"--no-kd trains on labels alone, and a {kind.name} corpus has none: the student learns "
+                        "from its teacher")
     if not kind.uses_temperature:
         if kd.temperature is not None:
             raise UserError(f"--temperature softens a softmax over classes: this is a {kind.name} task, whose KD is "
