@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import transformers
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from compress.errors import UserError, first_line
 from compress.model import structure
@@ -27,22 +28,24 @@ def load_config(path: Path):
         raise UserError(f"cannot load a model config from {path}: {first_line(exc)}") from None
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path, **options):
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, **options)
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception on a bad file
         raise UserError(f"cannot load a tokenizer from {path}: {first_line(exc)[:300]}") from None
 
 
-def load_classifier(path: Path, **kwargs):
-    """Load a sequence classifier, turning a missing or corrupt checkpoint into one clear line.
+def load_classifier(path: Path, head: str | None = None, **kwargs):
+    """Load a sequence classifier (or a tagger: `head` "token", or a saved tagger), turning a missing or
+    corrupt checkpoint into one clear line.
 
     Pruned checkpoints (per-layer shapes in their config) load through compress.model.structure; a
     shape that does not match is an error, never a silent re-initialisation.
     """
     config = load_config(path)
+    auto, classes = structure.HEADS[head or structure.head_of(config)]
     try:
-        structured = structure.is_structured(config) and structure.CLASSES.get(config.model_type)
-        return (structured or AutoModelForSequenceClassification).from_pretrained(path, **kwargs)
+        structured = structure.is_structured(config) and classes.get(config.model_type)
+        return (structured or getattr(transformers, auto)).from_pretrained(path, **kwargs)
     except LOAD_ERRORS as exc:
         raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None

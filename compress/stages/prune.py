@@ -87,8 +87,7 @@ def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, 
     """A fixed, seeded sample of training batches (with labels) to score on."""
     sample = task.train.shuffle(seed=seed).select(range(min(examples, len(task.train))))
     encoded = encode(sample, tokenizer, max_length)
-    labels = torch.tensor(encoded["label"])
-    return [{**batch, "labels": labels[rows]} for rows, batch in length_batches(encoded, tokenizer, batch_size)]
+    return [batch for _, batch in length_batches(encoded, tokenizer, batch_size, labels=True)]
 
 
 def _loss(model, batch: dict, kind) -> torch.Tensor:
