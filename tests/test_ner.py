@@ -283,3 +283,26 @@ def test_onnx_scores_equal_pytorchs_on_the_dev_split(ner_teacher):
     assert torch.equal(torch_out.isnan(), ort_out.isnan())  # NaN exactly where a row has no token
     labels = label_array(dev)
     assert task.scores(ort_out.numpy(), labels) == task.scores(torch_out.numpy(), labels)
+
+
+def test_augmentation_replaces_words_outside_entities_only(ner_teacher):
+    from compress.data.augment import augmented_rows, with_rows
+    from compress.model.checkpoint import load_classifier, load_tokenizer
+
+    teacher, task, _ = ner_teacher
+    embeddings = load_classifier(teacher.path).get_input_embeddings().weight
+    rows = augmented_rows(task, load_tokenizer(teacher.path), embeddings, 2, seed=3)
+    assert len(rows["tokens"]) == 2 * len(task.train)
+    changed = 0
+    for i, (words, tags) in enumerate(zip(rows["tokens"], rows["label"])):
+        original = task.train[i // 2]
+        assert tags == original["label"] and len(words) == len(original["tokens"])  # no tag moves
+        for new, old, tag in zip(words, original["tokens"], tags):
+            changed += new != old
+            assert new == old or tag == 0, (words, original)  # entities stay as they are
+    assert changed > len(task.train)  # at least one word replaced per augmented sentence, most of the time
+    bigger = with_rows(task, rows)
+    assert len(bigger.train) == 3 * len(task.train) and bigger.train[-1]["label"] == task.train[-1]["label"]
+    student = distill(teacher, task, DistillConfig(layers=1, augment=1), TrainConfig(**{**FAST.as_dict(), "epochs": 1}),
+                      progress=False)
+    assert student.meta["augmentation"]["added"] == len(task.train)
