@@ -306,3 +306,58 @@ def test_augmentation_replaces_words_outside_entities_only(ner_teacher):
     student = distill(teacher, task, DistillConfig(layers=1, augment=1), TrainConfig(**{**FAST.as_dict(), "epochs": 1}),
                       progress=False)
     assert student.meta["augmentation"]["added"] == len(task.train)
+
+
+def test_a_recipe_and_a_search_run_a_tagging_task(ner_teacher, run_cli, tiny_base, tmp_path):
+    _, task, root = ner_teacher
+    recipe = tmp_path / "ner.toml"
+    recipe.write_text(f"""
+[teacher]
+base = "{tiny_base}"
+name = "tiny"
+task = "{root / 'ner'}"
+epochs = 1
+lr = 0.001
+batch-size = 16
+max-length = 32
+precision = "fp32"
+
+[[stages]]
+verb = "distill"
+name = "L1"
+layers = 1
+epochs = 1
+lr = 0.001
+batch-size = 16
+precision = "fp32"
+
+[[stages]]
+verb = "prune"
+name = "L1-pruned"
+heads = 0.5
+recover-epochs = 0
+
+[[stages]]
+verb = "quantize"
+name = "L1-pruned-int8"
+
+[bench]
+shapes = "1x16"
+
+[report]
+""")
+    workspace = tmp_path / "ws"
+    code, out, err = run_cli("--workspace", workspace, "run", recipe)
+    assert code == 0, err
+    int8 = Variant.load(workspace / "students" / "tiny" / task.name / "L1-pruned-int8")
+    assert set(int8.meta["metrics"]["dev"]) == set(task.metrics) and int8.benches
+    assert (workspace / "reports" / f"tiny-{task.name}.html").is_file()
+
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task", root / "ner",
+                             "--budget-ms", "1000", "--trials", "1", "--depths", "1", "--keep-heads", "1,0.5",
+                             "--keep-ffn", "1", "--precisions", "fp32", "--shape", "1x16", "--epochs", "1",
+                             "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
+                             "--recover-epochs", "0", "--proxy-examples", "32")
+    assert code == 0, err
+    (written,) = workspace.glob(f"search-{task.name}-*ms.toml")  # the winner as a recipe
+    assert f'task = "{root / "ner"}"' in written.read_text()
