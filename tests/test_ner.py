@@ -13,21 +13,28 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, RobertaTokenizerFast
 
-from compress.configs import DistillConfig, LayerDropConfig, PruneConfig, QuantizeConfig, ShareConfig, TrainConfig
+from compress.api import (  # the API a notebook uses: the stages themselves
+    DistillConfig,
+    LayerDropConfig,
+    PruneConfig,
+    QuantizeConfig,
+    ShareConfig,
+    TrainConfig,
+    bench,
+    distill,
+    export,
+    fine_tune,
+    layerdrop,
+    load_task,
+    prune,
+    quantize,
+    share,
+)
 from compress.data.batches import NO_TAG, encode, label_array
-from compress.data.tasks import load_task
 from compress.errors import UserError
 from compress.kinds import KINDS, TokenClassification, entities, entity_scores
 from compress.model.registry import resolve_base
-from compress.runtime.export import export
-from compress.stages.bench import bench
-from compress.stages.distill import distill
-from compress.stages.layerdrop import layerdrop
-from compress.stages.prune import prune
-from compress.stages.quantize import quantize
 from compress.stages.report import build
-from compress.stages.share import share
-from compress.stages.teacher import fine_tune
 from compress.variant import Variant
 
 WNUT = Path(__file__).resolve().parents[2] / "shared" / "data"
