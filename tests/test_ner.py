@@ -31,6 +31,7 @@ from compress.api import (  # the API a notebook uses: the stages themselves
     share,
 )
 from compress.data.batches import NO_TAG, encode, label_array
+from compress.data.tasks import labelled_file
 from compress.errors import UserError
 from compress.kinds import KINDS, TokenClassification, entities, entity_scores
 from compress.model.registry import resolve_base
@@ -180,7 +181,7 @@ def test_token_kd_ignores_unlabelled_positions():
 
 
 @pytest.mark.parametrize("content, message", [
-    ("Paris\tB-LOC\nis\tO\n\nRome\tS-LOC\n", "train.conll line 4: tag 'S-LOC' is not BIO"),
+    ("Paris\tB-LOC\nis\tO\n\nin\tO\nRome\tS-LOC\n", "train.conll line 5: tag 'S-LOC' is not BIO"),
     ("Paris\tB-LOC\nis\n", "train.conll line 2: 'is' has no tag"),
     ("\n\n", "train.conll: the split is empty"),
     ("", "train.conll: the split is empty"),
@@ -203,6 +204,9 @@ def test_jsonl_tokens_and_tags_are_a_tagging_task(tmp_path):
     task = load_task(str(tmp_path / "ner.jsonl"))
     assert task.kind.name == "token-classification" and (len(task.train), len(task.dev)) == (10, 2)
     assert task.kind.tags == ("O", "B-location", "I-location", "B-person")
+    (tmp_path / "held-out.conll").write_text("john\tB-person\nat\tO\nacme\tB-org\n")
+    with pytest.raises(UserError, match="held-out.conll line 3: tag 'B-org' is not one of this task's tags"):
+        labelled_file(task, tmp_path / "held-out.conll")  # compress eval's file: the model has no such tag
     (tmp_path / "bad.jsonl").write_text(json.dumps({"tokens": ["a", "b"], "tags": ["O"]}) + "\n")
     with pytest.raises(UserError, match="bad.jsonl line 1: a row needs `tokens` and `tags`"):
         load_task(str(tmp_path / "bad.jsonl"))
@@ -368,3 +372,34 @@ shapes = "1x16"
     assert code == 0, err
     (written,) = workspace.glob(f"search-{task.name}-*ms.toml")  # the winner as a recipe
     assert f'task = "{root / "ner"}"' in written.read_text()
+
+
+def test_soft_targets_of_a_tagger_under_torchrun_are_a_single_processs(ner_teacher, tiny_base, tmp_path):
+    """Two gloo processes each score a shard as wide as its own longest row; the gathered cache is the
+    logits one process computes, NaN where a row has no token."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from compress.model.checkpoint import load_classifier, load_tokenizer
+    from compress.runtime.inference import predict_logits
+
+    _, task, root = ner_teacher
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "compress",
+         "--workspace", str(tmp_path / "ws"), "teacher", "--base", str(tiny_base), "--name", "tiny", "--task",
+         str(root / "ner"), "--epochs", "1", "--lr", "1e-3", "--max-length", "32", "--precision", "fp32",
+         "--batch-size", "8"], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    teacher = Variant.load(tmp_path / "ws" / "teachers" / "tiny" / task.name)
+    (cached,) = (teacher.path / "soft_targets").glob("*.safetensors")
+    gathered = load_file(cached)["logits"]
+    tokenizer = load_tokenizer(teacher.path)
+    encoded = encode(task.train, tokenizer, 32)
+    assert max(encoded["length"][0::2]) != max(encoded["length"][1::2])  # the two shards differ in width
+    alone = predict_logits(load_classifier(teacher.path), encoded, tokenizer)
+    assert gathered.shape == alone.shape and torch.equal(gathered.isnan(), alone.isnan())
+    torch.testing.assert_close(gathered.nan_to_num(), alone.nan_to_num(), atol=1e-4, rtol=1e-4)

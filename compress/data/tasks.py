@@ -272,8 +272,8 @@ def _from_files(path: Path, text_columns: tuple[str, ...], label_column: str) ->
     return Task(task_name(path.stem), train, dev, 0, metrics, source=str(path.resolve()))
 
 
-def _read_tagged(path: Path) -> list[tuple[int, list[str], list[str]]]:
-    """(line number, words, tags) per sentence of a CoNLL file (a word and its tag per line, the tag last;
+def _read_tagged(path: Path) -> list[tuple[list[int], list[str], list[str]]]:
+    """(each word's line number, words, tags) per sentence of a CoNLL file (a word and its tag per line, the tag last;
     blank lines between sentences; -DOCSTART- lines skipped) or a JSONL file of `tokens` and `tags`."""
     if path.suffix.lower() == ".jsonl":
         sentences = []
@@ -283,11 +283,11 @@ def _read_tagged(path: Path) -> list[tuple[int, list[str], list[str]]]:
                 raise UserError(f"{path} line {number}: a row needs `tokens` and `tags`, two lists of one length")
             if not all(isinstance(x, str) for x in (*words, *tags)):
                 raise UserError(f"{path} line {number}: `tokens` and `tags` must hold strings")
-            sentences.append((number, words, tags))
+            sentences.append(([number] * len(words), words, tags))
         return sentences
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    sentences, words, tags, first = [], [], [], 0
+    sentences, lines_of, words, tags = [], [], [], []
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
@@ -298,12 +298,12 @@ def _read_tagged(path: Path) -> list[tuple[int, list[str], list[str]]]:
             continue
         if not fields:
             if words:
-                sentences.append((first, words, tags))
-            words, tags = [], []
+                sentences.append((lines_of, words, tags))
+            lines_of, words, tags = [], [], []
             continue
         if len(fields) < 2:
             raise UserError(f"{path} line {number}: '{fields[0]}' has no tag (a word and its tag per line)")
-        first = first if words else number
+        lines_of.append(number)
         words.append(fields[0])
         tags.append(fields[-1])
     return sentences
@@ -312,8 +312,8 @@ def _read_tagged(path: Path) -> list[tuple[int, list[str], list[str]]]:
 def _tag_set(path: Path, sentences) -> set[str]:
     """The tags of `sentences`, once each is O, B-type or I-type (BIO/IOB2)."""
     found = set()
-    for number, _, tags in sentences:
-        for tag in tags:
+    for numbers, _, tags in sentences:
+        for number, tag in zip(numbers, tags):
             if tag not in found and not (tag == "O" or re.fullmatch(r"[BI]-\S+", tag)):
                 raise UserError(f"{path} line {number}: tag '{tag}' is not BIO (O, B-type or I-type); "
                                 "convert other schemes (IOBES, BILOU) to BIO first")
@@ -348,7 +348,8 @@ def _tagged_split(path: Path, kind) -> datasets.Dataset:
     _tag_set(path, sentences)
     return datasets.Dataset.from_dict({
         "tokens": [words for _, words, _ in sentences],
-        "label": [[kind.label(tag, f"{path} line {number}") for tag in tags] for number, _, tags in sentences]})
+        "label": [[kind.label(tag, f"{path} line {number}") for number, tag in zip(numbers, tags)]
+                  for numbers, _, tags in sentences]})
 
 
 def _is_tagged(path: Path, text_column: str | None) -> bool:

@@ -84,7 +84,7 @@ class Trainer(transformers.Trainer):
                                     lengths=list(dataset["length"]))
 
 
-SHOWN = ("accuracy", "f1", "pearson", "spearman", "loss")  # of the dev metrics, those an epoch's line shows
+SHOWN = ("accuracy", "f1", "pearson", "spearman", "entity_f1", "loss")  # of the dev metrics, those an epoch's line shows
 
 
 class EpochLines(ProgressCallback):
