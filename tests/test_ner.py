@@ -184,6 +184,7 @@ def test_token_kd_ignores_unlabelled_positions():
     ("Paris\tB-LOC\nis\tO\n\nin\tO\nRome\tS-LOC\n", "train.conll line 5: tag 'S-LOC' is not BIO"),
     ("Paris\tB-LOC\nis\n", "train.conll line 2: 'is' has no tag"),
     ("\n\n", "train.conll: the split is empty"),
+    ("Paris\tO\nis\tO\n", "every training tag is O: there is no entity to learn"),
     ("", "train.conll: the split is empty"),
 ])
 def test_bad_tagged_files_are_one_line(run_cli, tmp_path, tiny_base, content, message):
