@@ -12,6 +12,7 @@
     bench(int8, [(1, 128)])
     report(Path("ws"))
 
+    ner = load_task("wnut17", "../shared/data")      # a tagger: the same calls, entity F1 its metric
     run("recipe.toml", workspace="ws")               # a whole chain from a recipe, as `compress run`
     search("minilm-l6", TaskConfig(task="rotten-tomatoes"), SearchConfig(budget_ms=4), workspace="ws")
 

@@ -115,9 +115,10 @@ RECOVERY_TRAINING = {"epochs": 1.0, "lr": 3e-5}  # a shrunk variant's KD recover
 class TaskConfig(Settings):
     """Which data a verb reads: a named task, or your own files and their columns."""
 
-    task: str = setting("rotten-tomatoes", "sst2, mrpc, cola, stsb, rotten-tomatoes, embeddings (sentence "
-                        "embeddings, scored on STS-B dev), or a CSV/TSV/JSONL file or folder (train.* and dev.*).")
-    data_dir: str | None = setting(None, "GLUE folder holding SST-2/ and MRPC/ (env COMPRESS_DATA).",
+    task: str = setting("rotten-tomatoes", "sst2, mrpc, cola, stsb, rotten-tomatoes, wnut17 (NER), embeddings "
+                        "(sentence embeddings, scored on STS-B dev), or a CSV/TSV/JSONL file or folder (train.* and "
+                        "dev.*); CoNLL files or JSONL with tokens and tags are NER.")
+    data_dir: str | None = setting(None, "Folder holding GLUE's SST-2/, MRPC/, ... or wnut17/ (env COMPRESS_DATA).",
                                    envvar="COMPRESS_DATA")
     text_column: str | None = setting(None, "For your own files: the text column, or two as a,b for pairs.")
     label_column: str = setting(LABEL_COLUMN, "For your own files: the integer label column.")

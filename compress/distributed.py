@@ -63,12 +63,14 @@ def shard(rows: int) -> list[int]:
 
 
 def gather_rows(part: torch.Tensor, rows: int) -> torch.Tensor:
-    """Put each process's shard (from `shard`) back in row order; every process gets the whole."""
+    """Put each process's shard (from `shard`) back in row order; every process gets the whole. Per-token
+    shards (a tagger's) are as wide as their own longest row: the whole is as wide as the widest, NaN beyond."""
     if world_size() == 1:
         return part
     parts = [None] * world_size()
     dist.all_gather_object(parts, part.cpu())
-    whole = torch.empty(rows, *part.shape[1:], dtype=part.dtype)
+    whole = torch.full((rows, *(max(p.shape[d] for p in parts) for d in range(1, part.dim()))), torch.nan,
+                       dtype=part.dtype)
     for r, piece in enumerate(parts):
-        whole[r::world_size()] = piece
+        whole[(slice(r, None, world_size()), *(slice(0, n) for n in piece.shape[1:]))] = piece
     return whole

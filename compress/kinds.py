@@ -3,7 +3,8 @@
 A small core and a registry (Torch-Pruning's way): every stage asks the task's kind, never an
 if-chain, for what differs between kinds:
 
-- the head: its outputs and the config's problem_type (`head`);
+- the head: its outputs and the config's problem_type (`head`), and how its tokenizer is loaded
+  (`tokenizer_options`);
 - labels: how a file's value is read (`label`) and stored (`label_type`), what marks a row without
   one (`no_label`, for augmented rows) and what makes a task's labels sane (`check_labels`, and
   `check_split` for one more file to score);
@@ -17,8 +18,9 @@ if-chain, for what differs between kinds:
 - whether training rows carry labels at all (`labelled`): without, a teacher is used as it is and a
   student learns from its outputs alone.
 
-Sequence classification is the first kind, regression (GLUE STS-B) the second and sentence
-embeddings the third; token classification and extractive QA are to come as entries here. torch is imported
+Sequence classification is the first kind, regression (GLUE STS-B) the second, sentence embeddings
+the third and token classification (NER: one tag per word, entity-level F1) the fourth; extractive QA
+is to come as an entry here. torch is imported
 inside the methods: variant.py reads MAIN_METRICS from here, and listing a workspace stays fast.
 """
 
@@ -44,6 +46,7 @@ class Classification:
     uses_temperature = True
     labelled = True  # training rows carry labels (embeddings: a corpus of sentences, learned from the teacher alone)
     output = "logits"  # the ONNX graph's output
+    tokenizer_options: dict = {}  # how a teacher loads its base's tokenizer, which its students keep
 
     def head(self, num_labels: int) -> dict:
         return {"num_labels": num_labels}
@@ -141,6 +144,7 @@ class Regression:
     uses_temperature = False
     labelled = True
     output = "logits"
+    tokenizer_options: dict = {}
 
     def head(self, num_labels: int) -> dict:
         return {"num_labels": 1, "problem_type": "regression"}
@@ -285,6 +289,119 @@ class Embeddings(Regression):
     def divergence(self, outputs, reference) -> float:
         """The KD loss at alpha 0.5 to the teacher's embeddings."""
         return float(self.kd_loss(outputs, reference, None, None, 0.5))
+class TokenClassification:
+    """A BIO/IOB2 tag per word (named entities): one logit vector per token, entity-level F1.
+
+    An instance knows its task's tag names (`tags`, "O" first), which decoding spans needs; the registry's
+    instance has none and serves what does not decode (the KD temperature, the axis). Only a word's first
+    subword carries its tag (the others, and special tokens, hold `no_label`, which the losses and the
+    metric skip); token outputs hold NaN where a row has no token (padding), which parity and the
+    agreement skip too."""
+
+    name = "token-classification"
+    headline = "entity_f1"
+    main = ("entity_f1",)
+    axis = {"entity_f1": "entity F1 x 100"}
+    label_type = "int64"
+    no_label = -100
+    uses_temperature = True
+    # words are tokenized one by one: a byte-level BPE (RoBERTa) must mark each as starting after a space,
+    # as it would inside a sentence; WordPiece and SentencePiece tokenizers ignore the option
+    tokenizer_options = {"add_prefix_space": True}
+    labelled = True
+    output = "logits"
+
+    def __init__(self, tags: tuple[str, ...] = ()):
+        self.tags = tuple(tags)
+
+    def head(self, num_labels: int) -> dict:
+        """A token-classification head whose config names the tags (so a served model's output reads as tags)."""
+        return {"head": "token", "num_labels": num_labels, "id2label": dict(enumerate(self.tags)),
+                "label2id": {tag: i for i, tag in enumerate(self.tags)}}
+
+    def label(self, value, where: str) -> int:
+        """A tag's id; a tag outside the task's BIO set is one line."""
+        if value not in self.tags:
+            raise UserError(f"{where}: tag {value!r} is not one of this task's tags ({_listed(self.tags)})")
+        return self.tags.index(value)
+
+    def check_labels(self, name: str, train: list, dev: list, num_labels: int | None) -> int:
+        if num_labels is not None:
+            raise UserError(f"--num-labels counts classes: {name} is a token-classification task (its tags are read "
+                            "from the data)")
+        if not any(tag for row in train for tag in row):
+            raise UserError(f"{name}: every training tag is O: there is no entity to learn")
+        return len(self.tags)
+
+    def check_split(self, where: str, labels: list, num_labels: int) -> None:
+        if not labels:
+            raise UserError(f"{where}: the split is empty")
+
+    def metrics(self, outputs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+        """Entity precision, recall and F1 (exact spans, as seqeval computes them) and tag accuracy, over
+        the labelled positions of each row: `outputs` [rows, tokens, tags], `labels` [rows, tokens]."""
+        predicted, gold = np.asarray(outputs).argmax(-1), np.asarray(labels)
+        labelled = gold != self.no_label
+        pairs = [([self.tags[t] for t in g[m]], [self.tags[t] for t in p[m]])
+                 for g, p, m in zip(gold, predicted, labelled)]
+        found = entity_scores(pairs)
+        found["tag_accuracy"] = float((predicted[labelled] == gold[labelled]).mean()) if labelled.any() else 0.0
+        return {name: found[name] for name in names}
+
+    def hard_loss(self, outputs, labels):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs.float().flatten(0, 1), labels.flatten(), ignore_index=self.no_label)
+
+    def kd_loss(self, student, teacher, labels, temperature: float, alpha: float):
+        """Classification's KD loss over the labelled positions alone (a word's first subword): the others
+        and padding carry no tag, and their teacher outputs are not soft targets (NaN on padding)."""
+        from compress.training.losses import kd_loss
+
+        labelled = labels != self.no_label
+        return kd_loss(student.float()[labelled], teacher.float()[labelled], labels[labelled], temperature, alpha)
+
+    def agreement(self, student, teacher) -> dict:
+        """How often the student picks the teacher's tag, over every real token."""
+        real = ~teacher.isnan().any(-1)
+        return {"agreement": float((student.argmax(-1) == teacher.argmax(-1))[real].float().mean())}
+
+    def parity(self, expected, got, atol: float) -> dict:
+        """Classification's check over every real token (a row of tokens each)."""
+        real = ~expected.isnan().any(-1)
+        found = CLASSIFICATION.parity(expected[real], got[real], atol)
+        return {**found, "rows": len(expected), "tokens": found.pop("rows")}
+
+    def divergence(self, outputs, reference) -> float:
+        """KL(teacher || candidate) at T=1, mean per real token."""
+        real = ~reference.isnan().any(-1)
+        return CLASSIFICATION.divergence(outputs[real], reference[real])
+
+
+def entities(tags: list[str]) -> set[tuple[str, int, int]]:
+    """The (type, first, last) spans of a BIO/IOB2 tag sequence, as seqeval (conlleval) reads them: a span
+    starts at B-, or at an I- that follows O or another type, and ends before O, B- or a change of type."""
+    spans, start, current = set(), None, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, kind = tag[0], tag[2:]
+        if start is not None and (prefix != "I" or kind != current):
+            spans.add((current, start, i - 1))
+            start = None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, current = i, kind
+    return spans
+
+
+def entity_scores(pairs) -> dict:
+    """Micro-averaged entity precision, recall and F1 over (gold tags, predicted tags) rows; 0 where undefined."""
+    correct = predicted = gold = 0
+    for gold_tags, predicted_tags in pairs:
+        truth, guess = entities(gold_tags), entities(predicted_tags)
+        correct, predicted, gold = correct + len(truth & guess), predicted + len(guess), gold + len(truth)
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"entity_precision": precision, "entity_recall": recall, "entity_f1": f1}
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -311,7 +428,7 @@ def _listed(values) -> str:
     return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} in all)" if len(values) > 10 else "")
 
 
-KINDS = {kind.name: kind for kind in (Classification(), Regression(), Embeddings())}
+KINDS = {kind.name: kind for kind in (Classification(), Regression(), Embeddings(), TokenClassification())}
 CLASSIFICATION = KINDS["classification"]
 
 # What the variant records, the report and the search look for, in this order, to judge a split's metrics.

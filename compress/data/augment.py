@@ -8,6 +8,8 @@ never a special token. Pair tasks are augmented sentence by sentence, keeping th
 
 Augmented rows carry their task kind's mark of no label (-100 for classes, NaN for scores): gold
 labels are not invented, so those rows train on the teacher's soft targets only (the kind's KD loss).
+A tagging task's rows are the exception: only words outside every entity (tag O) are replaced, one word
+by one word, so every tag stays on its word, entities stay as they are, and the rows keep their tags.
 """
 
 from __future__ import annotations
@@ -58,15 +60,16 @@ def nearest_neighbours(embeddings: torch.Tensor, sources: np.ndarray, candidates
     return found
 
 
-def augment_texts(texts: list[str], tokenizer, embeddings: torch.Tensor, n: int, rng: np.random.Generator,
-                  starts: np.ndarray) -> list[list[str]]:
-    """n variants of each text (one list per text), each with at least one word replaced where any can be."""
-    encoded = tokenizer(texts, add_special_tokens=False)
+def _variants(encoded, keep, embeddings: torch.Tensor, n: int, rng: np.random.Generator,
+              starts: np.ndarray) -> list[list[list[int]]]:
+    """n variants of each encoded row's token ids (one list per row), each with at least one word replaced
+    where any can be: a word that is one token starting a word (`starts`), and that `keep(row, word)` allows."""
     replaceable = []
     for i, ids in enumerate(encoded["input_ids"]):
         words = encoded.word_ids(i)
         pieces = Counter(w for w in words if w is not None)
-        replaceable.append([p for p, (w, t) in enumerate(zip(words, ids)) if w is not None and pieces[w] == 1 and starts[t]])
+        replaceable.append([p for p, (w, t) in enumerate(zip(words, ids))
+                            if w is not None and pieces[w] == 1 and starts[t] and keep(i, w)])
     sources = np.unique([ids[p] for ids, spots in zip(encoded["input_ids"], replaceable) for p in spots])
     neighbours = nearest_neighbours(embeddings, sources.astype(np.int64), starts, NEIGHBOURS)
     variants = []
@@ -80,29 +83,63 @@ def augment_texts(texts: list[str], tokenizer, embeddings: torch.Tensor, n: int,
             for p in chosen:
                 options = neighbours[ids[p]]
                 new[p] = options[rng.integers(len(options))]
-            mine.append(tokenizer.decode(new))
+            mine.append(new)
         variants.append(mine)
     return variants
 
 
-def augmented_rows(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed: int) -> dict[str, list[str]]:
-    """n augmented copies of every training example's text columns, deterministic under `seed`."""
+def augment_texts(texts: list[str], tokenizer, embeddings: torch.Tensor, n: int, rng: np.random.Generator,
+                  starts: np.ndarray) -> list[list[str]]:
+    """n variants of each text (one list per text), each with at least one word replaced where any can be."""
+    encoded = tokenizer(texts, add_special_tokens=False)
+    return [[tokenizer.decode(ids) for ids in mine]
+            for mine in _variants(encoded, lambda row, word: True, embeddings, n, rng, starts)]
+
+
+def augment_words(sentences: list[list[str]], tags: list[list[int]], tokenizer, embeddings: torch.Tensor, n: int,
+                  rng: np.random.Generator, starts: np.ndarray, outside: int = 0) -> list[list[list[str]]]:
+    """n variants of each tagged sentence's words: only words tagged `outside` (O) are replaced, each by
+    one word, so every tag stays on its word and no entity changes."""
+    encoded = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)
+    variants = _variants(encoded, lambda row, word: tags[row][word] == outside, embeddings, n, rng, starts)
+    out = []
+    for i, (words, mine) in enumerate(zip(sentences, variants)):
+        word_ids, original = encoded.word_ids(i), encoded["input_ids"][i]
+        out.append([])
+        for ids in mine:
+            new = list(words)
+            for p in (p for p, t in enumerate(ids) if t != original[p]):
+                new[word_ids[p]] = tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(ids[p])]).strip()
+            out[-1].append(new)
+    return out
+
+
+def augmented_rows(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed: int) -> dict[str, list]:
+    """n augmented copies of every training example's text columns (a tagging task's words and their
+    unchanged tags), deterministic under `seed`."""
     rng = np.random.default_rng(seed)
     starts = word_starts(tokenizer)
+    if "tokens" in task.train.column_names:
+        tags = list(task.train["label"])
+        words = augment_words(list(task.train["tokens"]), tags, tokenizer, embeddings, n, rng, starts)
+        return {"tokens": [variant for variants in words for variant in variants],
+                "label": [row for row in tags for _ in range(n)]}
     columns = [c for c in ("text", "text_pair") if c in task.train.column_names]
     per_column = {c: augment_texts(list(task.train[c]), tokenizer, embeddings, n, rng, starts) for c in columns}
     return {c: [variant for variants in per_column[c] for variant in variants] for c in columns}
 
 
-def with_rows(task: Task, rows: dict[str, list[str]]) -> Task:
-    """`task` with the augmented `rows` appended, labelled as having no label (the task kind's `no_label`).
+def with_rows(task: Task, rows: dict[str, list]) -> Task:
+    """`task` with the augmented `rows` appended, labelled as having no label (the task kind's `no_label`)
+    unless they bring their own (a tagging task's tags, which augmentation keeps in place).
 
     The new training set has its own fingerprint, so the teacher's soft targets for it are cached
     apart from those of the original rows.
     """
-    # a hub task's ClassLabel rejects -100
-    original = task.train.cast_column("label", datasets.Value(task.kind.label_type))
-    new = datasets.Dataset.from_dict({**rows, "label": [task.kind.no_label] * len(next(iter(rows.values())))},
+    # a hub task's ClassLabel rejects -100 (a tagging task's labels, a list per row, stay as they are)
+    tagged = "tokens" in task.train.column_names
+    original = task.train if tagged else task.train.cast_column("label", datasets.Value(task.kind.label_type))
+    new = datasets.Dataset.from_dict({"label": [task.kind.no_label] * len(next(iter(rows.values()))), **rows},
                                      features=original.features)
     return dataclasses.replace(task, train=datasets.concatenate_datasets(
         [original, new.select_columns(original.column_names)]))

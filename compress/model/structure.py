@@ -15,9 +15,9 @@ tensor once and loading restores one tensor used by every layer of its group.
 
 This file needs only torch and transformers: `compress prune` copies it beside the weights as
 `modeling_compress.py`, so `AutoModelForSequenceClassification.from_pretrained(folder,
-trust_remote_code=True)` rebuilds the model without compress installed, and `AutoModel` its encoder
-alone (what sentence-transformers loads of an embedding variant). compress's own loader uses the
-same classes from the package.
+trust_remote_code=True)` (AutoModelForTokenClassification for a tagger) rebuilds the model without
+compress installed, and `AutoModel` its encoder alone (what sentence-transformers loads of an embedding
+variant). compress's own loader uses the same classes from the package.
 """
 
 from __future__ import annotations
@@ -26,20 +26,28 @@ import torch
 from torch import nn
 from transformers import (
     BertForSequenceClassification,
+    BertForTokenClassification,
     BertModel,
     DebertaV2ForSequenceClassification,
+    DebertaV2ForTokenClassification,
     DebertaV2Model,
     DistilBertForSequenceClassification,
+    DistilBertForTokenClassification,
     DistilBertModel,
     ElectraForSequenceClassification,
+    ElectraForTokenClassification,
     ElectraModel,
     ModernBertForSequenceClassification,
+    ModernBertForTokenClassification,
     ModernBertModel,
     MPNetForSequenceClassification,
+    MPNetForTokenClassification,
     MPNetModel,
     RobertaForSequenceClassification,
+    RobertaForTokenClassification,
     RobertaModel,
     XLMRobertaForSequenceClassification,
+    XLMRobertaForTokenClassification,
     XLMRobertaModel,
 )
 
@@ -228,10 +236,9 @@ def is_structured(config) -> bool:
 def record(model: nn.Module, key: str, value: dict) -> None:
     """Store shapes or ties in the config, and point AutoModel at this file for trust_remote_code loads."""
     setattr(model.config, key, value)
-    model.config.auto_map = {
-        "AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{CLASSES[model.config.model_type].__name__}",
-        "AutoModel": f"{MODELING_FILE[:-3]}.{ENCODERS[model.config.model_type].__name__}",
-    }
+    auto, classes = HEADS["token" if type(model).__name__.endswith("ForTokenClassification") else "sequence"]
+    model.config.auto_map = {auto: f"{MODELING_FILE[:-3]}.{classes[model.config.model_type].__name__}",
+                             "AutoModel": f"{MODELING_FILE[:-3]}.{ENCODERS[model.config.model_type].__name__}"}
 
 
 def _here(model: nn.Module, recorded: dict) -> dict:
@@ -290,6 +297,38 @@ class StructuredModernBertForSequenceClassification(_Structured, ModernBertForSe
     pass
 
 
+class StructuredBertForTokenClassification(_Structured, BertForTokenClassification):
+    pass
+
+
+class StructuredRobertaForTokenClassification(_Structured, RobertaForTokenClassification):
+    pass
+
+
+class StructuredDistilBertForTokenClassification(_Structured, DistilBertForTokenClassification):
+    pass
+
+
+class StructuredMPNetForTokenClassification(_Structured, MPNetForTokenClassification):
+    pass
+
+
+class StructuredXLMRobertaForTokenClassification(_Structured, XLMRobertaForTokenClassification):
+    pass
+
+
+class StructuredElectraForTokenClassification(_Structured, ElectraForTokenClassification):
+    pass
+
+
+class StructuredDebertaV2ForTokenClassification(_Structured, DebertaV2ForTokenClassification):
+    pass
+
+
+class StructuredModernBertForTokenClassification(_Structured, ModernBertForTokenClassification):
+    pass
+
+
 CLASSES = {
     "bert": StructuredBertForSequenceClassification,
     "roberta": StructuredRobertaForSequenceClassification,
@@ -344,3 +383,21 @@ ENCODERS = {  # the encoder alone, as AutoModel loads it
     "deberta-v2": StructuredDebertaV2Model,
     "modernbert": StructuredModernBertModel,
 }
+TOKEN_CLASSES = {  # the same, with a tag per token (a tagger's head)
+    "bert": StructuredBertForTokenClassification,
+    "roberta": StructuredRobertaForTokenClassification,
+    "distilbert": StructuredDistilBertForTokenClassification,
+    "mpnet": StructuredMPNetForTokenClassification,
+    "xlm-roberta": StructuredXLMRobertaForTokenClassification,
+    "electra": StructuredElectraForTokenClassification,
+    "deberta-v2": StructuredDebertaV2ForTokenClassification,
+    "modernbert": StructuredModernBertForTokenClassification,
+}
+# By head: the Auto class transformers loads it with and the structured classes (a config's `architectures` says which)
+HEADS = {"sequence": ("AutoModelForSequenceClassification", CLASSES),
+         "token": ("AutoModelForTokenClassification", TOKEN_CLASSES)}
+
+
+def head_of(config) -> str:
+    """The head a saved model has: a tagger's per-token head, or a sequence classifier's (every other)."""
+    return "token" if any(a.endswith("ForTokenClassification") for a in config.architectures or ()) else "sequence"

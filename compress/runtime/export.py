@@ -39,17 +39,21 @@ RAW, MODEL = "raw.onnx", "model.onnx"  # the plain export (static quantization s
 
 def _torch_export(model, tokenizer, path: Path, opset: int, output: str = "logits") -> list[str]:
     """Export with the tokenizer's inputs that the model takes (ModernBERT takes no token_type_ids), its one
-    output named `output` (the task kind's: an embedder's graph ends in the pooled, normalised embedding)."""
+    output named `output` (the task kind's: an embedder's graph ends in the pooled, normalised embedding);
+    a tagger's logits (one row per token) vary along the sequence too."""
     takes = inspect.signature(model.forward).parameters
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
              if n in tokenizer.model_input_names and n in takes]
     sample = tokenizer(["a sample sentence to trace the graph with"] * 2, return_tensors="pt")
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    with torch.no_grad():
+        per_token = model(**{n: sample[n] for n in names}).logits.dim() == 3
     # the tracer's notes on shape-dependent branches and mask indexing: the parity check tests the graph
     with hushed(categories=(torch.jit.TracerWarning,), messages=("Exporting aten::index operator",)):
         torch.onnx.export(
             model, (), str(path), kwargs={n: sample[n] for n in names}, input_names=names, output_names=[output],
-            dynamic_axes={**axes, output: {0: "batch"}}, opset_version=opset, dynamo=False,
+            dynamic_axes={**axes, output: axes[names[0]] if per_token else {0: "batch"}}, opset_version=opset,
+            dynamo=False,
         )
     return names
 

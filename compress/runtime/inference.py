@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import torch
 
-from compress.data.batches import length_batches
+from compress.data.batches import gather, label_array, length_batches
 from compress.kinds import CLASSIFICATION
 from compress.machine import autocast, kernels_for_many_shapes
 
@@ -41,7 +41,8 @@ def predict_logits(
     model, encoded: datasets.Dataset, tokenizer, precision: str = "fp32", batch_size: int = 64,
     desc: str | None = None,
 ) -> torch.Tensor:
-    """Float32 logits (an embedder's embeddings) for every row of `encoded`, in row order."""
+    """Float32 logits (an embedder's embeddings) for every row of `encoded`, in row order (per token for a
+    tagger: see batches.gather)."""
     model.eval()
     kernels_for_many_shapes()
     dev = next(model.parameters()).device
@@ -49,9 +50,7 @@ def predict_logits(
     for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
         with autocast(precision, dev.type):
             logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits
-        if out is None:  # as wide as the model's output: classes, or an embedding's width
-            out = torch.empty(len(encoded), logits.shape[-1])
-        out[rows] = logits.float().cpu()
+        out = gather(out, rows, logits.float().cpu(), batch, encoded)
     return out
 
 
@@ -59,4 +58,4 @@ def evaluate(model, encoded_dev: datasets.Dataset, tokenizer, metric_names: tupl
              kind=CLASSIFICATION) -> tuple[dict, torch.Tensor]:
     """Dev metrics of the task's `kind` in fp32, and the outputs they came from."""
     logits = predict_logits(model, encoded_dev, tokenizer)
-    return kind.metrics(logits.numpy(), np.asarray(encoded_dev["label"]), metric_names), logits
+    return kind.metrics(logits.numpy(), label_array(encoded_dev), metric_names), logits

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from compress.data.batches import length_batches
+from compress.data.batches import gather, length_batches
 from compress.errors import UserError, first_line
 
 
@@ -39,12 +39,10 @@ def feed(sess: ort.InferenceSession, batch: dict) -> dict:
 def logits(sess: ort.InferenceSession, encoded: datasets.Dataset, tokenizer, batch_size: int = 64,
            desc: str | None = None) -> torch.Tensor:
     """Float32 logits (the graph's one output: an embedder's is the sentence embedding) for every row of
-    `encoded`, in row order."""
+    `encoded`, in row order (per token for a tagger: see batches.gather)."""
     out = None
     for rows, batch in length_batches(encoded, tokenizer, batch_size, desc):
         result = sess.run(None, feed(sess, batch))[0].astype(np.float32)
-        if out is None:
-            out = torch.empty(len(encoded), result.shape[-1])
-        out[rows] = torch.from_numpy(result)
+        out = gather(out, rows, torch.from_numpy(result), batch, encoded)
     return out
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import numpy as np
 import onnxruntime as ort
 import torch
 
 from compress.configs import MAX_BATCH, MAX_SEQUENCE, SHAPE, BenchConfig, parse_list
-from compress.data.batches import check_max_length, encode
+from compress.data.batches import check_max_length, encode, label_array
 from compress.data.tasks import task_of
 from compress.errors import UserError, first_line
 from compress.machine import machine
@@ -102,7 +101,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     results, accuracy_source, by_precision = {}, None, {}
     task = task_of(variant.record)
     dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
-    labels = np.asarray(dev["label"])
+    labels = label_array(dev)
     if onnx_path is not None:
         sess = runtime.session(onnx_path, threads=threads, provider=PROVIDERS[device])
         results[f"ort-{device}"] = _per_shape(lambda b, s: ort_latency_ms(sess, b, s, runs, vocab_size=vocab), shapes,

@@ -16,10 +16,8 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from compress.data.batches import encode
-from compress.data.tasks import labelled_file, task_of
+from compress.data.batches import encode, label_array
+from compress.data.tasks import DATA_COLUMNS, labelled_file, task_of
 from compress.errors import UserError
 from compress.model.checkpoint import load_tokenizer
 from compress.runtime import ort as runtime
@@ -32,7 +30,7 @@ from compress.workspace import clean_stale, own_folder, write_json
 def rows_fingerprint(rows) -> str:
     """A hash of the rows as read (texts and labels), so the same data under another name is the same file."""
     digest = hashlib.sha256()
-    columns = [c for c in ("text", "text_pair", "label") if c in rows.column_names]
+    columns = [c for c in DATA_COLUMNS if c in rows.column_names]
     for row in zip(*(rows[c] for c in columns)):
         digest.update(json.dumps(row, ensure_ascii=False).encode())
         digest.update(b"\n")
@@ -59,7 +57,7 @@ def evaluate_file(variant: Variant, data) -> dict:
             raise UserError(f"{variant.path} has neither an ONNX artifact nor a PyTorch checkpoint to score")
         outputs, source = predict_logits(model, encoded, tokenizer), "pytorch fp32 (cpu)"
     record = {"file": str(path), "fingerprint": fingerprint, "rows": len(rows), "kind": task.kind.name,
-              "metrics": task.scores(outputs.numpy(), np.asarray(rows["label"])), "scored_by": source,
+              "metrics": task.scores(outputs.numpy(), label_array(encoded)), "scored_by": source,
               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     folder = own_folder(variant.workspace, variant.path, EVAL_DIR)
     clean_stale(folder)

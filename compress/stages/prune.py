@@ -88,12 +88,13 @@ def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, 
                     teacher: Variant | None = None) -> list[dict]:
     """A fixed, seeded sample of training batches (with labels) to score on. A kind without labels
     (embeddings) scores against `teacher`'s outputs on those rows instead: its cached soft targets."""
-    targets = None if task.kind.labelled else soft_targets(teacher, task, max_length)
     numbered = task.train.add_column("row", list(range(len(task.train))))
     sample = numbered.shuffle(seed=seed).select(range(min(examples, len(task.train))))
     encoded = encode(sample.remove_columns("row"), tokenizer, max_length)
-    labels = torch.tensor(encoded["label"]) if targets is None else targets[sample["row"]]
-    return [{**batch, "labels": labels[rows]} for rows, batch in length_batches(encoded, tokenizer, batch_size)]
+    if task.kind.labelled:
+        return [batch for _, batch in length_batches(encoded, tokenizer, batch_size, labels=True)]
+    targets = soft_targets(teacher, task, max_length)[sample["row"]]
+    return [{**batch, "labels": targets[rows]} for rows, batch in length_batches(encoded, tokenizer, batch_size)]
 
 
 def _loss(model, batch: dict, kind) -> torch.Tensor:

@@ -13,13 +13,12 @@ import shutil
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
 from compress.configs import KD, RECOVERY_TRAINING, QuantizeConfig, TrainConfig
 from compress.console import hushed
-from compress.data.batches import encode
+from compress.data.batches import encode, label_array
 from compress.data.tasks import task_of
 from compress.errors import UserError, first_line, require
 from compress.machine import device
@@ -196,7 +195,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
             artifact, logits = ort_artifact(variant, config, tmp, task, dev, tokenizer)
         tokenizer.save_pretrained(tmp)
         shutil.copy(variant.path / "config.json", tmp / "config.json")
-        metrics = task.scores(logits.numpy(), np.asarray(dev["label"]))
+        metrics = task.scores(logits.numpy(), label_array(dev))
         drop = 100 * (parent_score - metrics[metric])
         if config.max_drop is not None and drop > config.max_drop:
             raise UserError(f"{name} refused: {metric} {metrics[metric]:.4f} is {drop:.2f} points below "

@@ -62,7 +62,7 @@ def fine_tune(
     target = teacher_dir(workspace, name, task.name)
     check_target(target, replace)
     base_path = resolve_base(base)
-    tokenizer, model_config = load_tokenizer(base_path), load_config(base_path)
+    tokenizer, model_config = load_tokenizer(base_path, **task.kind.tokenizer_options), load_config(base_path)
     check_max_length(config.max_length, tokenizer, model_config)
     train = encode(task.train, tokenizer, config.max_length)
     dev = encode(task.dev, tokenizer, config.max_length)
