@@ -13,20 +13,23 @@ if-chain, for what differs between kinds:
 - the metrics (`metrics`), the one that picks the best epoch, is printed and bounds --max-drop
   (`headline`), and those retention, the report's axis and the search compare (`main`, the first
   a split's metrics hold), with the axis's label (`axis`);
-- how an ONNX artifact's outputs are held against PyTorch's (`parity`) and what the graph's output is
-  called (`output`), and how far an untrained candidate is from its teacher (`divergence`, the search's proxy);
+- how an ONNX artifact's outputs are held against PyTorch's (`parity`) and what the graph's outputs are
+  called (`outputs`, the one compress reads first), and how far an untrained candidate is from its teacher (`divergence`, the search's proxy);
 - whether training rows carry labels at all (`labelled`): without, a teacher is used as it is and a
   student learns from its outputs alone.
 
 Sequence classification is the first kind, regression (GLUE STS-B) the second, sentence embeddings
-the third and token classification (NER: one tag per word, entity-level F1) the fourth; extractive QA
-is to come as an entry here. torch is imported
+the third, token classification (NER: one tag per word, entity-level F1) the fourth and extractive
+question answering (a start and an end logit per token, SQuAD's EM and F1) the fifth. torch is imported
 inside the methods: variant.py reads MAIN_METRICS from here, and listing a workspace stays fast.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import string
+from collections import Counter
 
 import numpy as np
 
@@ -45,7 +48,7 @@ class Classification:
     no_label = -100  # what cross-entropy ignores
     uses_temperature = True
     labelled = True  # training rows carry labels (embeddings: a corpus of sentences, learned from the teacher alone)
-    output = "logits"  # the ONNX graph's output
+    outputs = ("logits",)  # the ONNX graph's outputs
     tokenizer_options: dict = {}  # how a teacher loads its base's tokenizer, which its students keep
 
     def head(self, num_labels: int) -> dict:
@@ -143,7 +146,7 @@ class Regression:
     no_label = math.nan
     uses_temperature = False
     labelled = True
-    output = "logits"
+    outputs = ("logits",)
     tokenizer_options: dict = {}
 
     def head(self, num_labels: int) -> dict:
@@ -222,7 +225,7 @@ class Embeddings(Regression):
     main = ("stsb_spearman",)
     axis = {"stsb_spearman": "STS-B Spearman x 100"}
     labelled = False
-    output = "sentence_embedding"
+    outputs = ("sentence_embedding",)
     positive = 4.0  # an STS-B pair scored this or more is a retrieval hit
 
     def head(self, num_labels: int) -> dict:
@@ -309,7 +312,7 @@ class TokenClassification:
     # as it would inside a sentence; WordPiece and SentencePiece tokenizers ignore the option
     tokenizer_options = {"add_prefix_space": True}
     labelled = True
-    output = "logits"
+    outputs = ("logits",)
 
     def __init__(self, tags: tuple[str, ...] = ()):
         self.tags = tuple(tags)
@@ -378,6 +381,160 @@ class TokenClassification:
         return CLASSIFICATION.divergence(outputs[real], reference[real])
 
 
+# The channels of a QA window's per-token label (see QuestionAnswering): the start and end targets (1 on the
+# one token each), the token's characters in the context (-1 outside it), and the question's example index.
+START, END, FIRST_CHAR, LAST_CHAR, EXAMPLE = range(5)
+
+
+class QuestionAnswering:
+    """Extractive QA (SQuAD v1.1): a start and an end logit per token, stacked as [windows, tokens, 2].
+
+    A question with its context becomes overlapping windows (compress.data.batches.encode); each window's
+    label is a row per token of the channels above, padded with `no_label` like a tag, so batching, soft
+    targets and gathering treat a window as they treat a tagged sentence. A window that does not hold the
+    answer points both targets at its first token (CLS), as Hugging Face's recipe does. An instance holds
+    its task's examples (context, gold answers), which decoding maps predicted spans back into; the
+    registry's instance has none and serves what does not decode."""
+
+    name = "question-answering"
+    headline = "qa_f1"
+    main = ("qa_f1",)
+    axis = {"qa_f1": "QA F1 x 100"}
+    label_type = "int64"
+    no_label = -100
+    uses_temperature = True
+    labelled = True
+    outputs = ("logits", "start_logits", "end_logits")  # compress reads the stacked logits; servers the two halves
+    tokenizer_options: dict = {}
+    max_answer_tokens = 30  # the longest span decoding considers (Hugging Face's and SQuAD's usual limit)
+
+    def __init__(self, examples: list | None = None):
+        self.examples = examples if examples is not None else []  # (context, gold answer texts) per index
+
+    def add(self, context: str, answers: list[str]) -> int:
+        """Keep one question's context and gold answers; returns the index its windows' labels carry."""
+        self.examples.append((context, answers))
+        return len(self.examples) - 1
+
+    @staticmethod
+    def stride(max_length: int) -> int:
+        """Tokens two windows of a context share: half a window (128 at 256, the usual SQuAD setting)."""
+        return max_length // 2
+
+    def head(self, num_labels: int) -> dict:
+        return {"head": "qa", "num_labels": 2}
+
+    def check_labels(self, name: str, train: list, dev: list, num_labels: int | None) -> int:
+        if num_labels is not None:
+            raise UserError(f"--num-labels counts classes: {name} is a question-answering task (a start and an end "
+                            "per token)")
+        return 2
+
+    def check_split(self, where: str, labels: list, num_labels: int) -> None:
+        if not labels:
+            raise UserError(f"{where}: the split is empty")
+
+    def predictions(self, outputs: np.ndarray, labels: np.ndarray) -> dict[int, str]:
+        """The answer text for each question: its windows' best valid span (start <= end, at most
+        `max_answer_tokens`, inside the context) by start + end logit, in the context's characters."""
+        outputs, labels = np.asarray(outputs, dtype=np.float64), np.asarray(labels)
+        best: dict[int, tuple[float, int, int]] = {}
+        i, j = np.indices((outputs.shape[1],) * 2)
+        band = (j >= i) & (j - i < self.max_answer_tokens)
+        for logits, label in zip(outputs, labels):
+            context = label[:, FIRST_CHAR] >= 0
+            if not context.any():
+                continue
+            valid = band & context[:, None] & context[None, :]
+            scores = np.where(valid, np.nan_to_num(logits[:, 0])[:, None] + np.nan_to_num(logits[None, :, 1]), -np.inf)
+            start, end = np.unravel_index(int(scores.argmax()), scores.shape)
+            example = int(label[0, EXAMPLE])
+            if example not in best or scores[start, end] > best[example][0]:
+                best[example] = (float(scores[start, end]), int(label[start, FIRST_CHAR]), int(label[end, LAST_CHAR]))
+        return {example: self.examples[example][0][first:last] for example, (_, first, last) in best.items()}
+
+    def metrics(self, outputs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+        """SQuAD v1.1's exact match and F1 over the questions `labels` hold, each the best over its gold answers."""
+        predicted = self.predictions(outputs, labels)
+        exact = [max(exact_match(text, gold) for gold in self.examples[e][1]) for e, text in predicted.items()]
+        f1 = [max(squad_f1(text, gold) for gold in self.examples[e][1]) for e, text in predicted.items()]
+        found = {"exact_match": float(np.mean(exact)) if exact else 0.0, "qa_f1": float(np.mean(f1)) if f1 else 0.0}
+        return {name: found[name] for name in names}
+
+    def _masked(self, outputs, labels):
+        """Start and end logits ([windows, tokens] each, float32) with padding at a large negative: padding
+        carries no logits of its own (NaN in cached soft targets) and must get no probability."""
+        real = labels[..., EXAMPLE] != self.no_label
+        outputs = outputs.float().masked_fill(~real[..., None], -1e4)
+        return outputs[..., 0], outputs[..., 1]
+
+    def hard_loss(self, outputs, labels):
+        """Cross-entropy of the start and of the end position over each window's tokens, averaged (BERT's SQuAD loss)."""
+        import torch.nn.functional as F
+
+        starts, ends = self._masked(outputs, labels)
+        return (F.cross_entropy(starts, labels[..., START].argmax(-1))
+                + F.cross_entropy(ends, labels[..., END].argmax(-1))) / 2
+
+    def kd_loss(self, student, teacher, labels, temperature: float, alpha: float):
+        """DistilBERT's SQuAD recipe: classification's KD loss (alpha * T^2 * KL + (1 - alpha) * CE) on the
+        start distribution and on the end distribution over a window's tokens, averaged."""
+        from compress.training.losses import kd_loss
+
+        student_halves, teacher_halves = self._masked(student, labels), self._masked(teacher, labels)
+        targets = labels[..., START].argmax(-1), labels[..., END].argmax(-1)
+        return sum(kd_loss(s, t, y, temperature, alpha)
+                   for s, t, y in zip(student_halves, teacher_halves, targets)) / 2
+
+    @staticmethod
+    def _spans(outputs, real):
+        """Each window's argmax start and end over its real tokens."""
+        outputs = outputs.float().masked_fill(~real[..., None], -math.inf)
+        return outputs.argmax(1)
+
+    def agreement(self, student, teacher) -> dict:
+        """How often the student's most likely start and end are the teacher's, per window."""
+        real = ~teacher.isnan().any(-1)
+        same = (self._spans(student, real) == self._spans(teacher, real)).all(-1)
+        return {"agreement": float(same.float().mean())}
+
+    def parity(self, expected, got, atol: float) -> dict:
+        """Max |logit difference| over real tokens and how often both runtimes pick the same start and end."""
+        real = ~expected.isnan().any(-1)
+        same = (self._spans(expected, real) == self._spans(got, real)).all(-1)
+        return {"max_abs_diff": float((expected[real] - got[real]).abs().max()), "agreement": float(same.float().mean()),
+                "rows": len(expected), "tokens": int(real.sum())}
+
+    def divergence(self, outputs, reference) -> float:
+        """KL(teacher || candidate) at T=1 of the start and of the end distribution, averaged over windows."""
+        import torch.nn.functional as F
+
+        real = ~reference.isnan().any(-1)
+        log_p = F.log_softmax(outputs.float().masked_fill(~real[..., None], -1e4), dim=1)
+        log_q = F.log_softmax(reference.float().masked_fill(~real[..., None], -1e4), dim=1)
+        return float((log_q.exp() * (log_q - log_p)).masked_fill(~real[..., None], 0).sum(1).mean())
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's official normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def squad_f1(prediction: str, gold: str) -> float:
+    """SQuAD's token F1 between the normalised answers (bags of words)."""
+    predicted, truth = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((Counter(predicted) & Counter(truth)).values())
+    if not same:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(truth)
+    return 2 * precision * recall / (precision + recall)
+
+
 def entities(tags: list[str]) -> set[tuple[str, int, int]]:
     """The (type, first, last) spans of a BIO/IOB2 tag sequence, as seqeval (conlleval) reads them: a span
     starts at B-, or at an I- that follows O or another type, and ends before O, B- or a change of type."""
@@ -428,7 +585,8 @@ def _listed(values) -> str:
     return ", ".join(map(str, values[:10])) + (f" ... ({len(values)} in all)" if len(values) > 10 else "")
 
 
-KINDS = {kind.name: kind for kind in (Classification(), Regression(), Embeddings(), TokenClassification())}
+KINDS = {kind.name: kind for kind in (Classification(), Regression(), Embeddings(), TokenClassification(),
+                                      QuestionAnswering())}
 CLASSIFICATION = KINDS["classification"]
 
 # What the variant records, the report and the search look for, in this order, to judge a split's metrics.

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from compress.data.tasks import Task
+from compress.errors import UserError
 from compress.kinds import CLASSIFICATION
 
 REPLACE_PROBABILITY = 0.4  # TinyBERT's p_t: the chance each replaceable word is replaced
@@ -117,6 +118,9 @@ def augment_words(sentences: list[list[str]], tags: list[list[int]], tokenizer, 
 def augmented_rows(task: Task, tokenizer, embeddings: torch.Tensor, n: int, seed: int) -> dict[str, list]:
     """n augmented copies of every training example's text columns (a tagging task's words and their
     unchanged tags), deterministic under `seed`."""
+    if "answers" in task.train.column_names:
+        raise UserError("--augment does not apply to question answering yet: a replaced word could move an "
+                        "answer out of its recorded characters")
     rng = np.random.default_rng(seed)
     starts = word_starts(tokenizer)
     if "tokens" in task.train.column_names:

@@ -34,10 +34,13 @@ def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Data
     """Token ids without padding (the collator pads per batch), plus a length column for grouping.
 
     Words given as `tokens` (a tagging task) are tokenized as words, and each word's tag moves to its
-    first subword (`align`)."""
+    first subword (`align`); a question with its context (QA: `answers` given) becomes overlapping windows
+    (`windows`), so a QA split has more encoded rows than questions."""
 
     def tokenize(batch):
-        if "tokens" in batch:
+        if "answers" in batch:
+            encoded = windows(batch, tokenizer, max_length)
+        elif "tokens" in batch:
             encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
             encoded["label"] = [align(encoded.word_ids(i), tags) for i, tags in enumerate(batch["label"])]
         else:
@@ -48,6 +51,46 @@ def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Data
 
     drop = [c for c in split.column_names if c != "label"]
     return split.map(tokenize, batched=True, batch_size=2000, remove_columns=drop)
+
+
+def windows(batch: dict, tokenizer, max_length: int) -> dict:
+    """Questions (`text`) with their contexts (`text_pair`) as windows of `max_length` tokens, question first,
+    overlapping by QuestionAnswering.stride; each window's label is a row per token of the channels
+    compress.kinds names: start and end targets (the answer's first and last token, or CLS when this window
+    does not hold the whole answer: Hugging Face's SQuAD recipe), the token's characters in the context,
+    and the question's example index. The first gold answer (`answers`, `starts`) is the one trained on."""
+    from compress.kinds import END, EXAMPLE, FIRST_CHAR, LAST_CHAR, START, QuestionAnswering
+
+    try:
+        encoded = tokenizer([q.lstrip() for q in batch["text"]], batch["text_pair"], truncation="only_second",
+                            max_length=max_length, stride=QuestionAnswering.stride(max_length),
+                            return_overflowing_tokens=True, return_offsets_mapping=True)
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception for a window too small
+        raise UserError(f"a question leaves no room for its context in windows of {max_length} tokens "
+                        f"({str(exc).splitlines()[0][:200]}): raise --max-length") from None
+    labels = []
+    for i, offsets in enumerate(encoded.pop("offset_mapping")):
+        row = encoded["overflow_to_sample_mapping"][i]
+        first = batch["starts"][row][0]
+        last = first + len(batch["answers"][row][0])
+        in_context = [s == 1 for s in encoded.sequence_ids(i)]
+        label = []
+        for span, inside in zip(offsets, in_context):
+            channels = [0] * 5
+            channels[FIRST_CHAR], channels[LAST_CHAR] = span if inside else (-1, -1)
+            channels[EXAMPLE] = batch["label"][row]
+            label.append(channels)
+        spans = [(j, span) for j, (span, inside) in enumerate(zip(offsets, in_context)) if inside]
+        if spans[0][1][0] <= first and spans[-1][1][1] >= last:  # the whole answer lies in this window
+            start = next(j for j, (a, b) in spans if b > first)
+            end = next(j for j, (a, b) in reversed(spans) if a < last)
+        else:
+            start = end = 0
+        label[start][START] = label[end][END] = 1
+        labels.append(label)
+    encoded.pop("overflow_to_sample_mapping")
+    encoded["label"] = labels
+    return encoded
 
 
 def align(word_ids: list[int | None], tags: list[int], no_label: int = NO_TAG) -> list[int]:

@@ -6,6 +6,9 @@ Every task becomes two `datasets.Dataset` splits with the columns `text`, option
 compress.kinds, reads it), read exactly: no quoting for GLUE's TSVs. A tagging task (token
 classification) has `tokens` (the words) and `label` (a tag id per word) instead, read from CoNLL
 files (a word and its tag per line, a blank line between sentences) or JSONL with `tokens` and `tags`.
+A question-answering task (SQuAD v1.1 JSON) has `text` (the question), `text_pair` (its context),
+`answers` and `starts` (the gold answers and their first characters) and `label` (the question's index
+among the examples its kind keeps for decoding).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import datasets
 
 from compress.configs import LABEL_COLUMN, parse_list
 from compress.errors import UserError, first_line, require
-from compress.kinds import CLASSIFICATION, KINDS, TokenClassification
+from compress.kinds import CLASSIFICATION, KINDS, QuestionAnswering, TokenClassification
 from compress.model.registry import _package_file, offline_unless_hub_reachable
 
 csv.field_size_limit(1 << 24)
@@ -61,7 +64,7 @@ class Task:
         return digest.hexdigest()
 
 
-DATA_COLUMNS = ("text", "text_pair", "tokens", "label")  # what a row holds, in the order fingerprints read it
+DATA_COLUMNS = ("text", "text_pair", "tokens", "label", "answers", "starts")  # what a row holds, in the order fingerprints read it
 TAGGED_SUFFIXES = (".conll", ".bio", ".txt")  # CoNLL-style files: a word and its tag per line
 
 
@@ -430,6 +433,76 @@ def _tagged_train_file(path: Path) -> Path:
     return next(iter(sorted(path.glob("train.*"))), path) if path.is_dir() else path
 
 
+def _read_squad(path: Path, kind: QuestionAnswering) -> list[dict]:
+    """The paragraphs of a SQuAD v1.1 JSON file (data -> paragraphs -> context, qas -> question, id, answers
+    [text, answer_start]), each a dict of its questions' columns; every question is added to `kind`'s
+    examples. An answer whose text is not at its answer_start in the context is one line."""
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    if not text.strip():
+        raise UserError(f"{path}: the file is empty")
+    try:
+        articles = json.loads(text)["data"]
+        paragraphs = [paragraph for article in articles for paragraph in article["paragraphs"]]
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: not SQuAD v1.1 JSON (data -> paragraphs -> context, qas)") from None
+    read = []
+    for paragraph in paragraphs:
+        columns = {c: [] for c in ("text", "text_pair", "answers", "starts", "label")}
+        try:
+            context = paragraph["context"]
+            for qa in paragraph["qas"]:
+                where = f"{path}: question {qa.get('id', '?')}"
+                answers = [(a["text"], a["answer_start"]) for a in qa["answers"]]
+                if not answers:
+                    raise UserError(f"{where}: no answer (SQuAD v1.1 gives every question one or more)")
+                for answer, start in answers:
+                    if not isinstance(start, int) or context[start:start + len(answer)] != answer or not answer.strip():
+                        raise UserError(f"{where}: answer {answer[:60]!r} is not at character {start} of its context")
+                columns["text"].append(qa["question"])
+                columns["text_pair"].append(context)
+                columns["answers"].append([answer for answer, _ in answers])
+                columns["starts"].append([start for _, start in answers])
+                columns["label"].append(kind.add(context, columns["answers"][-1]))
+        except (KeyError, TypeError):
+            raise UserError(f"{path}: not SQuAD v1.1 JSON (a paragraph needs context and qas, a question "
+                            "question, id and answers of text and answer_start)") from None
+        read.append(columns)
+    if not any(columns["text"] for columns in read):
+        raise UserError(f"{path}: the split is empty (no questions)")
+    return read
+
+
+def _squad_rows(paragraphs: list[dict]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({c: [v for p in paragraphs for v in p[c]] for c in paragraphs[0]})
+
+
+def _squad(path: Path) -> Task:
+    """The user's SQuAD v1.1 files: a folder with train.json and dev.json, or one file whose every tenth
+    paragraph is dev (a context's questions stay on one side)."""
+    kind = QuestionAnswering()
+    if path.is_dir():
+        train, dev = (_read_squad(path / f"{split}.json", kind) for split in ("train", "dev"))
+    else:
+        paragraphs = _read_squad(path, kind)
+        if len(paragraphs) < 10:
+            raise UserError(f"{path}: {len(paragraphs)} paragraphs are too few to split off a dev set (need 10)")
+        train, dev = [p for i, p in enumerate(paragraphs) if i % 10], paragraphs[::10]
+    return Task(task_name(path.stem if path.is_file() else path.name), _squad_rows(train), _squad_rows(dev), 0,
+                ("qa_f1", "exact_match"), source=str(path.resolve()), kind=kind)
+
+
+def _is_squad(path: Path) -> bool:
+    """Whether the user's own `path` is SQuAD JSON: a .json file, or a folder holding train.json."""
+    return path.suffix.lower() == ".json" if path.is_file() else (path / "train.json").is_file()
+
+
 TASKS = ("sst2", "mrpc", "cola", "stsb", "rotten-tomatoes", "wnut17", "embeddings")
 
 
@@ -483,6 +556,9 @@ def load_task(
         loaded = _rotten_tomatoes()
     elif task == "wnut17":
         loaded = _wnut17(data_dir)
+    elif Path(task).expanduser().exists() and _is_squad(Path(task).expanduser()):
+        loaded = _squad(Path(task).expanduser())
+        spec["task"] = str(Path(task).expanduser().resolve())
     elif Path(task).expanduser().exists() and _is_tagged(_tagged_train_file(Path(task).expanduser()), text_column):
         loaded = _own_tagged(Path(task).expanduser())
         spec["task"] = str(Path(task).expanduser().resolve())
@@ -491,7 +567,7 @@ def load_task(
         loaded = _from_files(path, *_own_columns(text_column, label_column, path))
         spec["task"] = str(path.resolve())
     else:
-        raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL/CoNLL file or folder")
+        raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL/CoNLL/SQuAD JSON file or folder")
     return replace(_checked(loaded, num_labels), spec=spec)
 
 
@@ -513,6 +589,8 @@ def labelled_file(task: Task, path) -> datasets.Dataset:
                         "score a task made from your own files instead")
     elif "tokens" in task.train.column_names:
         rows = _tagged_split(path, task.kind)
+    elif "answers" in task.train.column_names:  # its questions join the examples the kind decodes into
+        rows = _squad_rows(_read_squad(path, task.kind))
     else:
         rows = _split(path, *_own_columns(task.spec.get("text_column"), task.spec.get("label_column"), path), task.kind)
     if task.is_pair != ("text_pair" in rows.column_names):

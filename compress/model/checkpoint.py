@@ -36,7 +36,8 @@ def load_tokenizer(path: Path, **options):
 
 
 def load_classifier(path: Path, head: str | None = None, **kwargs):
-    """Load a sequence classifier, a tagger (`head` "token", or a saved tagger) or a sentence embedder
+    """Load a sequence classifier, a tagger (`head` "token", or a saved tagger), a QA reader (`head` "qa")
+    or a sentence embedder
     (compress.model.embedding, whose config names its pooling), turning a missing or corrupt checkpoint
     into one clear line.
 
@@ -51,12 +52,16 @@ def load_classifier(path: Path, head: str | None = None, **kwargs):
 
 
 def model_class(config, head: str | None = None):
-    """The class a checkpoint of `config` loads as: its embedder, its structured (pruned) class, or the Auto
-    class of its head."""
+    """The class a checkpoint of `config` loads as: its embedder, its structured (pruned) class, a reader's
+    Span class (always: it stacks the start and end logits), or the Auto class of its head."""
     if embedding.is_embedder(config):
         return embedding.embedder_class(config)
-    auto, classes = structure.HEADS[head or structure.head_of(config)]
-    return structure.is_structured(config) and classes.get(config.model_type) or getattr(transformers, auto)
+    head = head or structure.head_of(config)
+    auto, classes = structure.HEADS[head]
+    if head == "qa" and config.model_type not in classes:
+        raise UserError(f"question answering takes {', '.join(classes)} models, not {config.model_type}")
+    own = head == "qa" or structure.is_structured(config)
+    return own and classes.get(config.model_type) or getattr(transformers, auto)
 
 
 def from_config(config, **kwargs):
@@ -64,8 +69,10 @@ def from_config(config, **kwargs):
     (before any pruned shape or tie, which the caller applies)."""
     if embedding.is_embedder(config):
         return embedding.embedder_class(config)._from_config(config, **kwargs)
-    auto, _ = structure.HEADS[structure.head_of(config)]
-    return getattr(transformers, auto).from_config(config, **kwargs)
+    head = structure.head_of(config)
+    if head == "qa":  # the Span class, unstructured until the caller applies the shapes
+        return model_class(config, head)._from_config(config, **kwargs)
+    return getattr(transformers, structure.HEADS[head][0]).from_config(config, **kwargs)
 
 
 def load_embedder(path: Path, **kwargs):

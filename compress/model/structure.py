@@ -15,41 +15,57 @@ tensor once and loading restores one tensor used by every layer of its group.
 
 This file needs only torch and transformers: `compress prune` copies it beside the weights as
 `modeling_compress.py`, so `AutoModelForSequenceClassification.from_pretrained(folder,
-trust_remote_code=True)` (AutoModelForTokenClassification for a tagger) rebuilds the model without
+trust_remote_code=True)` (AutoModelForTokenClassification for a tagger, AutoModelForQuestionAnswering for a
+reader) rebuilds the model without
 compress installed, and `AutoModel` its encoder alone (what sentence-transformers loads of an embedding
 variant). compress's own loader uses the same classes from the package.
+
+A QA reader always loads as a Span class here, pruned or not: transformers' reader returns start and end
+logits apart, and these also return them stacked as `logits` [batch, tokens, 2], the one output every
+compress stage reads (a tagger's shape), while a server still finds start_logits and end_logits.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import (
+    BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
+    DebertaV2ForQuestionAnswering,
     DebertaV2ForSequenceClassification,
     DebertaV2ForTokenClassification,
     DebertaV2Model,
+    DistilBertForQuestionAnswering,
     DistilBertForSequenceClassification,
     DistilBertForTokenClassification,
     DistilBertModel,
+    ElectraForQuestionAnswering,
     ElectraForSequenceClassification,
     ElectraForTokenClassification,
     ElectraModel,
+    ModernBertForQuestionAnswering,
     ModernBertForSequenceClassification,
     ModernBertForTokenClassification,
     ModernBertModel,
+    MPNetForQuestionAnswering,
     MPNetForSequenceClassification,
     MPNetForTokenClassification,
     MPNetModel,
+    RobertaForQuestionAnswering,
     RobertaForSequenceClassification,
     RobertaForTokenClassification,
     RobertaModel,
+    XLMRobertaForQuestionAnswering,
     XLMRobertaForSequenceClassification,
     XLMRobertaForTokenClassification,
     XLMRobertaModel,
 )
+from transformers.utils import ModelOutput
 
 STRUCTURE_KEY = "compress_structure"
 SHARING_KEY = "compress_sharing"
@@ -236,7 +252,7 @@ def is_structured(config) -> bool:
 def record(model: nn.Module, key: str, value: dict) -> None:
     """Store shapes or ties in the config, and point AutoModel at this file for trust_remote_code loads."""
     setattr(model.config, key, value)
-    auto, classes = HEADS["token" if type(model).__name__.endswith("ForTokenClassification") else "sequence"]
+    auto, classes = HEADS[class_head(type(model).__name__)]
     model.config.auto_map = {auto: f"{MODELING_FILE[:-3]}.{classes[model.config.model_type].__name__}",
                              "AutoModel": f"{MODELING_FILE[:-3]}.{ENCODERS[model.config.model_type].__name__}"}
 
@@ -263,6 +279,29 @@ class _Structured:
         sharing = getattr(config, SHARING_KEY, None)
         if sharing:  # registered ties are saved once and re-tied when from_pretrained loads
             register_ties(self, tie_layers(self, _here(self, sharing)))
+
+
+@dataclass
+class SpanOutput(ModelOutput):
+    """A reader's output: `logits` first (what compress reads; the Trainer's evaluation takes the first
+    output), then start and end logits as transformers' readers name them."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class _Spans(_Structured):
+    """Mixin: a structured reader whose start and end logits also come stacked as `logits`."""
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        return SpanOutput(loss=out.loss, logits=torch.stack([out.start_logits, out.end_logits], -1),
+                          start_logits=out.start_logits, end_logits=out.end_logits,
+                          hidden_states=out.hidden_states, attentions=out.attentions)
 
 
 class StructuredBertForSequenceClassification(_Structured, BertForSequenceClassification):
@@ -326,6 +365,38 @@ class StructuredDebertaV2ForTokenClassification(_Structured, DebertaV2ForTokenCl
 
 
 class StructuredModernBertForTokenClassification(_Structured, ModernBertForTokenClassification):
+    pass
+
+
+class SpanBertForQuestionAnswering(_Spans, BertForQuestionAnswering):
+    pass
+
+
+class SpanRobertaForQuestionAnswering(_Spans, RobertaForQuestionAnswering):
+    pass
+
+
+class SpanDistilBertForQuestionAnswering(_Spans, DistilBertForQuestionAnswering):
+    pass
+
+
+class SpanMPNetForQuestionAnswering(_Spans, MPNetForQuestionAnswering):
+    pass
+
+
+class SpanXLMRobertaForQuestionAnswering(_Spans, XLMRobertaForQuestionAnswering):
+    pass
+
+
+class SpanElectraForQuestionAnswering(_Spans, ElectraForQuestionAnswering):
+    pass
+
+
+class SpanDebertaV2ForQuestionAnswering(_Spans, DebertaV2ForQuestionAnswering):
+    pass
+
+
+class SpanModernBertForQuestionAnswering(_Spans, ModernBertForQuestionAnswering):
     pass
 
 
@@ -393,11 +464,29 @@ TOKEN_CLASSES = {  # the same, with a tag per token (a tagger's head)
     "deberta-v2": StructuredDebertaV2ForTokenClassification,
     "modernbert": StructuredModernBertForTokenClassification,
 }
+SPAN_CLASSES = {  # a reader's (start and end logits per token), structured or not
+    "bert": SpanBertForQuestionAnswering,
+    "roberta": SpanRobertaForQuestionAnswering,
+    "distilbert": SpanDistilBertForQuestionAnswering,
+    "mpnet": SpanMPNetForQuestionAnswering,
+    "xlm-roberta": SpanXLMRobertaForQuestionAnswering,
+    "electra": SpanElectraForQuestionAnswering,
+    "deberta-v2": SpanDebertaV2ForQuestionAnswering,
+    "modernbert": SpanModernBertForQuestionAnswering,
+}
 # By head: the Auto class transformers loads it with and the structured classes (a config's `architectures` says which)
 HEADS = {"sequence": ("AutoModelForSequenceClassification", CLASSES),
-         "token": ("AutoModelForTokenClassification", TOKEN_CLASSES)}
+         "token": ("AutoModelForTokenClassification", TOKEN_CLASSES),
+         "qa": ("AutoModelForQuestionAnswering", SPAN_CLASSES)}
+HEAD_SUFFIXES = {"ForTokenClassification": "token", "ForQuestionAnswering": "qa"}  # by class name; else "sequence"
 
 
 def head_of(config) -> str:
-    """The head a saved model has: a tagger's per-token head, or a sequence classifier's (every other)."""
-    return "token" if any(a.endswith("ForTokenClassification") for a in config.architectures or ()) else "sequence"
+    """The head a saved model has (its `architectures` name its class): a tagger's, a reader's, or a
+    sequence classifier's (every other)."""
+    return class_head(next(iter(config.architectures or ()), ""))
+
+
+def class_head(name: str) -> str:
+    """The head of a model class called `name`."""
+    return next((head for suffix, head in HEAD_SUFFIXES.items() if name.endswith(suffix)), "sequence")

@@ -37,10 +37,11 @@ FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "
 RAW, MODEL = "raw.onnx", "model.onnx"  # the plain export (static quantization starts there), the kept graph
 
 
-def _torch_export(model, tokenizer, path: Path, opset: int, output: str = "logits") -> list[str]:
-    """Export with the tokenizer's inputs that the model takes (ModernBERT takes no token_type_ids), its one
-    output named `output` (the task kind's: an embedder's graph ends in the pooled, normalised embedding);
-    a tagger's logits (one row per token) vary along the sequence too."""
+def _torch_export(model, tokenizer, path: Path, opset: int, outputs: tuple[str, ...] = ("logits",)) -> list[str]:
+    """Export with the tokenizer's inputs that the model takes (ModernBERT takes no token_type_ids), its
+    outputs named `outputs` (the task kind's: an embedder's graph ends in the pooled, normalised embedding;
+    a reader's gives its stacked logits, then start and end logits apart); a tagger's or a reader's
+    logits (one row per token) vary along the sequence too."""
     takes = inspect.signature(model.forward).parameters
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
              if n in tokenizer.model_input_names and n in takes]
@@ -51,8 +52,9 @@ def _torch_export(model, tokenizer, path: Path, opset: int, output: str = "logit
     # the tracer's notes on shape-dependent branches and mask indexing: the parity check tests the graph
     with hushed(categories=(torch.jit.TracerWarning,), messages=("Exporting aten::index operator",)):
         torch.onnx.export(
-            model, (), str(path), kwargs={n: sample[n] for n in names}, input_names=names, output_names=[output],
-            dynamic_axes={**axes, output: axes[names[0]] if per_token else {0: "batch"}}, opset_version=opset,
+            model, (), str(path), kwargs={n: sample[n] for n in names}, input_names=names, output_names=list(outputs),
+            dynamic_axes={**axes, **{o: axes[names[0]] if per_token else {0: "batch"} for o in outputs}},
+            opset_version=opset,
             dynamo=False,
         )
     return names
@@ -129,12 +131,12 @@ def parity(model, sess, encoded, tokenizer, kind) -> dict:
 
 
 def write_graphs(model, tokenizer, folder: Path, opset: int = ExportConfig.opset,
-                 optimize: bool = ExportConfig.optimize, output: str = "logits") -> dict:
+                 optimize: bool = ExportConfig.optimize, outputs: tuple[str, ...] = ("logits",)) -> dict:
     """Write folder/raw.onnx and folder/model.onnx, the faster of the plain and the optimised graph;
-    returns how (opset, inputs, output, fusions, the timings behind the choice). `compress search` times
+    returns how (opset, inputs, outputs, fusions, the timings behind the choice). `compress search` times
     random-weight candidates built by this same function."""
-    inputs = _torch_export(model, tokenizer, folder / RAW, opset, output)
-    record = {"opset": opset, "inputs": inputs, "output": output, "optimized": False}
+    inputs = _torch_export(model, tokenizer, folder / RAW, opset, outputs)
+    record = {"opset": opset, "inputs": inputs, "outputs": list(outputs), "optimized": False}
     if optimize:
         fused = _optimize(folder / RAW, folder / "optimized.onnx", model.config)
         dedupe_initializers(folder / "optimized.onnx")
@@ -170,12 +172,12 @@ def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = E
     task = task_of(variant.record)
     dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
     with atomic_dir(variant.path / ONNX_DIR, replace=True) as tmp:
-        record = write_graphs(model, tokenizer, tmp, opset, optimize, task.kind.output)
+        record = write_graphs(model, tokenizer, tmp, opset, optimize, task.kind.outputs)
         check = parity(model, runtime.session(tmp / MODEL), dev, tokenizer, task.kind)
         if check["max_abs_diff"] > PARITY_ATOL or check.get("disagreements_off_ties") \
                 or check.get("min_cosine", 1.0) < 1 - PARITY_ATOL:
             raise UserError(
-                f"export refused: ONNX {task.kind.output} differ from PyTorch by up to {check['max_abs_diff']:.2e} "
+                f"export refused: ONNX {task.kind.outputs[0]} differ from PyTorch by up to {check['max_abs_diff']:.2e} "
                 f"(limit {PARITY_ATOL:.0e})" + (f" and disagree on {check['disagreements_off_ties']} dev rows"
                                                  if "disagreements_off_ties" in check else "")
                 + (f", cosine down to {check['min_cosine']:.6f}" if "min_cosine" in check else "")
