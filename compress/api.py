@@ -13,6 +13,7 @@
     report(Path("ws"))
 
     ner = load_task("wnut17", "../shared/data")      # a tagger: the same calls, entity F1 its metric
+    qa = load_task("my-squad/")                      # a reader (SQuAD v1.1 JSON): QA F1 and exact match
     run("recipe.toml", workspace="ws")               # a whole chain from a recipe, as `compress run`
     search("minilm-l6", TaskConfig(task="rotten-tomatoes"), SearchConfig(budget_ms=4), workspace="ws")
 

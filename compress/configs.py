@@ -117,7 +117,8 @@ class TaskConfig(Settings):
 
     task: str = setting("rotten-tomatoes", "sst2, mrpc, cola, stsb, rotten-tomatoes, wnut17 (NER), embeddings "
                         "(sentence embeddings, scored on STS-B dev), or a CSV/TSV/JSONL file or folder (train.* and "
-                        "dev.*); CoNLL files or JSONL with tokens and tags are NER.")
+                        "dev.*); CoNLL files or JSONL with tokens and tags are NER; SQuAD v1.1 JSON (a file, or a folder "
+                        "with train.json and dev.json) is extractive question answering.")
     data_dir: str | None = setting(None, "Folder holding GLUE's SST-2/, MRPC/, ... or wnut17/ (env COMPRESS_DATA).",
                                    envvar="COMPRESS_DATA")
     text_column: str | None = setting(None, "For your own files: the text column, or two as a,b for pairs.")

@@ -16,7 +16,8 @@ if-chain, for what differs between kinds:
 - how an ONNX artifact's outputs are held against PyTorch's (`parity`) and what the graph's outputs are
   called (`outputs`, the one compress reads first), and how far an untrained candidate is from its teacher (`divergence`, the search's proxy);
 - whether training rows carry labels at all (`labelled`): without, a teacher is used as it is and a
-  student learns from its outputs alone.
+  student learns from its outputs alone; and whether fine-tuning takes the loss the model's own class
+  computes from `labels` (`model_loss`), or the kind's `hard_loss` on its outputs.
 
 Sequence classification is the first kind, regression (GLUE STS-B) the second, sentence embeddings
 the third, token classification (NER: one tag per word, entity-level F1) the fourth and extractive
@@ -48,6 +49,7 @@ class Classification:
     no_label = -100  # what cross-entropy ignores
     uses_temperature = True
     labelled = True  # training rows carry labels (embeddings: a corpus of sentences, learned from the teacher alone)
+    model_loss = True  # transformers' class computes the fine-tuning loss from `labels`
     outputs = ("logits",)  # the ONNX graph's outputs
     tokenizer_options: dict = {}  # how a teacher loads its base's tokenizer, which its students keep
 
@@ -146,6 +148,7 @@ class Regression:
     no_label = math.nan
     uses_temperature = False
     labelled = True
+    model_loss = True
     outputs = ("logits",)
     tokenizer_options: dict = {}
 
@@ -312,6 +315,7 @@ class TokenClassification:
     # as it would inside a sentence; WordPiece and SentencePiece tokenizers ignore the option
     tokenizer_options = {"add_prefix_space": True}
     labelled = True
+    model_loss = True
     outputs = ("logits",)
 
     def __init__(self, tags: tuple[str, ...] = ()):
@@ -404,6 +408,7 @@ class QuestionAnswering:
     no_label = -100
     uses_temperature = True
     labelled = True
+    model_loss = False  # transformers' reader takes start and end positions, not a window's label channels
     outputs = ("logits", "start_logits", "end_logits")  # compress reads the stacked logits; servers the two halves
     tokenizer_options: dict = {}
     max_answer_tokens = 30  # the longest span decoding considers (Hugging Face's and SQuAD's usual limit)

@@ -217,7 +217,7 @@ def test_a_reader_through_every_stage(qa_teacher, run_cli):
     teacher, task, root = qa_teacher
     assert teacher.meta["data"]["kind"] == "question-answering" and teacher.meta["num_labels"] == 2
     dev = teacher.meta["metrics"]["dev"]
-    assert set(dev) == {"qa_f1", "exact_match"} and dev["qa_f1"] > 0.5, dev
+    assert set(dev) == {"qa_f1", "exact_match"} and dev["qa_f1"] > 0.4, dev
     config = json.loads((teacher.path / "config.json").read_text())
     assert config["architectures"] == ["SpanBertForQuestionAnswering"]
     served = __import__("transformers").AutoModelForQuestionAnswering.from_pretrained(teacher.path)
@@ -229,7 +229,7 @@ def test_a_reader_through_every_stage(qa_teacher, run_cli):
         metrics = made.meta["metrics"]
         assert metrics["retention"] == pytest.approx(metrics["dev"]["qa_f1"] / metrics["teacher_dev"]["qa_f1"])
         assert 0 <= metrics["dev"]["agreement"] <= 1
-    assert student.meta["metrics"]["dev"]["qa_f1"] > 0.3
+    assert student.meta["metrics"]["dev"]["qa_f1"] > 0.25
 
     recover = TrainConfig(epochs=1, lr=1e-3, batch_size=16, seed=7, precision="fp32")
     pruned = prune(student, PruneConfig(heads=0.5, neurons=0.5), recover, progress=False)

@@ -27,6 +27,7 @@ compress stage reads (a tagger's shape), while a server still finds start_logits
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -297,11 +298,20 @@ class SpanOutput(ModelOutput):
 class _Spans(_Structured):
     """Mixin: a structured reader whose start and end logits also come stacked as `logits`."""
 
-    def forward(self, *args, **kwargs):
-        out = super().forward(*args, **kwargs)
-        return SpanOutput(loss=out.loss, logits=torch.stack([out.start_logits, out.end_logits], -1),
-                          start_logits=out.start_logits, end_logits=out.end_logits,
-                          hidden_states=out.hidden_states, attentions=out.attentions)
+    def __init_subclass__(cls, **kwargs):
+        """Each reader's forward shows its transformers class's signature: the ONNX export reads its parameters.
+        (Not functools.wraps: accelerate's unwrapping follows __wrapped__ back to the plain forward.)"""
+        super().__init_subclass__(**kwargs)
+        reader = cls.__bases__[-1]
+
+        def forward(self, *args, **kwargs):
+            out = reader.forward(self, *args, **kwargs)
+            return SpanOutput(loss=out.loss, logits=torch.stack([out.start_logits, out.end_logits], -1),
+                              start_logits=out.start_logits, end_logits=out.end_logits,
+                              hidden_states=out.hidden_states, attentions=out.attentions)
+
+        forward.__signature__ = inspect.signature(reader.forward)
+        cls.forward = forward
 
 
 class StructuredBertForSequenceClassification(_Structured, BertForSequenceClassification):

@@ -78,6 +78,19 @@ class Trainer(transformers.Trainer):
     def __init__(self, *args, kind=CLASSIFICATION, **kwargs):
         super().__init__(*args, **kwargs)
         self.kind = kind
+        if not kind.model_loss:  # transformers would look for the model's own label arguments (a reader's positions)
+            self.label_names = ["labels"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's own loss, or for a kind whose model has none for its labels (a reader) the kind's
+        `hard_loss` on the model's logits."""
+        if self.kind.model_loss or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.kind.hard_loss(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
