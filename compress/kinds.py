@@ -413,13 +413,19 @@ class QuestionAnswering:
     tokenizer_options: dict = {}
     max_answer_tokens = 30  # the longest span decoding considers (Hugging Face's and SQuAD's usual limit)
 
-    def __init__(self, examples: list | None = None):
-        self.examples = examples if examples is not None else []  # (context, gold answer texts) per index
+    def __init__(self):
+        self.examples: list[tuple[str, list[str]]] = []  # (context, gold answer texts) per index
+        self._indices: dict[tuple, int] = {}
 
-    def add(self, context: str, answers: list[str]) -> int:
-        """Keep one question's context and gold answers; returns the index its windows' labels carry."""
-        self.examples.append((context, answers))
-        return len(self.examples) - 1
+    def add(self, question: str, context: str, answers: list[str]) -> int:
+        """Keep one question's context and gold answers; returns the index its windows' labels carry. The
+        same question, context and answers read again (a file given twice) get the same index, so a split's
+        rows, and their fingerprint, do not depend on what was read before."""
+        key = (question, context, tuple(answers))
+        if key not in self._indices:
+            self._indices[key] = len(self.examples)
+            self.examples.append((context, answers))
+        return self._indices[key]
 
     @staticmethod
     def stride(max_length: int) -> int:

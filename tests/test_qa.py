@@ -96,7 +96,8 @@ def test_the_answer_in_a_later_window_is_found_there(tiny_base):
     from compress.data.tasks import _squad_rows
 
     rows = _squad_rows([{"text": ["where does mary live?"], "text_pair": [context], "answers": [["rome"]],
-                         "starts": [[context.index("rome")]], "label": [task_kind.add(context, ["rome"])]}])
+                         "starts": [[context.index("rome")]],
+                         "label": [task_kind.add("where does mary live?", context, ["rome"])]}])
     encoded = encode(rows, tokenizer, 24)
     labels = label_array(encoded)
     assert len(encoded) >= 3 and (labels[:, :, EXAMPLE][:, 0] == 0).all()  # one question, many windows
@@ -121,7 +122,7 @@ def test_the_answer_in_a_later_window_is_found_there(tiny_base):
 def test_decoding_keeps_spans_valid():
     """End before start, a span longer than the limit, a token outside the context: none is chosen."""
     kind = QuestionAnswering()
-    kind.add("alpha beta gamma", ["beta"])
+    kind.add("which?", "alpha beta gamma", ["beta"])
     chars = [(-1, -1), (0, 5), (6, 10), (11, 16), (-1, -1)]  # CLS, alpha, beta, gamma, SEP
     labels = np.array([[[0, 0, a, b, 0] for a, b in chars]])
     outputs = np.zeros((1, 5, 2))
@@ -143,8 +144,8 @@ def test_exact_match_and_f1_follow_squads_official_script():
     assert squad_f1("in the city of rome", "rome city center") == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
     assert squad_f1("the", "a") == 0.0  # both normalise to nothing: no common token
     kind = QuestionAnswering()
-    kind.add("paris is in france and rome is in italy", ["rome", "rome italy"])  # best over the gold answers
-    kind.add("paris is in france", ["paris"])
+    kind.add("where?", "paris is in france and rome is in italy", ["rome", "rome italy"])  # best over the gold answers
+    kind.add("where?", "paris is in france", ["paris"])
     chars = [(-1, -1), (0, 5), (6, 8), (9, 11), (12, 18), (19, 22), (23, 27), (28, 30), (31, 33), (34, 39)]
     labels = np.array([[[0, 0, a, b, 0] for a, b in chars], [[0, 0, *(c if c[1] <= 18 else (-1, -1)), 1] for c in chars]])
     outputs = np.zeros((2, len(chars), 2))
@@ -289,10 +290,14 @@ def test_onnx_scores_equal_pytorchs_on_the_dev_split(qa_teacher):
     assert task.scores(ort_out.numpy(), labels) == task.scores(torch_out.numpy(), labels)
 
 
-def test_a_held_out_file_and_augmentation(qa_teacher, tmp_path):
+def test_a_held_out_file_and_augmentation(qa_teacher, run_cli):
     teacher, task, root = qa_teacher
     rows = labelled_file(task, root / "test.json")
     assert len(rows) == 40 and task.kind.examples[rows[0]["label"]][0] == rows[0]["text_pair"]
+    assert labelled_file(task, root / "qa" / "dev.json")["label"] == task.dev["label"]  # read again: same rows
+    from conftest import refused
+
+    refused(run_cli, "eval", teacher.path, "--data", root / "qa" / "dev.json", message="holds the dev rows")
     with pytest.raises(UserError, match="--augment does not apply to question answering"):
         distill(teacher, task, DistillConfig(layers=1, augment=2), FAST, progress=False)
 

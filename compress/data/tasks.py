@@ -469,7 +469,7 @@ def _read_squad(path: Path, kind: QuestionAnswering) -> list[dict]:
                 columns["text_pair"].append(context)
                 columns["answers"].append([answer for answer, _ in answers])
                 columns["starts"].append([start for _, start in answers])
-                columns["label"].append(kind.add(context, columns["answers"][-1]))
+                columns["label"].append(kind.add(qa["question"], context, columns["answers"][-1]))
         except (KeyError, TypeError):
             raise UserError(f"{path}: not SQuAD v1.1 JSON (a paragraph needs context and qas, a question "
                             "question, id and answers of text and answer_start)") from None

@@ -103,7 +103,7 @@ class Trainer(transformers.Trainer):
         return SequentialSampler(eval_dataset)
 
 
-SHOWN = ("accuracy", "f1", "pearson", "spearman", "stsb_spearman", "entity_f1", "loss")  # of the dev metrics, those an epoch's line shows
+SHOWN = ("accuracy", "f1", "pearson", "spearman", "stsb_spearman", "entity_f1", "qa_f1", "loss")  # of the dev metrics, those an epoch's line shows
 
 
 class EpochLines(ProgressCallback):
