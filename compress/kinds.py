@@ -396,9 +396,10 @@ class QuestionAnswering:
     A question with its context becomes overlapping windows (compress.data.batches.encode); each window's
     label is a row per token of the channels above, padded with `no_label` like a tag, so batching, soft
     targets and gathering treat a window as they treat a tagged sentence. A window that does not hold the
-    answer points both targets at its first token (CLS), as Hugging Face's recipe does. An instance holds
-    its task's examples (context, gold answers), which decoding maps predicted spans back into; the
-    registry's instance has none and serves what does not decode."""
+    answer points both targets at its first token (CLS), as Hugging Face's recipe does. A task's instance
+    holds the examples (context, gold answers) of every file read for it (train, dev, compress eval's),
+    which decoding maps predicted spans back into; the registry's instance (a variant record's kind)
+    has none and serves what does not decode."""
 
     name = "question-answering"
     headline = "qa_f1"
