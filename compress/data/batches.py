@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from compress.errors import UserError
+from compress.kinds import END, EXAMPLE, FIRST_CHAR, LAST_CHAR, START, QuestionAnswering
 
 NO_TAG = -100  # a token without a tag of its own (not a word's first subword, or special): what the losses skip
 
@@ -59,8 +60,6 @@ def windows(batch: dict, tokenizer, max_length: int) -> dict:
     compress.kinds names: start and end targets (the answer's first and last token, or CLS when this window
     does not hold the whole answer: Hugging Face's SQuAD recipe), the token's characters in the context,
     and the question's example index. The first gold answer (`answers`, `starts`) is the one trained on."""
-    from compress.kinds import END, EXAMPLE, FIRST_CHAR, LAST_CHAR, START, QuestionAnswering
-
     try:
         encoded = tokenizer([q.lstrip() for q in batch["text"]], batch["text_pair"], truncation="only_second",
                             max_length=max_length, stride=QuestionAnswering.stride(max_length),
