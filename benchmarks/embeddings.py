@@ -15,13 +15,14 @@ latency. The corpus is --corpus (one sentence a line), by default the distinct s
 train split (about 10,600): the JSON says which, and how many.
 
     python benchmarks/embeddings.py [--workspace /work/ws-emb] [--corpus sentences.txt] [--epochs 3]
-        [--recover-epochs 1] [--layers 6,3,2] [--bases mpnet-base,minilm-l6]
+        [--recover-epochs 1] [--layers 6,3,2] [--bases mpnet-base,minilm-l6] [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from common import Results, compress, read_variant
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--layers", default="6,3,2", help="the depths of the first base's students")
     parser.add_argument("--bases", default="mpnet-base,minilm-l6", help="the first is the reference teacher")
+    parser.add_argument("--resume", action="store_true",
+                        help="Keep the variants an earlier, stopped run made (their commands recorded as they ran)")
     args = parser.parse_args()
     workspace, bases = args.workspace, args.bases.split(",")
     layers = [int(n) for n in args.layers.split(",")]
@@ -70,22 +73,27 @@ def main() -> None:
     }
     commands, walls = results.data.setdefault("commands", []), results.data.setdefault("wall_s", {})
 
-    def run(label: str, *command) -> None:
+    def run(label: str, *command, made: Path | None = None) -> None:
+        if args.resume and made is not None and (made / "variant.json").is_file():
+            commands.append(shlex.join(["compress", "--workspace", str(workspace), *map(str, command)]))
+            walls[label] = "made by the earlier run"
+            return
         text, walls[label] = compress(workspace, *command)
         commands.append(text)
         results.save()
 
     folders = {}
     for base in bases:
-        run(f"teacher {base}", "teacher", "--base", base, "--task", "embeddings", *corpus)
         folders[(base, "teacher")] = workspace / "teachers" / Path(base).name / "embeddings"
+        run(f"teacher {base}", "teacher", "--base", base, "--task", "embeddings", *corpus,
+            made=folders[(base, "teacher")])
     for base, name, parent, stage in variants_of(bases, layers):
         students = workspace / "students" / Path(base).name / "embeddings"
         if parent:
             extra = ["--recover-epochs", args.recover_epochs] if stage[0] == "prune" else []
-            run(f"{base} {name}", *stage[:1], students / parent, *stage[1:], *extra)
+            run(f"{base} {name}", *stage[:1], students / parent, *stage[1:], *extra, made=students / name)
         else:
-            run(f"{base} {name}", *stage, *corpus, "--epochs", args.epochs, "--lr", args.lr)
+            run(f"{base} {name}", *stage, *corpus, "--epochs", args.epochs, "--lr", args.lr, made=students / name)
         folders[(base, name)] = students / name
     for (base, name), folder in folders.items():  # quantize exported the variants it started from
         if "int8" not in name and not (folder / "onnx" / "model.onnx").is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import shutil
 import sys
@@ -196,20 +197,13 @@ def refused(run_cli, *args, message: str):
     assert "Traceback" not in out + err
 
 
-def write_recipe(path, tiny_base, csv, heads=0.5, shapes="1x16", shrink=True):
-    """A recipe on the tiny model: teacher and a 1-layer student, then (shrink) prune, int8, bench and report."""
-    teach = f"""
-[teacher]
-base = "{tiny_base}"
-name = "tiny"
-task = "{csv}"
-text-column = "sentence"
-epochs = 1
-lr = 0.001
-batch-size = 16
-max-length = 32
-precision = "fp32"
-
+def write_recipe(path, tiny_base, task, heads=0.5, shapes="1x16", shrink=True, teacher: dict | None = None):
+    """A recipe on the tiny model: teacher and a 1-layer student, then (shrink) prune, int8, bench and report.
+    `teacher` changes the [teacher] table's keys (None removes one): another kind's task reads other data."""
+    keys = {"base": str(tiny_base), "name": "tiny", "task": str(task), "text-column": "sentence", "epochs": 1,
+            "lr": 0.001, "batch-size": 16, "max-length": 32, "precision": "fp32", **(teacher or {})}
+    teach = "\n[teacher]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items()
+                                       if value is not None) + """
 [[stages]]
 verb = "distill"
 name = "L1"

@@ -36,6 +36,8 @@ from compress.stages.teacher import fine_tune
 from compress.training.targets import soft_targets_file
 from compress.variant import Variant
 
+from conftest import write_recipe
+
 EMBEDDINGS = KINDS["embeddings"]
 FAST = TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
 RECOVER = TrainConfig(epochs=1, lr=1e-3, batch_size=16, seed=7, precision="fp32")
@@ -310,41 +312,9 @@ def test_search_on_embeddings_proxies_by_the_embedding_loss_and_its_recipe_keeps
 def test_compress_run_and_eval_on_embeddings(run_cli, tiny_embedder, small_glue, tmp_path):
     """A recipe from a sentence-transformers base to a pruned int8 student, benched and reported; then
     `compress eval` scores a file of STS-B's format on the artifact."""
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(f"""
-[teacher]
-base = "{tiny_embedder}"
-name = "tiny"
-task = "embeddings"
-data-dir = "{small_glue}"
-corpus = "{small_glue / 'corpus.txt'}"
-max-length = 32
-precision = "fp32"
-
-[[stages]]
-verb = "distill"
-name = "L1"
-layers = 1
-epochs = 1
-lr = 0.001
-batch-size = 16
-precision = "fp32"
-
-[[stages]]
-verb = "prune"
-name = "L1-pruned"
-heads = 0.5
-recover-epochs = 0
-
-[[stages]]
-verb = "quantize"
-name = "L1-pruned-int8"
-
-[bench]
-shapes = "1x16"
-
-[report]
-""")
+    recipe = write_recipe(tmp_path / "recipe.toml", tiny_embedder, "embeddings", teacher={
+        "data-dir": str(small_glue), "corpus": str(small_glue / "corpus.txt"), "text-column": None, "epochs": None,
+        "lr": None, "batch-size": None})  # an embedding teacher is taken as it is: nothing to train
     workspace = tmp_path / "ws"
     code, out, err = run_cli("--workspace", workspace, "run", recipe)
     assert code == 0, err

@@ -38,6 +38,8 @@ from compress.model.registry import resolve_base
 from compress.stages.report import build
 from compress.variant import Variant
 
+from conftest import write_recipe
+
 WNUT = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
 FILLER = ["the", "a", "film", "story", "was", "is", "and", "of", "with", "this", "that", "it", "we", "saw", "in"]
@@ -323,42 +325,7 @@ def test_augmentation_replaces_words_outside_entities_only(ner_teacher):
 
 def test_a_recipe_and_a_search_run_a_tagging_task(ner_teacher, run_cli, tiny_base, tmp_path):
     _, task, root = ner_teacher
-    recipe = tmp_path / "ner.toml"
-    recipe.write_text(f"""
-[teacher]
-base = "{tiny_base}"
-name = "tiny"
-task = "{root / 'ner'}"
-epochs = 1
-lr = 0.001
-batch-size = 16
-max-length = 32
-precision = "fp32"
-
-[[stages]]
-verb = "distill"
-name = "L1"
-layers = 1
-epochs = 1
-lr = 0.001
-batch-size = 16
-precision = "fp32"
-
-[[stages]]
-verb = "prune"
-name = "L1-pruned"
-heads = 0.5
-recover-epochs = 0
-
-[[stages]]
-verb = "quantize"
-name = "L1-pruned-int8"
-
-[bench]
-shapes = "1x16"
-
-[report]
-""")
+    recipe = write_recipe(tmp_path / "ner.toml", tiny_base, root / "ner", teacher={"text-column": None})
     workspace = tmp_path / "ws"
     code, out, err = run_cli("--workspace", workspace, "run", recipe)
     assert code == 0, err
