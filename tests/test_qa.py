@@ -37,6 +37,8 @@ from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.stages.report import build
 from compress.variant import Variant
 
+from conftest import refused, write_recipe
+
 FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
 NAMES = ["john", "mary", "peter", "anna", "david"]
 CITIES = ["paris", "london", "berlin", "madrid", "rome"]
@@ -196,8 +198,6 @@ def test_kd_on_start_and_end_logits_matches_a_hand_computation():
      "train.json: question q7: answer 'rome' is not at character 3 of its context"),
 ])
 def test_bad_squad_files_are_one_line(run_cli, tmp_path, tiny_base, content, message):
-    from conftest import refused
-
     folder = write_squad(tmp_path / "qa", 5, 5)
     (folder / "train.json").write_text(content)
     refused(run_cli, "--workspace", tmp_path / "ws", "teacher", "--base", tiny_base, "--task", folder,
@@ -295,8 +295,6 @@ def test_a_held_out_file_and_augmentation(qa_teacher, run_cli):
     rows = labelled_file(task, root / "test.json")
     assert len(rows) == 40 and task.kind.examples[rows[0]["label"]][0] == rows[0]["text_pair"]
     assert labelled_file(task, root / "qa" / "dev.json")["label"] == task.dev["label"]  # read again: same rows
-    from conftest import refused
-
     refused(run_cli, "eval", teacher.path, "--data", root / "qa" / "dev.json", message="holds the dev rows")
     with pytest.raises(UserError, match="--augment does not apply to question answering"):
         distill(teacher, task, DistillConfig(layers=1, augment=2), FAST, progress=False)
@@ -304,40 +302,11 @@ def test_a_held_out_file_and_augmentation(qa_teacher, run_cli):
 
 def test_a_recipe_and_a_search_run_a_reading_task(qa_teacher, run_cli, tiny_base, tmp_path):
     _, task, root = qa_teacher
-    recipe = tmp_path / "qa.toml"
-    recipe.write_text(f"""
-[teacher]
-base = "{tiny_base}"
-name = "tiny"
-task = "{root / 'qa'}"
-epochs = 1
-lr = 0.001
-batch-size = 16
-max-length = 32
-precision = "fp32"
-
-[[stages]]
-verb = "distill"
-name = "L1"
-layers = 1
-epochs = 1
-lr = 0.001
-batch-size = 16
-precision = "fp32"
-
-[[stages]]
-verb = "quantize"
-name = "L1-int8"
-
-[bench]
-shapes = "1x16"
-
-[report]
-""")
+    recipe = write_recipe(tmp_path / "qa.toml", tiny_base, root / "qa", teacher={"text-column": None})
     workspace = tmp_path / "ws"
     code, out, err = run_cli("--workspace", workspace, "run", recipe)
     assert code == 0, err
-    int8 = Variant.load(workspace / "students" / "tiny" / task.name / "L1-int8")
+    int8 = Variant.load(workspace / "students" / "tiny" / task.name / "L1-pruned-int8")
     assert set(int8.meta["metrics"]["dev"]) == set(task.metrics) and int8.benches
     assert (workspace / "reports" / f"tiny-{task.name}.html").is_file()
 
