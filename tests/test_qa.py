@@ -327,3 +327,13 @@ def test_a_family_without_a_reader_is_one_line(tmp_path):
 
     with pytest.raises(UserError, match="question answering takes bert, .* models, not gpt2"):
         model_class(GPT2Config(), "qa")
+
+
+def test_a_question_too_long_for_its_window_is_one_line(tiny_base):
+    from compress.data.tasks import _squad_rows
+
+    kind, question, context = QuestionAnswering(), "where " * 30, "mary lives in rome"
+    rows = _squad_rows([{"text": [question], "text_pair": [context], "answers": [["rome"]], "starts": [[14]],
+                         "label": [kind.add(question, context, ["rome"])]}])
+    with pytest.raises(UserError, match="a question leaves no room for its context in windows of 24 tokens"):
+        encode(rows, load_tokenizer(tiny_base), 24)
