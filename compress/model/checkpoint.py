@@ -36,10 +36,9 @@ def load_tokenizer(path: Path, **options):
 
 
 def load_classifier(path: Path, head: str | None = None, **kwargs):
-    """Load a sequence classifier, a tagger (`head` "token", or a saved tagger), a QA reader (`head` "qa")
-    or a sentence embedder
-    (compress.model.embedding, whose config names its pooling), turning a missing or corrupt checkpoint
-    into one clear line.
+    """Load a sequence classifier, a tagger (`head` "token", or a saved tagger), a QA reader (`head` "qa",
+    or a saved reader) or a sentence embedder (compress.model.embedding, whose config names its pooling),
+    turning a missing or corrupt checkpoint into one clear line.
 
     Pruned checkpoints (per-layer shapes in their config) load through compress.model.structure; a
     shape that does not match is an error, never a silent re-initialisation.
