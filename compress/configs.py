@@ -65,6 +65,8 @@ def _weighted(part: str) -> tuple[str, float]:
 
 SHAPE = reader(_shape, "BATCHxSEQUENCE pairs like 1x128,32x128")
 WEIGHTED = reader(_weighted, "names with optional weights like hidden=1,attention=0.5")
+TEACHER_LAYER_IDS = reader(int, "teacher layer ids like 1,3,5")
+COUNT_OR_LAYER_IDS = reader(int, "a count N or layer ids like 1,3")
 
 
 def inherited(fallback, help: str, **kwargs):
@@ -152,7 +154,7 @@ class KD(Settings):
                                          "'' for none); runs the teacher live.", items=WEIGHTED)
     layer_map: str | None = inherited("", "The teacher layer each layer of the model trained here (before any cut) "
                                       "learns from, like 1,3,5; by default the one it learned from, else the one it "
-                                      "was made from.", items=int)
+                                      "was made from.", items=TEACHER_LAYER_IDS)
     intermediate_epochs: float | None = inherited(0.0, "TinyBERT's two phases: this many epochs on the intermediate "
                                                   "losses alone first, then the epochs on the logits.", low=0,
                                                   high=MAX_EPOCHS)
@@ -176,7 +178,7 @@ class PruneConfig(KD):
     heads: float = setting(0.0, "Fraction of the variant's attention heads to remove.", low=0, high=1, high_open=True)
     neurons: float = setting(0.0, "Fraction of its FFN neurons to remove.", low=0, high=1, high_open=True)
     layers: str = setting("", "Whole layers to remove: a count N (the least important), or ids like 1,3 (one id: 3,).",
-                          items=int)
+                          items=COUNT_OR_LAYER_IDS)
     importance: str = setting("taylor", "taylor: |dL/d mask| over training batches; random: the control.",
                               choices=("taylor", "magnitude", "random"))
     scope: str = setting("global", "Rank heads and neurons across layers, or remove the same fraction from each layer.",

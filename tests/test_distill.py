@@ -101,7 +101,7 @@ def test_layer_selection():
     for bad in ("1,1,2", "0,5,12", "1,2"):
         with pytest.raises(UserError, match="distinct teacher layers"):
             select_layers(12, 3, bad)
-    with pytest.raises(UserError, match="alternate, first, last or a list"):
+    with pytest.raises(UserError, match="alternate, first, last or teacher layer ids like 0,2,4"):
         select_layers(12, 3, "every-other")
 
 

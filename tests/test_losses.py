@@ -132,7 +132,7 @@ def test_layer_map_follows_the_layers_through_every_cut():
 def test_the_loss_spec_names_losses_from_the_table():
     assert list(parse_intermediate("attention,hidden=2").items()) == [("hidden", 2.0), ("attention", 1.0)]
     assert parse_intermediate("") == {}
-    for spec, says in (("hiden=1", "unknown loss 'hiden'"), ("hidden,hidden=2", "names hidden twice"), ("hidden=x", "must be a number"),
+    for spec, says in (("hiden=1", "unknown loss 'hiden'"), ("hidden,hidden=2", "names hidden twice"), ("hidden=x", "takes names with optional weights like hidden=1,attention=0.5"),
                        ("hidden=-1", "finite number >= 0"), ("hidden=nan", "finite number >= 0")):
         with pytest.raises(UserError, match=says):
             parse_intermediate(spec)

@@ -31,7 +31,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from compress.configs import WEIGHTED, parse_list
+from compress.configs import TEACHER_LAYER_IDS, WEIGHTED, parse_list
 from compress.errors import UserError
 from compress.model.arch import LAYER_MAP_KEY, TEACHER_LAYERS_KEY, layout
 
@@ -143,7 +143,7 @@ def layer_map(student_config, teacher_depth: int, spec: str = "") -> list[int]:
     else TinyBERT's uniform map (student layer j of n: teacher layer (j + 1) * teacher_depth / n - 1)."""
     depth = student_config.num_hidden_layers
     if spec:
-        ids = parse_list(spec, "--layer-map", int)
+        ids = parse_list(spec, "--layer-map", TEACHER_LAYER_IDS)
         if len(ids) != depth or not all(0 <= i < teacher_depth for i in ids):
             raise UserError(f"--layer-map {spec} must name {depth} teacher layers (one per student layer), "
                             f"each from 0 to {teacher_depth - 1}")
