@@ -231,3 +231,26 @@ shapes = "{shapes}"
 """
     path.write_text(teach + (rest if shrink else ""))
     return path
+
+
+def recipe_and_search(run_cli, tiny_base, tmp_path, task, data):
+    """A recipe (teacher, student, pruned int8, bench, report) and a one-trial search on the task read from
+    `data`: the chain a kind must run end to end; the search's winning recipe names the same data."""
+    from compress.variant import Variant
+
+    recipe = write_recipe(tmp_path / "recipe.toml", tiny_base, data, teacher={"text-column": None})
+    workspace = tmp_path / "ws"
+    code, out, err = run_cli("--workspace", workspace, "run", recipe)
+    assert code == 0, err
+    int8 = Variant.load(workspace / "students" / "tiny" / task.name / "L1-pruned-int8")
+    assert set(int8.meta["metrics"]["dev"]) == set(task.metrics) and int8.benches
+    assert (workspace / "reports" / f"tiny-{task.name}.html").is_file()
+
+    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task", data,
+                             "--budget-ms", "1000", "--trials", "1", "--depths", "1", "--keep-heads", "1,0.5",
+                             "--keep-ffn", "1", "--precisions", "fp32", "--shape", "1x16", "--epochs", "1",
+                             "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
+                             "--recover-epochs", "0", "--proxy-examples", "32")
+    assert code == 0, err
+    (written,) = workspace.glob(f"search-{task.name}-*ms.toml")  # the winner as a recipe
+    assert f'task = "{data}"' in written.read_text()

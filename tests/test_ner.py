@@ -38,7 +38,7 @@ from compress.model.registry import resolve_base
 from compress.stages.report import build
 from compress.variant import Variant
 
-from conftest import write_recipe
+from conftest import recipe_and_search
 
 WNUT = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
@@ -325,22 +325,7 @@ def test_augmentation_replaces_words_outside_entities_only(ner_teacher):
 
 def test_a_recipe_and_a_search_run_a_tagging_task(ner_teacher, run_cli, tiny_base, tmp_path):
     _, task, root = ner_teacher
-    recipe = write_recipe(tmp_path / "ner.toml", tiny_base, root / "ner", teacher={"text-column": None})
-    workspace = tmp_path / "ws"
-    code, out, err = run_cli("--workspace", workspace, "run", recipe)
-    assert code == 0, err
-    int8 = Variant.load(workspace / "students" / "tiny" / task.name / "L1-pruned-int8")
-    assert set(int8.meta["metrics"]["dev"]) == set(task.metrics) and int8.benches
-    assert (workspace / "reports" / f"tiny-{task.name}.html").is_file()
-
-    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task", root / "ner",
-                             "--budget-ms", "1000", "--trials", "1", "--depths", "1", "--keep-heads", "1,0.5",
-                             "--keep-ffn", "1", "--precisions", "fp32", "--shape", "1x16", "--epochs", "1",
-                             "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
-                             "--recover-epochs", "0", "--proxy-examples", "32")
-    assert code == 0, err
-    (written,) = workspace.glob(f"search-{task.name}-*ms.toml")  # the winner as a recipe
-    assert f'task = "{root / "ner"}"' in written.read_text()
+    recipe_and_search(run_cli, tiny_base, tmp_path, task, root / "ner")
 
 
 def test_soft_targets_of_a_tagger_under_torchrun_are_a_single_processs(ner_teacher, tiny_base, tmp_path):

@@ -37,7 +37,7 @@ from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.stages.report import build
 from compress.variant import Variant
 
-from conftest import refused, write_recipe
+from conftest import recipe_and_search, refused
 
 FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
 NAMES = ["john", "mary", "peter", "anna", "david"]
@@ -302,22 +302,7 @@ def test_a_held_out_file_and_augmentation(qa_teacher, run_cli):
 
 def test_a_recipe_and_a_search_run_a_reading_task(qa_teacher, run_cli, tiny_base, tmp_path):
     _, task, root = qa_teacher
-    recipe = write_recipe(tmp_path / "qa.toml", tiny_base, root / "qa", teacher={"text-column": None})
-    workspace = tmp_path / "ws"
-    code, out, err = run_cli("--workspace", workspace, "run", recipe)
-    assert code == 0, err
-    int8 = Variant.load(workspace / "students" / "tiny" / task.name / "L1-pruned-int8")
-    assert set(int8.meta["metrics"]["dev"]) == set(task.metrics) and int8.benches
-    assert (workspace / "reports" / f"tiny-{task.name}.html").is_file()
-
-    code, out, err = run_cli("--workspace", workspace, "search", "--teacher", "tiny", "--task", root / "qa",
-                             "--budget-ms", "1000", "--trials", "1", "--depths", "1", "--keep-heads", "1,0.5",
-                             "--keep-ffn", "1", "--precisions", "fp32", "--shape", "1x16", "--epochs", "1",
-                             "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
-                             "--recover-epochs", "0", "--proxy-examples", "32")
-    assert code == 0, err
-    (written,) = workspace.glob(f"search-{task.name}-*ms.toml")  # the winner as a recipe
-    assert f'task = "{root / "qa"}"' in written.read_text()
+    recipe_and_search(run_cli, tiny_base, tmp_path, task, root / "qa")
 
 
 def test_a_family_without_a_reader_is_one_line(tmp_path):
