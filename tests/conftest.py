@@ -254,3 +254,40 @@ def recipe_and_search(run_cli, tiny_base, tmp_path, task, data):
     assert code == 0, err
     (written,) = workspace.glob(f"search-{task.name}-*ms.toml")  # the winner as a recipe
     assert f'task = "{data}"' in written.read_text()
+
+
+TOKENIZER_CORPUS = ["Empire State Building is tall in New York", "the quick brown fox jumps over the lazy dog"] * 20
+TOKENIZER_FAMILIES = ["wordpiece", "byte-level-bpe", "sentencepiece"]
+
+
+def tokenizer_of(family: str, folder: Path, options: dict):
+    """A tokenizer of each family a kind must align words or answers for, loaded with the kind's `options`:
+    WordPiece (minilm-l6's), or a tiny one trained here on TOKENIZER_CORPUS: byte-level BPE (RoBERTa's family)
+    or a SentencePiece-style Unigram with Metaspace ('▁' starts a word, as XLM-R and DeBERTa-v3 have)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast, RobertaTokenizerFast
+
+    if family == "wordpiece":
+        return AutoTokenizer.from_pretrained(resolve_base("minilm-l6"), **options)
+    if family == "byte-level-bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(TOKENIZER_CORPUS, trainers.BpeTrainer(
+            vocab_size=280, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tok.save(str(folder / "bpe.json"))
+        RobertaTokenizerFast(tokenizer_file=str(folder / "bpe.json"), bos_token="<s>", eos_token="</s>",
+                             pad_token="<pad>", unk_token="<unk>", mask_token="<mask>").save_pretrained(folder / "bpe")
+        return AutoTokenizer.from_pretrained(folder / "bpe", **options)
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(TOKENIZER_CORPUS, trainers.UnigramTrainer(
+        vocab_size=60, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    tok.post_processor = TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[
+        ("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", **options)

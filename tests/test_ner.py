@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast, RobertaTokenizerFast
 
 from compress.api import (  # the API a notebook uses: the stages themselves
     DistillConfig,
@@ -34,20 +32,16 @@ from compress.data.batches import NO_TAG, encode, label_array
 from compress.data.tasks import labelled_file
 from compress.errors import UserError
 from compress.kinds import KINDS, TokenClassification, entities, entity_scores
-from compress.model.registry import resolve_base
 from compress.stages.report import build
 from compress.variant import Variant
 
-from conftest import recipe_and_search
+from conftest import TOKENIZER_FAMILIES, recipe_and_search, tokenizer_of
 
 WNUT = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
 FILLER = ["the", "a", "film", "story", "was", "is", "and", "of", "with", "this", "that", "it", "we", "saw", "in"]
 PEOPLE = ["john", "mary", "peter", "anna", "david"]
 PLACES = [["paris"], ["london"], ["new", "york"], ["los", "angeles"], ["berlin"]]
-CORPUS = ["Empire State Building is tall in New York", "the quick brown fox jumps over the lazy dog"] * 20
-
-
 def write_conll(path: Path, sentences: int, seed: int = 0) -> Path:
     """Sentences of filler words with people (B-person) and places (one or two words, B-/I-location):
     tags a tiny model learns from the words themselves."""
@@ -109,41 +103,11 @@ def test_the_metric_reads_only_labelled_positions():
     assert kind.metrics(outputs, labels, ("entity_f1",))["entity_f1"] == 0.0
 
 
-def _bpe(tmp_path: Path):
-    """A tiny byte-level BPE (RoBERTa's family), trained here, loaded as compress loads a tagger's."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=280, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.save(str(tmp_path / "bpe.json"))
-    RobertaTokenizerFast(tokenizer_file=str(tmp_path / "bpe.json"), bos_token="<s>", eos_token="</s>",
-                         pad_token="<pad>", unk_token="<unk>", mask_token="<mask>").save_pretrained(tmp_path / "bpe")
-    return AutoTokenizer.from_pretrained(tmp_path / "bpe", **KINDS["token-classification"].tokenizer_options)
-
-
-def _sentencepiece(tmp_path: Path):
-    """A tiny SentencePiece-style Unigram model with Metaspace ('▁' starts a word), as XLM-R and DeBERTa-v3 have."""
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(
-        vocab_size=60, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"))
-    from tokenizers.processors import TemplateProcessing
-    tok.post_processor = TemplateProcessing(single="<s> $A </s>", special_tokens=[
-        ("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", **KINDS["token-classification"].tokenizer_options)
-
-
-@pytest.mark.parametrize("family", ["wordpiece", "byte-level-bpe", "sentencepiece"])
+@pytest.mark.parametrize("family", TOKENIZER_FAMILIES)
 def test_tags_go_to_each_words_first_subword(family, tmp_path):
     import datasets
 
-    tokenizer = {"wordpiece": lambda: AutoTokenizer.from_pretrained(resolve_base("minilm-l6")),
-                 "byte-level-bpe": lambda: _bpe(tmp_path), "sentencepiece": lambda: _sentencepiece(tmp_path)}[family]()
+    tokenizer = tokenizer_of(family, tmp_path, KINDS["token-classification"].tokenizer_options)
     words = ["Empire", "Statezq", "Building", "is", "Yorkish"]
     tags = [1, 2, 2, 0, 1]
     encoded = encode(datasets.Dataset.from_dict({"tokens": [words], "label": [tags]}), tokenizer, 64)

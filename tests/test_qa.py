@@ -32,12 +32,21 @@ from compress.api import (
 from compress.data.batches import NO_TAG, encode, label_array
 from compress.data.tasks import labelled_file
 from compress.errors import UserError
-from compress.kinds import EXAMPLE, FIRST_CHAR, KINDS, QuestionAnswering, exact_match, normalize_answer, squad_f1
+from compress.kinds import (
+    EXAMPLE,
+    FIRST_CHAR,
+    KINDS,
+    LAST_CHAR,
+    QuestionAnswering,
+    exact_match,
+    normalize_answer,
+    squad_f1,
+)
 from compress.model.checkpoint import load_classifier, load_tokenizer
 from compress.stages.report import build
 from compress.variant import Variant
 
-from conftest import recipe_and_search, refused
+from conftest import TOKENIZER_FAMILIES, recipe_and_search, refused, tokenizer_of
 
 FAST = TrainConfig(epochs=3, lr=1e-3, batch_size=16, max_length=32, seed=7, precision="fp32")
 NAMES = ["john", "mary", "peter", "anna", "david"]
@@ -119,6 +128,28 @@ def test_the_answer_in_a_later_window_is_found_there(tiny_base):
     outputs[-1, starts[-1], 0] = 8  # now the first window's span wins: its characters are read
     first = labels[0]
     assert task_kind.predictions(outputs, labels) == {0: context[first[8, FIRST_CHAR]:first[9, FIRST_CHAR + 1]]}
+
+
+@pytest.mark.parametrize("family", TOKENIZER_FAMILIES)
+@pytest.mark.parametrize("answer", ["New York", "Empire State Building"])
+def test_an_answers_tokens_map_back_to_its_exact_text(family, answer, tmp_path):
+    """For WordPiece, byte-level BPE (whose tokens carry the space before a word) and SentencePiece (whose '▁'
+    starts one), the window's start and end targets fall on the answer's first and last token, and the
+    characters those tokens cover are the answer itself: what decoding returns."""
+    from compress.data.tasks import _squad_rows
+
+    tokenizer = tokenizer_of(family, tmp_path, QuestionAnswering.tokenizer_options)
+    context = "the quick brown fox jumps over the lazy dog near the Empire State Building in New York ."
+    kind = QuestionAnswering()
+    rows = _squad_rows([{"text": ["where is the dog?"], "text_pair": [context], "answers": [[answer]],
+                         "starts": [[context.index(answer)]], "label": [kind.add("where is the dog?", context, [answer])]}])
+    labels = label_array(encode(rows, tokenizer, 128))
+    assert labels.shape[0] == 1  # one window holds it all
+    start, end = labels[0, :, 0].argmax(), labels[0, :, 1].argmax()
+    assert 0 < start <= end and context[labels[0, start, FIRST_CHAR]:labels[0, end, LAST_CHAR]] == answer
+    outputs = np.zeros((*labels.shape[:2], 2))
+    outputs[0, start, 0] = outputs[0, end, 1] = 10
+    assert kind.predictions(outputs, labels) == {0: answer}
 
 
 def test_decoding_keeps_spans_valid():
