@@ -129,11 +129,16 @@ class TaskConfig(Settings):
                                      "0..K-1].", low=2, high=MAX_LABELS)
     corpus: str | None = setting(None, "For --task embeddings: a text file, one sentence a line, to distil on "
                                  "[default: the sentences of STS-B's train split].")
+    doc_stride: int | None = setting(None, "For a SQuAD task: tokens two windows of a long context share [default: "
+                                     "half of --max-length].", low=1, high=MAX_SEQUENCE)
+    max_answer_length: int | None = setting(None, "For a SQuAD task: the longest answer, in tokens, that span decoding "
+                                            "returns [default: 30].", low=1, high=MAX_SEQUENCE)
 
     def load(self):
         from compress.data.tasks import load_task
 
-        return load_task(self.task, self.data_dir, self.text_column, self.label_column, self.num_labels, self.corpus)
+        return load_task(self.task, self.data_dir, self.text_column, self.label_column, self.num_labels, self.corpus,
+                         self.doc_stride, self.max_answer_length)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -412,9 +412,13 @@ class QuestionAnswering:
     model_loss = False  # transformers' reader takes start and end positions, not a window's label channels
     outputs = ("logits", "start_logits", "end_logits")  # compress reads the stacked logits; servers the two halves
     tokenizer_options: dict = {}
-    max_answer_tokens = 30  # the longest span decoding considers (Hugging Face's and SQuAD's usual limit)
+    MAX_ANSWER_TOKENS = 30  # the longest span decoding considers by default (Hugging Face's and SQuAD's usual limit)
 
-    def __init__(self):
+    def __init__(self, doc_stride: int | None = None, max_answer_tokens: int | None = None):
+        """`doc_stride`: tokens two windows of a context share (None: half a window); `max_answer_tokens`: the
+        longest span decoding returns (None: MAX_ANSWER_TOKENS). Both are the task's (--doc-stride,
+        --max-answer-length), recorded in its spec so every stage windows and decodes alike."""
+        self.doc_stride, self.max_answer_tokens = doc_stride, max_answer_tokens or self.MAX_ANSWER_TOKENS
         self.examples: list[tuple[str, list[str]]] = []  # (context, gold answer texts) per index
         self._indices: dict[tuple, int] = {}
 
@@ -427,11 +431,6 @@ class QuestionAnswering:
             self._indices[key] = len(self.examples)
             self.examples.append((context, answers))
         return self._indices[key]
-
-    @staticmethod
-    def stride(max_length: int) -> int:
-        """Tokens two windows of a context share: half a window (128 at 256, the usual SQuAD setting)."""
-        return max_length // 2
 
     def head(self, num_labels: int) -> dict:
         return {"head": "qa", "num_labels": 2}

@@ -185,7 +185,7 @@ def test_the_teacher_is_taken_as_it_is_and_its_corpus_embeddings_are_cached(emb_
     assert record["params"]["pooling"]["mode"] == "mean" and record["data"]["kind"] == "embeddings"
     assert record["data"]["source"].startswith("corpus ") and "300 sentences" in record["data"]["source"]
     assert set(record["metrics"]["dev"]) == {"stsb_spearman", "recall@1", "recall@10"}
-    cache = soft_targets_file(teacher, task.fingerprint, FAST.max_length)
+    cache = soft_targets_file(teacher, task, FAST.max_length)
     tokenizer = load_tokenizer(teacher.path)
     expected = predict_logits(load_embedder(tiny_embedder), encode(task.train, tokenizer, FAST.max_length), tokenizer)
     assert torch.allclose(load_file(cache)["logits"], expected, atol=1e-5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from compress.api import (
     PruneConfig,
     QuantizeConfig,
     ShareConfig,
+    TaskConfig,
     TrainConfig,
     bench,
     distill,
@@ -43,7 +45,9 @@ from compress.kinds import (
     squad_f1,
 )
 from compress.model.checkpoint import load_classifier, load_tokenizer
+from compress.model.registry import resolve_base
 from compress.stages.report import build
+from compress.training.targets import soft_targets_file
 from compress.variant import Variant
 
 from conftest import TOKENIZER_FAMILIES, recipe_and_search, refused, tokenizer_of
@@ -116,9 +120,9 @@ def test_the_answer_in_a_later_window_is_found_there(tiny_base):
     assert (starts[:-1] == 0).all() and (ends[:-1] == 0).all()  # earlier windows: CLS
     last = labels[-1]
     assert starts[-1] > 0 and context[last[starts[-1], FIRST_CHAR]:last[ends[-1], FIRST_CHAR + 1]] == "rome"
-    # consecutive windows share the stride's context tokens (half a window)
+    # consecutive windows share the stride's context tokens (by default half a window)
     chars = [set(window[:, FIRST_CHAR][window[:, FIRST_CHAR] >= 0]) for window in labels]
-    assert all(len(a & b) == QuestionAnswering.stride(24) for a, b in zip(chars, chars[1:]))
+    assert all(len(a & b) == 12 for a, b in zip(chars, chars[1:]))
     outputs = np.zeros((*labels.shape[:2], 2))
     outputs[0, 1, :] = 50  # the question's own token scores high in the first window: never an answer
     outputs[-1, starts[-1], 0] = outputs[-1, ends[-1], 1] = 10  # the last window's answer
@@ -150,6 +154,37 @@ def test_an_answers_tokens_map_back_to_its_exact_text(family, answer, tmp_path):
     outputs = np.zeros((*labels.shape[:2], 2))
     outputs[0, start, 0] = outputs[0, end, 1] = 10
     assert kind.predictions(outputs, labels) == {0: answer}
+
+
+def test_doc_stride_and_max_answer_length_are_the_tasks_and_reload_with_it(tmp_path):
+    """--doc-stride and --max-answer-length belong to the task: recorded in its spec, so a later stage that
+    loads it again (variant records hold the spec) windows and decodes alike, and its soft targets are
+    cached apart from the default windows'."""
+    folder = write_squad(tmp_path / "qa", train=20, dev=10)
+    task = TaskConfig(task=str(folder), doc_stride=3, max_answer_length=2).load()
+    assert (task.kind.doc_stride, task.kind.max_answer_tokens) == (3, 2)
+    again = load_task(**task.spec)
+    assert (again.kind.doc_stride, again.kind.max_answer_tokens, again.spec) == (3, 2, task.spec)
+    long_question = max(range(len(task.train)), key=lambda i: len(task.train[i]["text_pair"]))
+    rows = task.train.select([long_question])
+    chars = [set(w[:, FIRST_CHAR][w[:, FIRST_CHAR] >= 0]) for w in label_array(task.encode(rows, load_tokenizer(
+        resolve_base("minilm-l6")), 24))]
+    assert len(chars) >= 3 and all(len(a & b) == 3 for a, b in zip(chars, chars[1:]))
+    default = load_task(str(folder))
+    assert default.kind.doc_stride is None and default.kind.max_answer_tokens == QuestionAnswering.MAX_ANSWER_TOKENS
+    teacher = SimpleNamespace(workspace=tmp_path, path=tmp_path / "teachers" / "t" / "qa")  # all the name reads
+    assert soft_targets_file(teacher, task, 24).name.endswith("-len24-stride3.safetensors")
+    assert soft_targets_file(teacher, default, 24).name.endswith("-len24.safetensors")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"task": "sst2", "doc_stride": 64}, "--doc-stride window and decode a SQuAD task, not sst2"),
+    ({"task": "SQUAD", "max_answer_length": 0}, "--max-answer-length counts tokens: 0 is not one or more"),
+])
+def test_reading_settings_outside_a_reader_are_one_line(settings, message, tmp_path, glue_dir):
+    settings["task"] = str(write_squad(tmp_path / "qa", 20, 10)) if settings["task"] == "SQUAD" else settings["task"]
+    with pytest.raises(UserError, match=message):
+        load_task(data_dir=str(glue_dir), **settings)
 
 
 def test_decoding_keeps_spans_valid():

@@ -56,7 +56,7 @@ def test_saved_checkpoint_is_the_best_epoch(trained):
 def test_soft_targets_are_the_teachers_logits(trained):
     variant, task = trained
     (file,) = (variant.path / "soft_targets").iterdir()
-    assert file == targets.soft_targets_file(variant, task.fingerprint, FAST.max_length)
+    assert file == targets.soft_targets_file(variant, task, FAST.max_length)
     cached = load_file(file)["logits"]
     assert cached.shape == (len(task.train), 2)
     tokenizer = AutoTokenizer.from_pretrained(variant.path)
@@ -71,7 +71,7 @@ def test_soft_targets_are_the_teachers_logits(trained):
 def test_soft_targets_are_recomputed_for_another_max_length(tiny_teacher):
     variant, task = tiny_teacher
     logits = targets.soft_targets(variant, task, max_length=16)
-    assert targets.soft_targets_file(variant, task.fingerprint, 16).is_file()
+    assert targets.soft_targets_file(variant, task, 16).is_file()
     assert torch.equal(targets.soft_targets(variant, task, max_length=16), logits)  # now read from cache
     assert len(list((variant.path / "soft_targets").iterdir())) == 2
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from compress.errors import UserError
-from compress.kinds import END, EXAMPLE, FIRST_CHAR, LAST_CHAR, START, QuestionAnswering
+from compress.kinds import END, EXAMPLE, FIRST_CHAR, LAST_CHAR, START
 
 NO_TAG = -100  # a token without a tag of its own (not a word's first subword, or special): what the losses skip
 
@@ -31,16 +31,17 @@ def check_max_length(max_length: int, tokenizer, config, flag: str = "--max-leng
         raise UserError(f"{flag} {max_length} is outside what this model takes (8 to {limit})")
 
 
-def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
+def encode(split: datasets.Dataset, tokenizer, max_length: int, stride: int | None = None) -> datasets.Dataset:
     """Token ids without padding (the collator pads per batch), plus a length column for grouping.
 
     Words given as `tokens` (a tagging task) are tokenized as words, and each word's tag moves to its
     first subword (`align`); a question with its context (QA: `answers` given) becomes overlapping windows
-    (`windows`), so a QA split has more encoded rows than questions."""
+    (`windows`, sharing `stride` tokens: Task.encode passes the task's), so a QA split has more encoded rows
+    than questions."""
 
     def tokenize(batch):
         if "answers" in batch:
-            encoded = windows(batch, tokenizer, max_length)
+            encoded = windows(batch, tokenizer, max_length, stride)
         elif "tokens" in batch:
             encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
             encoded["label"] = [align(encoded.word_ids(i), tags) for i, tags in enumerate(batch["label"])]
@@ -54,19 +55,19 @@ def encode(split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Data
     return split.map(tokenize, batched=True, batch_size=2000, remove_columns=drop)
 
 
-def windows(batch: dict, tokenizer, max_length: int) -> dict:
+def windows(batch: dict, tokenizer, max_length: int, stride: int | None = None) -> dict:
     """Questions (`text`) with their contexts (`text_pair`) as windows of `max_length` tokens, question first,
-    overlapping by QuestionAnswering.stride; each window's label is a row per token of the channels
-    compress.kinds names: start and end targets (the answer's first and last token, or CLS when this window
-    does not hold the whole answer: Hugging Face's SQuAD recipe), the token's characters in the context,
-    and the question's example index. The first gold answer (`answers`, `starts`) is the one trained on."""
+    overlapping by `stride` tokens (None: half a window, 128 at 256); each window's label is a row per token
+    of the channels compress.kinds names: start and end targets (the answer's first and last token, or CLS
+    when this window does not hold the whole answer: Hugging Face's SQuAD recipe), the token's characters in
+    the context, and the question's example index. The first gold answer (`answers`, `starts`) is the one trained on."""
     try:
         encoded = tokenizer([q.lstrip() for q in batch["text"]], batch["text_pair"], truncation="only_second",
-                            max_length=max_length, stride=QuestionAnswering.stride(max_length),
+                            max_length=max_length, stride=stride or max_length // 2,
                             return_overflowing_tokens=True, return_offsets_mapping=True)
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception for a window too small
         raise UserError(f"a question leaves no room for its context in windows of {max_length} tokens "
-                        f"({str(exc).splitlines()[0][:200]}): raise --max-length") from None
+                        f"({str(exc).splitlines()[0][:200]}): raise --max-length or lower --doc-stride") from None
     labels = []
     for i, offsets in enumerate(encoded.pop("offset_mapping")):
         row = encoded["overflow_to_sample_mapping"][i]

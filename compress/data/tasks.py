@@ -27,6 +27,7 @@ from pathlib import Path
 import datasets
 
 from compress.configs import LABEL_COLUMN, parse_list
+from compress.data.batches import encode
 from compress.errors import UserError, first_line, require
 from compress.kinds import CLASSIFICATION, KINDS, QuestionAnswering, TokenClassification
 from compress.model.registry import _package_file, offline_unless_hub_reachable
@@ -44,6 +45,11 @@ class Task:
     source: str = ""
     spec: dict = field(default_factory=dict)  # the load_task arguments that load this task again
     kind: object = CLASSIFICATION  # a compress.kinds entry: the head, losses and metrics
+
+    def encode(self, split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
+        """`split` (this task's, or rows in its format) as model inputs, windowed as this task says (a reader's
+        --doc-stride; other kinds have no windows)."""
+        return encode(split, tokenizer, max_length, getattr(self.kind, "doc_stride", None))
 
     def scores(self, outputs, labels) -> dict:
         """This task's metrics of a model's `outputs` (logits, predictions) against `labels`, as its kind computes them."""
@@ -483,10 +489,9 @@ def _squad_rows(paragraphs: list[dict]) -> datasets.Dataset:
     return datasets.Dataset.from_dict({c: [v for p in paragraphs for v in p[c]] for c in paragraphs[0]})
 
 
-def _squad(path: Path) -> Task:
+def _squad(path: Path, kind: QuestionAnswering) -> Task:
     """The user's SQuAD v1.1 files: a folder with train.json and dev.json, or one file whose every tenth
-    paragraph is dev (a context's questions stay on one side)."""
-    kind = QuestionAnswering()
+    paragraph is dev (a context's questions stay on one side); `kind` windows and decodes them."""
     if path.is_dir():
         train, dev = (_read_squad(path / f"{split}.json", kind) for split in ("train", "dev"))
     else:
@@ -527,11 +532,14 @@ def load_task(
     label_column: str | None = None,
     num_labels: int | None = None,
     corpus: str | None = None,
+    doc_stride: int | None = None,
+    max_answer_length: int | None = None,
 ) -> Task:
     """Load `task`: a built-in name, or a CSV/TSV/JSONL file or folder with --text-column.
 
     `num_labels` declares more classes than training shows (see _checked); `corpus` is the sentences the
-    embeddings task distils on. Paths may be str or Path.
+    embeddings task distils on; `doc_stride` and `max_answer_length` (tokens) window and decode a SQuAD
+    task. Paths may be str or Path.
     """
     task = os.fspath(require(task, (str, os.PathLike), "task"))
     data_dir = None if data_dir is None else os.fspath(require(data_dir, (str, os.PathLike), "data_dir"))
@@ -541,11 +549,17 @@ def load_task(
     corpus = None if corpus is None else os.fspath(require(corpus, (str, os.PathLike), "corpus"))
     if corpus is not None and task != "embeddings":
         raise UserError(f"--corpus gives the sentences of the embeddings task, not of {task}")
+    reading = {"doc_stride": require(doc_stride, (int, type(None)), "doc_stride"),
+               "max_answer_length": require(max_answer_length, (int, type(None)), "max_answer_length")}
+    reading = {key: value for key, value in reading.items() if value is not None}
+    for key, value in reading.items():
+        if value < 1:
+            raise UserError(f"--{key.replace('_', '-')} counts tokens: {value} is not one or more")
     root = data_dir or os.environ.get("COMPRESS_DATA")
     spec = {"task": task, "data_dir": str(Path(root).expanduser().resolve()) if root else None,
             "text_column": text_column, "label_column": label_column,
             **({"num_labels": num_labels} if num_labels is not None else {}),
-            **({"corpus": str(Path(corpus).expanduser().resolve())} if corpus is not None else {})}
+            **({"corpus": str(Path(corpus).expanduser().resolve())} if corpus is not None else {}), **reading}
     if task == "embeddings":
         loaded = _embeddings(data_dir, corpus)
     elif task in GLUE_TASKS:
@@ -557,7 +571,7 @@ def load_task(
     elif task == "wnut17":
         loaded = _wnut17(data_dir)
     elif Path(task).expanduser().exists() and _is_squad(Path(task).expanduser()):
-        loaded = _squad(Path(task).expanduser())
+        loaded = _squad(Path(task).expanduser(), QuestionAnswering(doc_stride, max_answer_length))
         spec["task"] = str(Path(task).expanduser().resolve())
     elif Path(task).expanduser().exists() and _is_tagged(_tagged_train_file(Path(task).expanduser()), text_column):
         loaded = _own_tagged(Path(task).expanduser())
@@ -568,6 +582,9 @@ def load_task(
         spec["task"] = str(path.resolve())
     else:
         raise UserError(f"unknown task '{task}': choose {', '.join(TASKS)}, or a CSV/TSV/JSONL/CoNLL/SQuAD JSON file or folder")
+    if reading and loaded.kind.name != "question-answering":
+        flags = " and ".join(f"--{key.replace('_', '-')}" for key in reading)
+        raise UserError(f"{flags} window and decode a SQuAD task, not {task} ({loaded.kind.name})")
     return replace(_checked(loaded, num_labels), spec=spec)
 
 

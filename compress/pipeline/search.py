@@ -38,7 +38,7 @@ import onnxruntime as ort
 import torch
 
 from compress.configs import KD, PruneConfig, QuantizeConfig, SearchConfig, TrainConfig, parse_list
-from compress.data.batches import check_max_length, encode
+from compress.data.batches import check_max_length
 from compress.data.tasks import Task
 from compress.errors import UserError
 from compress.machine import machine, training_precision
@@ -346,8 +346,8 @@ def proxy(teacher: Variant, task: Task, candidates: list[Candidate], config: Sea
     teacher_model = load_classifier(teacher.path).eval()
     max_length = teacher.record.params["max_length"]
     batches = scoring_batches(task, tokenizer, max_length, config.proxy_examples, seed, teacher=teacher)
-    rows = encode(task.train.shuffle(seed=seed).select(range(min(config.proxy_examples, len(task.train)))),
-                  tokenizer, max_length)  # the rows the batches were drawn from
+    rows = task.encode(task.train.shuffle(seed=seed).select(range(min(config.proxy_examples, len(task.train)))),
+                       tokenizer, max_length)  # the rows the batches were drawn from
     reference = predict_logits(teacher_model, rows, tokenizer)
     depth = teacher_config.num_hidden_layers
 

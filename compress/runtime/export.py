@@ -21,7 +21,6 @@ from onnx import numpy_helper
 
 from compress.configs import ExportConfig
 from compress.console import hushed
-from compress.data.batches import encode
 from compress.data.tasks import task_of
 from compress.errors import UserError
 from compress.model.checkpoint import load_classifier, load_tokenizer
@@ -170,7 +169,7 @@ def export(variant: Variant, opset: int = ExportConfig.opset, optimize: bool = E
     tokenizer = load_tokenizer(variant.path)
     model = load_classifier(variant.path, attn_implementation="eager").eval()
     task = task_of(variant.record)
-    dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
+    dev = task.encode(task.dev, tokenizer, variant.record.params["max_length"])
     with atomic_dir(variant.path / ONNX_DIR, replace=True) as tmp:
         record = write_graphs(model, tokenizer, tmp, opset, optimize, task.kind.outputs)
         check = parity(model, runtime.session(tmp / MODEL), dev, tokenizer, task.kind)

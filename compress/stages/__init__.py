@@ -320,7 +320,8 @@ def search(workspace: Path, teacher_name: str, task: TaskConfig, config, kd, tra
     typed = {"task": str(Path(task.task).resolve()) if Path(task.task).exists() else task.task,  # the recipe may run
              "data-dir": str(Path(task.data_dir).resolve()) if task.data_dir else None,   # elsewhere
              "text-column": task.text_column, "label-column": task.label_column if task.text_column else None,
-             "num-labels": task.num_labels, "corpus": str(Path(task.corpus).resolve()) if task.corpus else None}
+             "num-labels": task.num_labels, "corpus": str(Path(task.corpus).resolve()) if task.corpus else None,
+             "doc-stride": task.doc_stride, "max-answer-length": task.max_answer_length}
     task_params = {key: value for key, value in typed.items() if value is not None}
     result = stage.search(teacher, data, config, train, task_params, command, log=log, kd=kd)
     winner, headline = result["winner"], data.kind.headline

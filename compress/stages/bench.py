@@ -13,7 +13,7 @@ import onnxruntime as ort
 import torch
 
 from compress.configs import MAX_BATCH, MAX_SEQUENCE, SHAPE, BenchConfig, parse_list
-from compress.data.batches import check_max_length, encode, label_array
+from compress.data.batches import check_max_length, label_array
 from compress.data.tasks import task_of
 from compress.errors import UserError, first_line
 from compress.machine import machine
@@ -100,7 +100,7 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
     vocab = config.vocab_size
     results, accuracy_source, by_precision = {}, None, {}
     task = task_of(variant.record)
-    dev = encode(task.dev, tokenizer, variant.record.params["max_length"])
+    dev = task.encode(task.dev, tokenizer, variant.record.params["max_length"])
     labels = label_array(dev)
     if onnx_path is not None:
         sess = runtime.session(onnx_path, threads=threads, provider=PROVIDERS[device])

@@ -16,7 +16,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from compress.data.batches import encode, label_array
+from compress.data.batches import label_array
 from compress.data.tasks import DATA_COLUMNS, labelled_file, task_of
 from compress.errors import UserError
 from compress.model.checkpoint import load_tokenizer
@@ -47,7 +47,7 @@ def evaluate_file(variant: Variant, data) -> dict:
     if fingerprint == rows_fingerprint(task.dev):
         raise UserError(f"{data} holds the dev rows, whose metrics variant.json already has: give a split kept apart")
     tokenizer = load_tokenizer(variant.path)
-    encoded = encode(rows, tokenizer, variant.record.max_length)
+    encoded = task.encode(rows, tokenizer, variant.record.max_length)
     onnx_path = onnx_artifact(variant)
     if onnx_path is not None:
         outputs, source = runtime.logits(runtime.session(onnx_path), encoded, tokenizer), f"onnx ({onnx_path.name})"

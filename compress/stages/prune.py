@@ -27,7 +27,7 @@ import torch
 import torch_pruning as tp
 
 from compress.configs import PruneConfig, TrainConfig
-from compress.data.batches import encode, length_batches
+from compress.data.batches import length_batches
 from compress.errors import UserError
 from compress.kinds import CLASSIFICATION
 from compress.model.arch import head_pruning_blocker, keep_layers, layer_id_list, layout
@@ -90,7 +90,7 @@ def scoring_batches(task, tokenizer, max_length: int, examples: int, seed: int, 
     (embeddings) scores against `teacher`'s outputs on those rows instead: its cached soft targets."""
     numbered = task.train.add_column("row", list(range(len(task.train))))
     sample = numbered.shuffle(seed=seed).select(range(min(examples, len(task.train))))
-    encoded = encode(sample.remove_columns("row"), tokenizer, max_length)
+    encoded = task.encode(sample.remove_columns("row"), tokenizer, max_length)
     if task.kind.labelled:
         return [batch for _, batch in length_batches(encoded, tokenizer, batch_size, labels=True)]
     targets = soft_targets(teacher, task, max_length)[sample["row"]]

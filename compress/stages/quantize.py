@@ -18,7 +18,7 @@ import torch
 
 from compress.configs import KD, RECOVERY_TRAINING, QuantizeConfig, TrainConfig
 from compress.console import hushed
-from compress.data.batches import encode, label_array
+from compress.data.batches import label_array
 from compress.data.tasks import task_of
 from compress.errors import UserError, first_line, require
 from compress.machine import device
@@ -106,7 +106,7 @@ class _Calibration:
 def calibration_reader(raw: Path, task, tokenizer, max_length: int, n: int) -> _Calibration:
     """Static int8's calibration data: the first `n` training rows, as the inputs the graph at `raw` takes."""
     rows = task.train.select(range(min(n, len(task.train))))
-    return _Calibration(encode(rows, tokenizer, max_length), tokenizer, onnx_inputs(raw), n)
+    return _Calibration(task.encode(rows, tokenizer, max_length), tokenizer, onnx_inputs(raw), n)
 
 
 @contextlib.contextmanager
@@ -181,7 +181,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     tokenizer = load_tokenizer(variant.path)
     task = task_of(variant.record)
     max_length = variant.record.params["max_length"]
-    dev = encode(task.dev, tokenizer, max_length)
+    dev = task.encode(task.dev, tokenizer, max_length)
     if config.backend == "ort" and needs_export(variant):
         print(f"{variant.path} has no ONNX export yet; exporting it first")
         export(variant)

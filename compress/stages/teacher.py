@@ -18,7 +18,7 @@ from transformers import set_seed
 
 from compress import distributed
 from compress.configs import TrainConfig
-from compress.data.batches import check_max_length, data_record, encode
+from compress.data.batches import check_max_length, data_record
 from compress.data.tasks import Task
 from compress.errors import UserError, as_path, require
 from compress.model.checkpoint import load_classifier, load_config, load_embedder, load_tokenizer
@@ -64,8 +64,8 @@ def fine_tune(
     base_path = resolve_base(base)
     tokenizer, model_config = load_tokenizer(base_path, **task.kind.tokenizer_options), load_config(base_path)
     check_max_length(config.max_length, tokenizer, model_config)
-    train = encode(task.train, tokenizer, config.max_length)
-    dev = encode(task.dev, tokenizer, config.max_length)
+    train = task.encode(task.train, tokenizer, config.max_length)
+    dev = task.encode(task.dev, tokenizer, config.max_length)
 
     set_seed(config.seed)  # the new classification head's initialisation depends on it
     model = load_classifier(base_path, **task.kind.head(task.num_labels), ignore_mismatched_sizes=True)
@@ -103,7 +103,7 @@ def adopt(base: str, task: Task, workspace: Path, config: TrainConfig, name: str
     base_path = resolve_base(base)
     tokenizer, model = load_tokenizer(base_path), load_embedder(base_path)
     check_max_length(config.max_length, tokenizer, model.config)
-    metrics, _ = evaluate(model, encode(task.dev, tokenizer, config.max_length), tokenizer, task.metrics, task.kind)
+    metrics, _ = evaluate(model, task.encode(task.dev, tokenizer, config.max_length), tokenizer, task.metrics, task.kind)
     pooling = getattr(model.config, POOLING_KEY)
     variant = save_variant(target, model, tokenizer, {
         "name": name,

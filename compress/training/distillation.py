@@ -11,7 +11,7 @@ import torch
 from compress import distributed
 from compress.configs import KD, DistillConfig, TrainConfig
 from compress.data.augment import NEIGHBOURS, REPLACE_PROBABILITY
-from compress.data.batches import data_record, encode
+from compress.data.batches import data_record
 from compress.data.tasks import Task
 from compress.errors import UserError
 from compress.kinds import kind_of
@@ -148,7 +148,7 @@ def train_student(
     run_key = {"teacher": str(teacher.path), "parent": str(parent.path), "meta": meta}
     student, record = fit(student, teacher, task, distill_config, config, work or partial_dir(target), run_key,
                           teacher_model, tokenizer, progress, replace)
-    dev = encode(task.dev, tokenizer, config.max_length)
+    dev = task.encode(task.dev, tokenizer, config.max_length)
     metrics, student_logits = evaluate(student, dev, tokenizer, task.metrics, task.kind)
     teacher_metrics, teacher_logits = evaluate(teacher_model, dev, tokenizer, task.metrics, task.kind)
     metrics.update(task.kind.agreement(student_logits, teacher_logits))
@@ -190,8 +190,8 @@ def fit(student, teacher: Variant, task: Task, distill_config: DistillConfig, co
                                   "replace_probability": REPLACE_PROBABILITY, "neighbours": NEIGHBOURS}
     if not trains:
         return student, record
-    train = encode(task.train, tokenizer, config.max_length)
-    dev = encode(task.dev, tokenizer, config.max_length)
+    train = task.encode(task.train, tokenizer, config.max_length)
+    dev = task.encode(task.dev, tokenizer, config.max_length)
     phases = [("intermediate", TrainConfig(**{**config.as_dict(), "epochs": distill_config.intermediate_epochs})),
               ("prediction", config)] if distill_config.intermediate_epochs else [("joint", config)]
     if distill_config.kd and (not weights or distill_config.intermediate_epochs):

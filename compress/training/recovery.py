@@ -14,7 +14,6 @@ from dataclasses import fields
 from pathlib import Path
 
 from compress.configs import KD, DistillConfig, TrainConfig
-from compress.data.batches import encode
 from compress.data.tasks import Task, task_of
 from compress.errors import UserError, require
 from compress.machine import device
@@ -95,7 +94,7 @@ def shrink(variant: Variant, stage: str, name: str, change: Change, kd: KD, para
     meta = {"name": name, "stage": stage, "params": recovery_params(chosen[0], params, train_config)}
     per_round = TrainConfig(**{**train_config.as_dict(), "epochs": train_config.epochs / steps})
     round_kd = dataclasses.replace(chosen[0], intermediate_epochs=chosen[0].intermediate_epochs / steps)
-    dev = encode(task.dev, tokenizer, train_config.max_length)
+    dev = task.encode(task.dev, tokenizer, train_config.max_length)
     rounds = []
     for t in range(1, steps + 1):
         record = change(model, task, tokenizer, train_config)

@@ -13,7 +13,6 @@ from safetensors.torch import load_file, save_file
 
 from compress import distributed
 from compress.data.augment import augmented_rows, with_rows
-from compress.data.batches import encode
 from compress.data.tasks import Task
 from compress.errors import UserError
 from compress.machine import device
@@ -23,8 +22,11 @@ from compress.variant import Variant
 from compress.workspace import clean_stale, inside, own_folder, scratch_path
 
 
-def soft_targets_file(teacher: Variant, fingerprint: str, max_length: int) -> Path:
-    name = f"train-{fingerprint[:16]}-len{max_length}.safetensors"
+def soft_targets_file(teacher: Variant, task: Task, max_length: int) -> Path:
+    """Where `teacher`'s outputs on `task`'s training rows, encoded at `max_length` (and a reader's own
+    --doc-stride: other windows, other rows), are cached."""
+    stride = getattr(task.kind, "doc_stride", None)
+    name = f"train-{task.fingerprint[:16]}-len{max_length}{f'-stride{stride}' if stride else ''}.safetensors"
     return inside(teacher.workspace, teacher.path / "soft_targets" / name)  # read through no link either
 
 
@@ -34,9 +36,9 @@ def soft_targets(
 ) -> torch.Tensor:
     """Teacher logits (not probabilities: T is applied when distilling) for every training row.
 
-    Cached per data fingerprint and max length; a change in either computes them afresh.
+    Cached per data fingerprint and max length (soft_targets_file); a change in either computes them afresh.
     """
-    path = soft_targets_file(teacher, task.fingerprint, max_length)
+    path = soft_targets_file(teacher, task, max_length)
     if path.is_file():
         try:
             return load_file(path)["logits"]
@@ -44,7 +46,7 @@ def soft_targets(
             raise UserError(f"soft targets {path} are corrupt ({exc}); delete the file to recompute") from None
     tokenizer = tokenizer or load_tokenizer(teacher.path)
     model = model or load_classifier(teacher.path).to(device())
-    encoded = encoded if encoded is not None else encode(task.train, tokenizer, max_length)
+    encoded = encoded if encoded is not None else task.encode(task.train, tokenizer, max_length)
     mine = encoded.select(distributed.shard(len(encoded)))  # under torchrun, each process a shard
     logits = distributed.gather_rows(
         predict_logits(model, mine, tokenizer, precision, batch_size=128,
