@@ -97,6 +97,7 @@ def test_qat_trains_with_the_students_kd_and_a_flag_overrides_it(tiny_teacher):
     assert made["kd"]["intermediate"] == {"value": "hidden", "from": "inherited", "variant": student.path.name}
     assert made["kd"]["temperature"]["value"] == 3.0 and made["kd"]["alpha"] == {"value": 0.8, "from": "given"}
     assert made["layer_map"] == [0] and made["augmentation"]["per_example"] == 1  # it trained with them
+    assert made["params"]["seed"] == 1  # and with the student's seed
     from compress.errors import UserError
 
     with pytest.raises(UserError, match="trained with other settings"):  # other KD: not the QAT variant made

@@ -282,7 +282,9 @@ def quantization_aware(variant: Variant, config: QuantizeConfig, target: Path, r
     if made == target:
         raise UserError(f"--name {target.name} is the name of the QAT variant quantize writes first: choose another")
     kd = KD(**{f.name: getattr(config, f.name) for f in fields(KD)})
-    train = TrainConfig(**{**RECOVERY_TRAINING, "epochs": config.qat_epochs})
+    seed = variant.record.params.get("seed")  # QAT continues the variant's training: its seed, not the default
+    train = TrainConfig(**{**RECOVERY_TRAINING, "epochs": config.qat_epochs,
+                           **({"seed": seed} if seed is not None else {})})
     if made.is_dir() and not replace:
         if not trained_with(made, planned_params(variant, kd, {"per_channel": config.per_channel}, train)):
             raise UserError(f"{made} was trained with other settings (QAT epochs, per channel or KD); "
