@@ -23,10 +23,9 @@ import argparse
 import json
 from pathlib import Path
 
-from common import Results, compress, read_variant
+from common import QAT_IF_DROP_OVER, Results, chain_figures, student_chain
 
 SHAPE, THREADS = "1x256", 2
-QAT_IF_DROP_OVER = 1.0  # F1 points dynamic int8 may cost before QAT is tried (as for NER)
 
 
 def squad_slice(source: Path, questions: int | None, out: Path) -> int:
@@ -45,19 +44,6 @@ def squad_slice(source: Path, questions: int | None, out: Path) -> int:
             kept.append({"title": article.get("title", ""), "paragraphs": paragraphs})
     out.write_text(json.dumps({"version": "1.1", "data": kept}))
     return count
-
-
-def bench_figures(folder: Path) -> dict:
-    """EM and F1 (from the variant's ONNX artifact), latency, size and parameters of one benched variant."""
-    meta = read_variant(folder)
-    (bench_file,) = (folder / "bench").glob("*.json")
-    entry = json.loads(bench_file.read_text())
-    timing = entry["latency_ms"]["ort-cpu"][SHAPE]
-    export = folder / "onnx" / "export.json"
-    return {"qa_f1": entry["dev"]["qa_f1"], "exact_match": entry["dev"]["exact_match"],
-            "metrics_from": entry["accuracy_from"], "latency_ms": {"p50": timing["p50"], "p90": timing["p90"]},
-            "size_mb": json.loads(export.read_text())["size_mb"] if export.is_file() else meta.get("size_mb"),
-            "parameters": meta.get("parameters")}
 
 
 def main() -> None:
@@ -92,49 +78,11 @@ def main() -> None:
         "quantize": {"mode": "dynamic", "qat_if_drop_over_points": QAT_IF_DROP_OVER, "qat_epochs": 1},
         "bench": {"shape": SHAPE, "threads": THREADS, "runtime": "ort-cpu", "runs": 30},
     }
-    commands, walls = [], {}
-    results.data.update(commands=commands, wall_s=walls)
     name = Path(args.base).name if Path(args.base).exists() else args.base
-    students = workspace / "students" / name / data.name
-    teacher_dir, student_dir, pruned_dir = (workspace / "teachers" / name / data.name, students / "L3-kd",
-                                            students / "L3-kd-pruned")
-
-    def step(label: str, *command) -> None:
-        text, walls[label] = compress(workspace, *command)
-        commands.append(text)
-        results.save()
-
-    step("teacher", "teacher", "--base", args.base, "--name", name, *task, "--epochs", args.teacher_epochs,
-         "--lr", settings["teacher"]["lr"], "--batch-size", settings["teacher"]["batch_size"],
-         "--max-length", args.max_length, "--force")
-    step("student", "distill", "--teacher", name, *task, "--layers", 3, "--epochs", args.student_epochs,
-         "--lr", settings["student"]["lr"], "--temperature", settings["student"]["temperature"],
-         "--alpha", settings["student"]["alpha"], "--max-length", args.max_length, "--force")
-    step("prune", "prune", student_dir, "--heads", 0.5, "--neurons", 0.5, "--recover-epochs",
-         settings["prune"]["recover_epochs"], "--name", pruned_dir.name, "--force")
-    for folder in (teacher_dir, student_dir, pruned_dir):
-        step(f"export {folder.name}", "export", folder)
-    step("int8", "quantize", pruned_dir, "--mode", "dynamic", "--force")
-    int8_dir = students / f"{pruned_dir.name}-int8-dynamic"
-    drop = read_variant(int8_dir)["metrics"]["drop_points"]
-    results.data["dynamic_int8_drop_points"] = drop
-    if drop > QAT_IF_DROP_OVER:
-        step("qat int8", "quantize", pruned_dir, "--qat-epochs", settings["quantize"]["qat_epochs"], "--force")
-        int8_dir = students / f"{pruned_dir.name}-qat-int8-dynamic"
-    variants = {"teacher": teacher_dir, "student": student_dir, "pruned": pruned_dir, "int8": int8_dir}
-    step("bench", "bench", *variants.values(), "--shapes", SHAPE, "--threads", THREADS)
-
-    figures = {role: {"variant": folder.name, **bench_figures(folder)} for role, folder in variants.items()}
-    results.data.update(figures)
-    teacher = figures["teacher"]
-    results.data["retention"] = {role: round(f["qa_f1"] / teacher["qa_f1"], 4) if teacher["qa_f1"] else None
-                                 for role, f in figures.items() if role != "teacher"}
+    variants = student_chain(results, workspace, name, task, settings, SHAPE, THREADS)
+    retention = chain_figures(results, variants, ("qa_f1", "exact_match"), SHAPE, THREADS)
     results.data["retention_of"] = "SQuAD F1 on the dev slice, each from its ONNX artifact"
-    results.data["speedup"] = {role: round(teacher["latency_ms"]["p50"] / f["latency_ms"]["p50"], 2)
-                               for role, f in figures.items() if role != "teacher"}
-    results.data["speedup_baseline"] = f"the teacher's ORT fp32 p50 at {SHAPE}, {THREADS} threads, same bench pass"
-    results.data["targets"] = {"student_retention": 0.95,
-                               "met": (results.data["retention"]["student"] or 0) >= 0.95}
+    results.data["targets"] = {"student_retention": 0.95, "met": (retention["student"] or 0) >= 0.95}
     results.save()
     print(json.dumps({k: results.data[k] for k in ("retention", "speedup", "targets")}, indent=2))
 
