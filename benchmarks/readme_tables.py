@@ -331,6 +331,44 @@ def search_section(data: dict) -> list[str]:
     return lines
 
 
+def ner_section(name: str, data: dict) -> list[str]:
+    teacher, student, prune = data["settings"]["teacher"], data["settings"]["student"], data["settings"]["prune"]
+    kd = (f"per-token KD with {student['intermediate']} losses and {student['augment']} augmented copies"
+          if student.get("intermediate") or student.get("augment") else "plain per-token KD")
+    rounds = f"{prune['steps']} rounds" if prune.get("steps", 1) > 1 else "one shot"
+    lines = [f"### NER: {teacher['base']} on WNUT-17, {kd} (`benchmarks/results/{name}.json`; teacher {teacher['epochs']} "
+             f"epochs at lr {teacher['lr']:g}, L{student['layers']} student {student['epochs']} epochs, pruned in {rounds}; "
+             "entity F1 on the whole dev split from each ONNX artifact, ORT p50 at 1x128, 2 threads, one bench pass)", "",
+             "| role | variant | entity F1 | precision | recall | retention | p50 ms | speed-up | MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for role in ("teacher", "student", "pruned", "int8"):
+        row = data[role]
+        lines.append(f"| {role} | {row['variant']} | {row['entity_f1']:.4f} | {row['entity_precision']:.4f} | "
+                     f"{row['entity_recall']:.4f} | {data['retention'].get(role, 1.0):.3f} | "
+                     f"{row['latency_ms']['p50']:.2f} | {data['speedup'].get(role, 1.0)} | {row['size_mb']:.1f} |")
+    return lines
+
+
+def embeddings_section(data: dict) -> list[str]:
+    lines = ["### Sentence embeddings (`benchmarks/results/embeddings.json`; STS-B dev Spearman and retrieval recall from "
+             "each ONNX artifact, ORT p50 at 2 threads in one bench pass, speed-up over the MPNet teacher)", "",
+             "| variant | STS-B Spearman | retention | recall@1 | recall@10 | p50 ms 1x128 | speed-up 1x128 | "
+             "p50 ms 32x128 | speed-up 32x128 | MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, row in data["rows"].items():
+        lat = row["latency_ms"]
+        lines.append(f"| {key} | {row['stsb_spearman']:.4f} | {row['retention']:.3f} | {row['recall_at_1']:.3f} | "
+                     f"{row['recall_at_10']:.3f} | {lat['1x128']['p50']:.2f} | {row['speedup']['1x128']} | "
+                     f"{lat['32x128']['p50']:.1f} | {row['speedup']['32x128']} | {row['size_mb']:.1f} |")
+    targets = data["targets"]
+    said = {True: "met", False: "not met"}
+    lines += ["", f"Targets: L3 at 0.99 of the teacher's Spearman {said[targets['l3_retention']['met']]} (best "
+                  f"{targets['l3_retention']['value']:.3f}, {targets['l3_retention']['variant']}); 8x at 0.98 "
+                  f"{said[targets['8x_at_0.98']['met']]}"
+                  f"{' (' + ', '.join(targets['8x_at_0.98']['variants']) + ')' if targets['8x_at_0.98']['variants'] else ''}; "
+                  f"an MPNet student above all-MiniLM-L6-v2 at its latency or less {said[targets['beats_minilm_l6']['met']]}."]
+    return lines
+
+
 def summary() -> str:
     """The README's few numbers: where the headline runs stand against their targets, and the demo."""
     lines = ["Where it stands (generated from `benchmarks/results/*.json`; details in "
@@ -425,7 +463,8 @@ def tables() -> str:
                           ("prune", prune_section),
                           ("layerdrop_share", layerdrop_share_section), ("quantize", quantize_section),
                           ("distributed", distributed_section), ("gpu", gpu_section), ("search-sst2", search_section),
-                          ("search-mrpc", search_section)):
+                          ("search-mrpc", search_section), ("embeddings", embeddings_section),
+                          *((n, lambda d, n=n: ner_section(n, d)) for n in ("ner-plain-kd", "ner"))):
         data = _load(name)
         if data:
             machine = data["machine"]
