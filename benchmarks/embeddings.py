@@ -16,7 +16,8 @@ train split (about 10,600): the JSON says which, and how many. --wide-corpus add
 distilled on every sentence of the shipped data (about 33,500, STS-B's dev sentences left out).
 
     python benchmarks/embeddings.py [--workspace /work/ws-emb] [--corpus sentences.txt] [--epochs 3]
-        [--recover-epochs 1] [--layers 6,3,2] [--bases mpnet-base,minilm-l6] [--wide-corpus [--wide-epochs 2]] [--resume [--tables-only]]
+        [--recover-epochs 1] [--layers 6,3,2] [--bases mpnet-base,minilm-l6] [--wide-corpus [--wide-epochs 2]]
+        [--resume [--tables-only]]
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="Keep the variants an earlier, stopped run made (their commands recorded as they ran)")
     args = parser.parse_args()
+    if args.tables_only and not args.resume:
+        parser.error("--tables-only rebuilds the rows of a run that made every variant: give --resume too")
     workspace, bases = args.workspace, args.bases.split(",")
     layers = [int(n) for n in args.layers.split(",")]
     corpus = ("--corpus", args.corpus.resolve()) if args.corpus else ()
