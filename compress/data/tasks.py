@@ -46,10 +46,14 @@ class Task:
     spec: dict = field(default_factory=dict)  # the load_task arguments that load this task again
     kind: object = CLASSIFICATION  # a compress.kinds entry: the head, losses and metrics
 
+    @property
+    def doc_stride(self) -> int | None:
+        """A reader's --doc-stride (None: half a window); other kinds have no windows."""
+        return getattr(self.kind, "doc_stride", None)
+
     def encode(self, split: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
-        """`split` (this task's, or rows in its format) as model inputs, windowed as this task says (a reader's
-        --doc-stride; other kinds have no windows)."""
-        return encode(split, tokenizer, max_length, getattr(self.kind, "doc_stride", None))
+        """`split` (this task's, or rows in its format) as model inputs, windowed by this task's doc_stride."""
+        return encode(split, tokenizer, max_length, self.doc_stride)
 
     def scores(self, outputs, labels) -> dict:
         """This task's metrics of a model's `outputs` (logits, predictions) against `labels`, as its kind computes them."""

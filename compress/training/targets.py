@@ -25,8 +25,8 @@ from compress.workspace import clean_stale, inside, own_folder, scratch_path
 def soft_targets_file(teacher: Variant, task: Task, max_length: int) -> Path:
     """Where `teacher`'s outputs on `task`'s training rows, encoded at `max_length` (and a reader's own
     --doc-stride: other windows, other rows), are cached."""
-    stride = getattr(task.kind, "doc_stride", None)
-    name = f"train-{task.fingerprint[:16]}-len{max_length}{f'-stride{stride}' if stride else ''}.safetensors"
+    stride = f"-stride{task.doc_stride}" if task.doc_stride else ""
+    name = f"train-{task.fingerprint[:16]}-len{max_length}{stride}.safetensors"
     return inside(teacher.workspace, teacher.path / "soft_targets" / name)  # read through no link either
 
 
