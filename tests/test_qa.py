@@ -158,8 +158,8 @@ def test_an_answers_tokens_map_back_to_its_exact_text(family, answer, tmp_path):
 
 def test_doc_stride_and_max_answer_length_are_the_tasks_and_reload_with_it(tmp_path):
     """--doc-stride and --max-answer-length belong to the task: recorded in its spec, so a later stage that
-    loads it again (variant records hold the spec) windows and decodes alike, and its soft targets are
-    cached apart from the default windows'."""
+    loads it again (variant records hold the spec) windows and decodes alike, and its soft targets and
+    resumable runs are keyed apart from the default windows'."""
     folder = write_squad(tmp_path / "qa", train=20, dev=10)
     task = TaskConfig(task=str(folder), doc_stride=3, max_answer_length=2).load()
     assert (task.kind.doc_stride, task.kind.max_answer_tokens) == (3, 2)
@@ -173,8 +173,9 @@ def test_doc_stride_and_max_answer_length_are_the_tasks_and_reload_with_it(tmp_p
     default = load_task(str(folder))
     assert default.kind.doc_stride is None and default.kind.max_answer_tokens == QuestionAnswering.MAX_ANSWER_TOKENS
     teacher = SimpleNamespace(workspace=tmp_path, path=tmp_path / "teachers" / "t" / "qa")  # all the name reads
-    assert soft_targets_file(teacher, task, 24).name.endswith("-len24-stride3.safetensors")
-    assert soft_targets_file(teacher, default, 24).name.endswith("-len24.safetensors")
+    # the stride is in the fingerprint: other windows key their own soft targets, augmented rows and runs
+    assert default.fingerprint != task.fingerprint == TaskConfig(task=str(folder), doc_stride=3).load().fingerprint
+    assert soft_targets_file(teacher, task, 24) != soft_targets_file(teacher, default, 24)
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -364,6 +365,14 @@ def test_a_held_out_file_and_augmentation(qa_teacher, run_cli):
     refused(run_cli, "eval", teacher.path, "--data", root / "qa" / "dev.json", message="holds the dev rows")
     with pytest.raises(UserError, match="--augment does not apply to question answering"):
         distill(teacher, task, DistillConfig(layers=1, augment=2), FAST, progress=False)
+
+
+def test_a_student_learns_from_its_teachers_own_windows(qa_teacher):
+    """Another --doc-stride makes other training windows: the teacher's outputs on them were never checked."""
+    teacher, _, root = qa_teacher
+    narrower = load_task(str(root / "qa"), doc_stride=5)
+    with pytest.raises(UserError, match="fine-tuned with --doc-stride default, not 5: pass the teacher's"):
+        distill(teacher, narrower, DistillConfig(layers=1), FAST, progress=False)
 
 
 def test_a_recipe_and_a_search_run_a_reading_task(qa_teacher, run_cli, tiny_base, tmp_path):

@@ -65,12 +65,15 @@ class Task:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Hash of the training rows: soft targets and resumable runs are keyed by it (computed once)."""
+        """Hash of the training rows, and of a reader's set --doc-stride (other windows are other training
+        examples): soft targets, augmented rows and resumable runs are keyed by it (computed once)."""
         digest = hashlib.sha256()
         columns = [c for c in DATA_COLUMNS if c in self.train.column_names]
         for row in zip(*(self.train[c] for c in columns)):
             digest.update(json.dumps(row, ensure_ascii=False).encode())
             digest.update(b"\n")
+        if self.doc_stride:  # the default windows keep the rows' own hash
+            digest.update(f"doc_stride {self.doc_stride}".encode())
         return digest.hexdigest()
 
 

@@ -57,6 +57,10 @@ def distill(
     trained_on = teacher.record.data.get("fingerprint")
     # an unlabelled kind's teacher was not trained on its data: any corpus will do (its outputs are cached per corpus)
     if trained_on != task.fingerprint and task.kind.labelled and not reuse_teacher:
+        stride = teacher.record.data.get("spec", {}).get("doc_stride")
+        if stride != task.doc_stride:  # the same rows, other windows: the fingerprint holds a set stride
+            raise UserError(f"teacher {teacher.record.name} was fine-tuned with --doc-stride {stride or 'default'}, "
+                            f"not {task.doc_stride or 'default'}: pass the teacher's, or --reuse-teacher")
         raise UserError(
             f"teacher {teacher.record.name} was fine-tuned on other {task.name} data "
             f"({teacher.record.data.get('source', 'unknown source')}) than {task.source or 'this task'}: "

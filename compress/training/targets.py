@@ -23,10 +23,9 @@ from compress.workspace import clean_stale, inside, own_folder, scratch_path
 
 
 def soft_targets_file(teacher: Variant, task: Task, max_length: int) -> Path:
-    """Where `teacher`'s outputs on `task`'s training rows, encoded at `max_length` (and a reader's own
-    --doc-stride: other windows, other rows), are cached."""
-    stride = f"-stride{task.doc_stride}" if task.doc_stride else ""
-    name = f"train-{task.fingerprint[:16]}-len{max_length}{stride}.safetensors"
+    """Where `teacher`'s outputs on `task`'s training rows (its fingerprint, a reader's --doc-stride
+    included), encoded at `max_length`, are cached."""
+    name = f"train-{task.fingerprint[:16]}-len{max_length}.safetensors"
     return inside(teacher.workspace, teacher.path / "soft_targets" / name)  # read through no link either
 
 
