@@ -605,6 +605,12 @@ MAIN_METRICS = tuple(dict.fromkeys(name for kind in KINDS.values() for name in k
 AXIS_LABELS = {name: label for kind in KINDS.values() for name, label in kind.axis.items()}
 
 
+def main_of(names) -> str:
+    """Of metric `names` (a task's, or those a split measured), the one the task is judged by: it picks
+    the best epoch, and retention, the report's axis and the search compare it. MCC for CoLA."""
+    return next(name for name in MAIN_METRICS if name in names)
+
+
 def kind_of(meta: dict):
     """The kind a variant record (variant.json as a dict) was trained for; records before kinds are classification."""
     name = (meta.get("data") or {}).get("kind", CLASSIFICATION.name)

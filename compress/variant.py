@@ -23,7 +23,7 @@ from pathlib import Path
 
 from compress.configs import MAX_SEQUENCE
 from compress.errors import UserError, as_path, says_disk_full
-from compress.kinds import KINDS, MAIN_METRICS, kind_of
+from compress.kinds import KINDS, MAIN_METRICS, kind_of, main_of
 from compress.workspace import (
     EXPORT_FILE,
     MADE_BY,
@@ -47,7 +47,7 @@ def main_metric(dev: dict) -> str:
     """The name of the metric `dev` (a split's metrics, as a stage or bench records them) is judged by:
     retention, the report's axis and the search's drop use it. Each task kind names its own
     (compress.kinds): MCC for CoLA, accuracy for other classifiers, Spearman for regression."""
-    return next(name for name in MAIN_METRICS if isinstance(dev.get(name), (int, float)))
+    return main_of([name for name, value in dev.items() if isinstance(value, (int, float))])
 
 
 def retention(dev: dict, teacher_dev: dict) -> float | None:

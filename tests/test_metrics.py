@@ -1,14 +1,18 @@
 """GLUE's metrics: CoLA read exactly and judged by Matthews correlation, MRPC by accuracy with F1 beside it."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from compress.data.tasks import load_task
+from compress.configs import TrainConfig
+from compress.data.tasks import COLA_METRICS, load_task
 from compress.errors import UserError
+from compress.kinds import main_of
 from compress.runtime.inference import matthews, task_metrics
 from compress.stages.report import build
+from compress.training.trainer import best_epoch, training_arguments
 from compress.variant import main_metric, retention
 
 
@@ -49,6 +53,17 @@ def test_the_main_metric_is_mcc_where_measured_else_accuracy():
     assert cola["accuracy"] == mrpc["accuracy"] == 0.75 and mrpc["f1"] == pytest.approx(0.8)
     assert retention({"mcc": 0.3, "accuracy": 0.8}, {"mcc": 0.6, "accuracy": 0.8}) == pytest.approx(0.5)
     assert retention({"mcc": 0.3, "accuracy": 0.8}, {"mcc": 0.0, "accuracy": 0.7}) is None  # no ratio to a zero
+
+
+def test_the_best_epoch_is_the_best_by_the_main_metric():
+    """CoLA's epochs are kept by MCC, which the issue judges it by: the more accurate epoch here says
+    "acceptable" to more sentences and correlates less."""
+    cola = [{"epoch": 1.0, "loss": 0.6, "mcc": 0.21, "accuracy": 0.69},
+            {"epoch": 2.0, "loss": 0.6, "mcc": 0.17, "accuracy": 0.70}]
+    mrpc = [{"epoch": 1.0, "loss": 0.6, "accuracy": 0.80, "f1": 0.87},
+            {"epoch": 2.0, "loss": 0.6, "accuracy": 0.79, "f1": 0.88}]
+    assert (best_epoch(cola), best_epoch(mrpc), best_epoch([])) == (1.0, 1.0, None)
+    assert training_arguments(Path("unused"), TrainConfig(), best_by=main_of(COLA_METRICS)).metric_for_best_model == "mcc"
 
 
 def test_the_report_plots_and_compares_the_main_metric(trained_teacher, tmp_path):

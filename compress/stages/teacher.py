@@ -84,7 +84,7 @@ def fine_tune(
         "num_labels": task.num_labels,
         "params": {"base": base, "base_path": str(base_path), **config.as_dict()},
         "data": data_record(task),
-        "metrics": {"dev": metrics, "best_epoch": best_epoch(trained.history, task.kind.headline), "history": trained.history},
+        "metrics": {"dev": metrics, "best_epoch": best_epoch(trained.history), "history": trained.history},
         "train": train_record(trained, config),
     }, replace=replace)
     soft_targets(variant, task, config.max_length, config.precision, model=trained.model, tokenizer=tokenizer, encoded=train)

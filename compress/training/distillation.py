@@ -210,6 +210,6 @@ def fit(student, teacher: Variant, task: Task, distill_config: DistillConfig, co
         )
         student, wall_s = trained.model, wall_s + trained.wall_s
         histories += [{**h, "phase": phase} for h in trained.history] if len(phases) > 1 else trained.history
-    record.update({"metrics": {"best_epoch": best_epoch(trained.history, task.kind.headline), "history": histories},
+    record.update({"metrics": {"best_epoch": best_epoch(trained.history), "history": histories},
                    "train": {**train_record(trained, config), "wall_s": round(wall_s, 1)}})
     return student, record

@@ -25,7 +25,7 @@ from compress import distributed
 from compress.configs import TrainConfig
 from compress.data.batches import Collator
 from compress.errors import UserError, first_line, says_disk_full
-from compress.kinds import CLASSIFICATION
+from compress.kinds import CLASSIFICATION, main_of
 from compress.machine import device, kernels_for_many_shapes
 from compress.workspace import write_json
 
@@ -36,7 +36,7 @@ def training_arguments(output_dir: Path, config: TrainConfig, progress: bool = T
     nothing may stop the host from running ahead: batches are pinned and copied without blocking,
     and the per-step NaN check (a device-to-host sync) is off. Evaluation takes bigger batches there.
     `keep_best=False` keeps the last epoch (a phase whose loss is not the dev metric's); otherwise the
-    epoch with the highest dev `best_by` (the task kind's headline metric) is kept."""
+    epoch with the highest dev `best_by` (the task's main metric) is kept."""
     gpu = device() == "cuda"
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -103,7 +103,7 @@ class Trainer(transformers.Trainer):
         return SequentialSampler(eval_dataset)
 
 
-SHOWN = ("accuracy", "f1", "pearson", "spearman", "stsb_spearman", "entity_f1", "qa_f1", "loss")  # of the dev metrics, those an epoch's line shows
+SHOWN = ("accuracy", "f1", "mcc", "pearson", "spearman", "stsb_spearman", "entity_f1", "qa_f1", "loss")  # of the dev metrics, those an epoch's line shows
 
 
 class EpochLines(ProgressCallback):
@@ -156,7 +156,8 @@ def train_resumable(
 ) -> Trained:
     """Train with per-epoch eval and checkpoints in `work_dir`, resuming a run with the same `run_key`.
 
-    Returns the best epoch's model by `kind`'s headline metric (the last one's without `keep_best`). A run with other settings in `work_dir` is discarded, and so
+    Returns the best epoch's model by the task's main metric among `metric_names` (MCC for CoLA; the last
+    epoch's without `keep_best`). A run with other settings in `work_dir` is discarded, and so
     is any run with `fresh` (--force starts clean).
     """
     if distributed.is_main():
@@ -170,7 +171,7 @@ def train_resumable(
     checkpoints = work_dir / "checkpoints"
     trainer = trainer_class(
         model=model,
-        args=training_arguments(checkpoints, config, progress, keep_best, kind.headline),
+        args=training_arguments(checkpoints, config, progress, keep_best, main_of(metric_names)),
         train_dataset=train,
         eval_dataset=dev,
         processing_class=tokenizer,
@@ -257,8 +258,9 @@ def resume_point(checkpoints: Path) -> str | None:
     return None
 
 
-def best_epoch(history: list[dict], metric: str) -> float | None:
-    return max(history, key=lambda h: h[metric])["epoch"] if history else None
+def best_epoch(history: list[dict]) -> float | None:
+    """The epoch whose dev scores best on the task's main metric: the one a run with keep_best keeps."""
+    return max(history, key=lambda h: h[main_of(h)])["epoch"] if history else None
 
 
 def train_record(trained: Trained, config: TrainConfig) -> dict:
