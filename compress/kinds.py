@@ -10,9 +10,9 @@ if-chain, for what differs between kinds:
   `check_split` for one more file to score);
 - the losses on the outputs: the hard one (`hard_loss`: the no-KD baseline, prune's scores) and
   KD's (`kd_loss`), and the student's agreement with its teacher (`agreement`);
-- the metrics (`metrics`), the one that picks the best epoch, is printed and bounds --max-drop
-  (`headline`), and those retention, the report's axis and the search compare (`main`, the first
-  a split's metrics hold), with the axis's label (`axis`);
+- the metrics (`metrics`), the one a stage's line prints and --max-drop bounds (`headline`), and those
+  that pick the best epoch and that retention, the report's axis and the search compare (`main`, the
+  first a task's metrics hold: `main_of`), with the axis's label (`axis`);
 - how an ONNX artifact's outputs are held against PyTorch's (`parity`) and what the graph's outputs are
   called (`outputs`, the one compress reads first), and how far an untrained candidate is from its teacher (`divergence`, the search's proxy);
 - whether training rows carry labels at all (`labelled`): without, a teacher is used as it is and a
