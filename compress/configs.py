@@ -224,8 +224,8 @@ class QuantizeConfig(KD):  # the KD settings apply to --qat-epochs
                                 high=MAX_EPOCHS)
     calibration: int = setting(256, "Training examples to calibrate static int8 on.", low=1, high=MAX_EXAMPLES)
     backend: str = setting("ort", "ort: ONNX Runtime; torch: PyTorch dynamic int8, the baseline.", choices=("ort", "torch"))
-    max_drop: float | None = setting(None, "Refuse (and write nothing) if dev accuracy (Spearman for regression) falls by more than this many "
-                                     "points.", low=0, high=100)
+    max_drop: float | None = setting(None, "Refuse (and write nothing) if the dev main metric (accuracy; MCC for CoLA, Spearman for "
+                                     "regression) falls by more than this many points.", low=0, high=100)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,7 +256,7 @@ class SearchConfig(Settings):
     runs: int = setting(30, "Timed runs per candidate after a warm-up, and per round when the trials are "
                             "timed in turn.", low=30, high=100_000)
     trials: int = setting(3, "Candidates to train, the best by the proxy.", low=1, high=100)
-    max_drop: float | None = setting(None, "Accept only a winner at most this many accuracy points below the teacher.",
+    max_drop: float | None = setting(None, "Accept only a winner at most this many points of the main metric (accuracy; MCC for CoLA) below the teacher.",
                                      low=0, high=100)
     depths: str = setting("", "Student depths to consider, like 2,3,4,6 [default: 1/6, 1/4, 1/3, 1/2 and 2/3 of the "
                           "teacher's layers].", items=int)

@@ -11,9 +11,13 @@ from compress.data.tasks import COLA_METRICS, load_task
 from compress.errors import UserError
 from compress.kinds import main_of
 from compress.runtime.inference import matthews, task_metrics
+from compress.stages.quantize import quantize
 from compress.stages.report import build
+from compress.stages.teacher import fine_tune
 from compress.training.trainer import best_epoch, training_arguments
 from compress.variant import main_metric, retention
+
+from conftest import FAST
 
 
 def test_cola_is_read_exactly(glue_dir):
@@ -78,3 +82,17 @@ def test_the_report_plots_and_compares_the_main_metric(trained_teacher, tmp_path
     context = build(tmp_path / "ws")
     assert context["metric"] == "Matthews correlation x 100"
     assert context["table"][0]["score"] == 0.42
+
+
+def test_a_cola_variants_int8_drop_is_in_mcc_points(tiny_base, glue_dir, tmp_path):
+    """quantize's drop (and --max-drop) is in the main metric, as retention and the search's drop are."""
+    folder = tmp_path / "glue" / "CoLA"
+    folder.mkdir(parents=True)
+    for split, rows in (("train.tsv", 300), ("dev.tsv", 200)):
+        (folder / split).write_text("".join((glue_dir / "CoLA" / split).read_text().splitlines(True)[:rows]))
+    task = load_task("cola", str(tmp_path / "glue"))
+    teacher = fine_tune(str(tiny_base), task, tmp_path / "ws", FAST, name="tiny", progress=False)
+    metrics = quantize(teacher).meta["metrics"]
+    assert metrics["drop_metric"] == "mcc"
+    assert metrics["drop_points"] == pytest.approx(100 * (teacher.meta["metrics"]["dev"]["mcc"] - metrics["dev"]["mcc"]),
+                                                   abs=1e-3)

@@ -29,7 +29,7 @@ from compress.runtime.export import MODEL, RAW, dedupe_initializers, export, nee
 from compress.runtime.inference import predict_logits
 from compress.training.kd import given
 from compress.training.recovery import planned_params, trained_with
-from compress.variant import Record, Variant, as_variant, derived_dir, write_record
+from compress.variant import Record, Variant, as_variant, derived_dir, main_metric, write_record
 from compress.workspace import EXPORT_FILE, ONNX_DIR, atomic_dir, check_target
 
 
@@ -173,8 +173,8 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
     check_settings(variant, config)
     name = default_name(variant, config) if name is None else name
     target = derived_dir(variant, name)
-    # the drop is in the kind's headline metric (accuracy for classifiers), with QAT too from the variant asked
-    asked, (metric, parent_score) = variant, variant.record.headline
+    # the drop is in the task's main metric (MCC for CoLA), as the search's, with QAT too from the variant asked
+    asked, metric, parent_score = variant, main_metric(variant.record.metrics["dev"]), variant.record.score
     if config.qat_epochs:
         check_target(target, replace, (variant.path,))  # both outputs are checked before QAT trains
         variant = quantization_aware(variant, config, target, replace)
@@ -209,7 +209,7 @@ def quantize(variant: Variant, config: QuantizeConfig = QuantizeConfig(), name: 
                     "calibration": config.calibration if config.mode == "static" else None, "max_length": max_length,
                     "qat_epochs": config.qat_epochs},
             metrics={"dev": metrics, "parent_dev": variant.record.metrics["dev"],
-                     "drop_points": round(drop, 3), "drop_from": asked.record.name},
+                     "drop_points": round(drop, 3), "drop_metric": metric, "drop_from": asked.record.name},
             artifact=str(artifact.relative_to(tmp)), parameters=variant.record.parameters, size_mb=size,
             size_ratio=round(size / parent_size, 4) if parent_size else None,
         ))
