@@ -7,8 +7,9 @@ targets against them, and copies the HTML report (and a PNG of it) into benchmar
     COMPRESS_DATA=../shared/data/glue python benchmarks/headline.py [--recipe benchmarks/headline-mrpc.toml] [--rebench]
 
 `compress run` benches only what it ran or what lacks a shape; --rebench then measures every variant
-again in one `compress bench` pass, so that every speed-up compares timings of one sitting (a slow
-spell on shared cores during the run can make one variant's timings worthless).
+again in one `compress bench` pass, its ONNX Runtime artifacts timed in turn over 5 rounds, so that
+every speed-up compares timings taken side by side (a slow spell on shared cores during the run, or
+during one variant's block of runs, can make that variant's timings worthless).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from common import RESULTS_DIR, Results, compress
 
 # The issue's targets: retention of the teacher's accuracy, full-chain speed-up at 1x128, int8 cost in points.
 RETENTION, RETENTION_AIM, CHAIN_SPEEDUP, INT8_DROP = 0.97, 0.99, 10, 0.5
+ROUNDS = 5  # --rebench times the artifacts in turn: in one block each, two variants of one shape measured 33% apart
 
 
 def full_chains(recipe: dict) -> list[str]:
@@ -67,7 +69,7 @@ def main() -> None:
                         bench_key=key)
     if args.rebench:
         bench_command, bench_wall = compress(args.workspace, "bench", *paths.values(), "--shapes",
-                                             recipe["bench"]["shapes"], "--threads", threads)
+                                             recipe["bench"]["shapes"], "--threads", threads, "--rounds", ROUNDS)
         compress(args.workspace, "report", "--task", task, "--teacher", model)
         results.data.update(bench_command=bench_command, bench_wall_s=bench_wall)
     variants = results.data["variants"] = {}

@@ -41,7 +41,7 @@ from compress.data.tasks import Task, load_task
 from compress.errors import as_path, require
 from compress.pipeline.recipe import init_workspace
 from compress.runtime.export import export
-from compress.stages.bench import bench
+from compress.stages.bench import bench, bench_in_turn
 from compress.stages.distill import distill
 from compress.stages.layerdrop import layerdrop
 from compress.stages.prune import prune
@@ -93,6 +93,6 @@ def search(teacher: str, task: TaskConfig, config: SearchConfig, train: TrainCon
 
 __all__ = [
     "KD", "DistillConfig", "LayerDropConfig", "PruneConfig", "QuantizeConfig", "SearchConfig", "ShareConfig",
-    "TaskConfig", "TrainConfig", "Task", "Variant", "bench", "distill", "export", "find_variants", "fine_tune", "init",
+    "TaskConfig", "TrainConfig", "Task", "Variant", "bench", "bench_in_turn", "distill", "export", "find_variants", "fine_tune", "init",
     "layerdrop", "load_task", "prune", "quantize", "report", "run", "search", "share",
 ]

@@ -243,6 +243,9 @@ class BenchConfig(Settings):
     device: str = setting("cpu", "Where to measure: the CPU, or the GPU (PyTorch fp32/fp16/bf16, eager and CUDA "
                           "graph; ORT's CUDA provider with the gpu extra).", choices=("cpu", "cuda"))
     runs: int = setting(30, "Timed runs per shape, after a warm-up (median and p90 need 30).", low=30, high=100_000)
+    rounds: int = setting(1, "Then time the ONNX Runtime artifacts of all the variants again in turn, this many "
+                          "rounds of --runs each, and keep those figures: a slow spell of a shared machine falls "
+                          "on all of them alike (CPU only).", low=1, high=1000)
 
 
 @dataclass(frozen=True, kw_only=True)

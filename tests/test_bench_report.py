@@ -11,7 +11,7 @@ import pytest
 from compress.configs import QuantizeConfig
 from compress.errors import UserError
 from compress.runtime.export import export
-from compress.stages.bench import bench, parse_shapes
+from compress.stages.bench import bench, bench_in_turn, parse_shapes
 from compress.stages.quantize import quantize
 from compress.stages.report import pareto_front, render
 from compress.variant import Variant
@@ -135,6 +135,28 @@ def test_bench_and_report_commands(run_cli, measured_workspace, tmp_path):
     assert code == 0 and (tmp_path / "r.html").is_file(), err
     code, _, err = run_cli("--workspace", workspace, "bench", "--shapes", "1by16")
     assert code == 2 and "--shapes takes BATCHxSEQUENCE" in err
+
+
+def test_variants_are_timed_again_in_turn(run_cli, measured_workspace, tmp_path):
+    """--rounds: every artifact timed once per round, so a slow spell of the machine falls on all of them."""
+    old, teacher, int8, _ = measured_workspace
+    workspace = shutil.copytree(old, tmp_path / "ws")
+    paths = [workspace / v.path.relative_to(old) for v in (teacher, int8)]
+    code, out, err = run_cli("--workspace", workspace, "bench", *paths, "--shapes", "1x16", "--threads", "1",
+                             "--rounds", "3")
+    assert code == 0, err
+    assert "ONNX Runtime timed again in turn, 3 rounds of 30 runs: 2 variants" in out
+    for path in paths:
+        (entry,) = Variant.load(path).benches.values()
+        timing = entry["latency_ms"]["ort-cpu"]["1x16"]
+        assert timing["rounds"] == 3 and timing["runs"] == 90 and 0 < timing["p50"] <= timing["p90"]
+        assert "rounds" not in entry["latency_ms"]["ort-cpu"]["4x32"]  # a shape not asked for keeps its figure
+        blocks = [h for h in entry["history"] if (h.get("runtime"), h.get("shape")) == ("ort-cpu", "1x16")]
+        assert blocks and "rounds" not in blocks[-1]  # this pass's own block of runs, kept in the history
+    code, _, err = run_cli("--workspace", workspace, "bench", paths[0], "--device", "cuda", "--rounds", "2")
+    assert code == 2 and "--rounds times ONNX Runtime in turn on the CPU" in err
+    with pytest.raises(UserError, match="--rounds 0 is outside"):
+        bench_in_turn([Variant.load(paths[0])], [(1, 16)], rounds=0)
 
 
 def test_a_moved_workspace_still_lists_benches_and_reports(run_cli, measured_workspace, tmp_path, monkeypatch):

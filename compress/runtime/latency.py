@@ -23,7 +23,8 @@ def _inputs(batch: int, sequence: int, vocab_size: int) -> dict[str, np.ndarray]
             "attention_mask": np.ones(shape, np.int64), "token_type_ids": np.zeros(shape, np.int64)}
 
 
-def _timed(call, runs: int, warmup: int, sync=None) -> dict:
+def _times(call, runs: int, warmup: int, sync=None) -> list[float]:
+    """Milliseconds of each of `runs` calls, after `warmup` untimed ones."""
     sync = sync or (lambda: None)
     for _ in range(warmup):
         call()
@@ -34,25 +35,42 @@ def _timed(call, runs: int, warmup: int, sync=None) -> dict:
         call()
         sync()
         times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    """p50 and p90 of timed runs, and how many there were."""
     return {"p50": round(float(np.percentile(times, 50)), 3), "p90": round(float(np.percentile(times, 90)), 3),
-            "runs": runs}
+            "runs": len(times)}
+
+
+def _ort_call(sess, batch: int, sequence: int, vocab_size: int):
+    names = {i.name for i in sess.get_inputs()}
+    inputs = {k: v for k, v in _inputs(batch, sequence, vocab_size).items() if k in names}
+    return lambda: sess.run(None, inputs)
 
 
 def ort_latency_ms(sess, batch: int, sequence: int, runs: int = 30, warmup: int = 5, vocab_size: int = 1000) -> dict:
-    names = {i.name for i in sess.get_inputs()}
-    inputs = {k: v for k, v in _inputs(batch, sequence, vocab_size).items() if k in names}
-    return _timed(lambda: sess.run(None, inputs), runs, warmup)
+    return summary(_times(_ort_call(sess, batch, sequence, vocab_size), runs, warmup))
+
+
+def in_turn(sessions: dict, batch: int, sequence: int, rounds: int, runs: int, warmup: int = 2,
+            vocab_size: int = 1000) -> dict[str, list[list[float]]]:
+    """{name: each round's run times} for ORT sessions timed in turn, round after round: a slow spell of
+    a shared machine then falls on all of them, not on whichever was being timed (one block each)."""
+    calls = {name: _ort_call(sess, batch, sequence, vocab_size) for name, sess in sessions.items()}
+    times = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times[name].append(_times(call, runs, warmup))
+    return times
 
 
 def alternating(sessions: dict, batch: int, sequence: int, rounds: int, runs: int, warmup: int = 2,
                 vocab_size: int = 1000) -> dict[str, list[float]]:
-    """{name: p50 of each round} for ORT sessions timed in turn, round after round: a slow spell of a
-    shared machine then falls on all of them, not on whichever was being timed (one block each)."""
-    p50s = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, sess in sessions.items():
-            p50s[name].append(ort_latency_ms(sess, batch, sequence, runs, warmup, vocab_size)["p50"])
-    return p50s
+    """{name: p50 of each round} of `in_turn`."""
+    return {name: [summary(times)["p50"] for times in by_round]
+            for name, by_round in in_turn(sessions, batch, sequence, rounds, runs, warmup, vocab_size).items()}
 
 
 def in_precision(model, precision: str):
@@ -84,4 +102,4 @@ def torch_latency_ms(model, batch: int, sequence: int, runs: int = 30, warmup: i
               if k in input_names}
     model.eval()
     forward = _captured(model, inputs) if graph else (lambda: model(**inputs))
-    return _timed(forward, runs, warmup, torch.cuda.synchronize if on.type == "cuda" else None)
+    return summary(_times(forward, runs, warmup, torch.cuda.synchronize if on.type == "cuda" else None))

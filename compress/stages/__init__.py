@@ -272,22 +272,26 @@ def ensure_export(variant, log=say) -> None:
 
 def bench_variants(paths: list[Path], config: BenchConfig, workspace: Path, log=say) -> None:
     """Measure `paths` [default: every variant of `workspace`], one line each."""
-    from compress.stages.bench import Unmeasurable, bench, key_here, parse_shapes
+    from compress.stages.bench import Unmeasurable, bench, bench_in_turn, key_here, parse_shapes
     from compress.variant import find_variants
 
     parsed = parse_shapes(config.shapes)
+    if config.rounds > 1 and config.device != "cpu":
+        raise UserError("--rounds times ONNX Runtime in turn on the CPU; a GPU's timings are synchronised run by run")
     targets = [load_variant(Path(v)) for v in paths] or find_variants(workspace)
     if not targets:
         raise UserError(f"no variants in {workspace} to measure")
-    measured = 0
+    measured = []
     for variant in targets:
         try:
-            result = bench(variant, parsed, config.threads, config.device, config.runs)
+            measured.append(bench(variant, parsed, config.threads, config.device, config.runs))
         except Unmeasurable as exc:
             log(f"skipped {exc}")
-            continue
-        measured += 1
-        entry = result.benches[key_here(config.threads, config.device)]
+    if config.rounds > 1 and measured:
+        in_turn = bench_in_turn(measured, parsed, config.threads, config.runs, config.rounds)
+        log(f"ONNX Runtime timed again in turn, {config.rounds} rounds of {config.runs} runs: {len(in_turn)} variants")
+    for variant in measured:
+        entry = variant.benches[key_here(config.threads, config.device)]
         timings = [(shape, runtime, t["p50"]) for runtime, by_shape in entry["latency_ms"].items()
                    for shape, t in by_shape.items()]
         if config.device == "cuda":  # six PyTorch runtimes and maybe ORT's: the fastest per shape

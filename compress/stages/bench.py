@@ -21,7 +21,7 @@ from compress.model.checkpoint import load_config, load_tokenizer
 from compress.runtime import ort as runtime
 from compress.runtime.artifacts import onnx_artifact, torch_model
 from compress.runtime.inference import predict_logits
-from compress.runtime.latency import in_precision, ort_latency_ms, torch_latency_ms
+from compress.runtime.latency import in_precision, in_turn, ort_latency_ms, summary, torch_latency_ms
 from compress.variant import Variant, as_variant
 
 MAX_TOKENS = 2**20  # batch x sequence: a 128 x 8192 or 4096 x 256 forward, gigabytes of activations
@@ -137,6 +137,34 @@ def bench(variant: Variant, shapes: list[tuple[int, int]], threads: int | None =
         **({"accuracy_by_precision": by_precision} if by_precision else {}),
     }
     return variant.record_bench(key, entry)
+
+
+def bench_in_turn(variants: list[Variant], shapes: list[tuple[int, int]], threads: int | None = BenchConfig.threads,
+                  runs: int = BenchConfig.runs, rounds: int = BenchConfig.rounds) -> list[Variant]:
+    """Time the ONNX Runtime artifacts of `variants` (each benched already) again on the CPU, in turn: `rounds`
+    rounds of `runs` runs each, every variant once per round. Each one's figure replaces its own block's (which
+    goes to the bench history), so the speed-ups of one pass compare timings taken side by side, not a slow
+    spell of a shared machine against a quiet one. Returns the variants timed."""
+    BenchConfig(threads=threads, runs=runs, rounds=rounds)  # checks them as the flags are checked
+    threads = threads or torch.get_num_threads()
+    key = key_here(threads, "cpu")
+    timed = {v.path: v for v in variants if onnx_artifact(v) is not None and key in v.benches}
+    if not timed:
+        return []
+    sessions = {path: runtime.session(onnx_artifact(v), threads=threads, provider=PROVIDERS["cpu"])
+                for path, v in timed.items()}
+    vocab = min(load_config(path).vocab_size for path in timed)  # ids every artifact's embeddings hold
+    for batch, sequence in check_shapes(shapes):
+        times = in_turn(sessions, batch, sequence, rounds, runs, vocab_size=vocab)
+        for path, variant in timed.items():
+            entry = variant.benches[key]
+            timing = summary([t for by_round in times[path] for t in by_round])
+            variant.record_bench(key, {**{k: entry[k] for k in ("machine", "dev", "accuracy_from")},
+                                       "runs": runs, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                       "latency_ms": {"ort-cpu": {f"{batch}x{sequence}": {
+                                           **timing, "rounds": rounds, "examples_per_s": round(1000 * batch / timing["p50"], 1),
+                                           "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}}})
+    return list(timed.values())
 
 
 class Unmeasurable(UserError):
