@@ -11,6 +11,7 @@ from compress.data.tasks import COLA_METRICS, load_task
 from compress.errors import UserError
 from compress.kinds import main_of
 from compress.runtime.inference import matthews, task_metrics
+from compress.stages import STAGES
 from compress.stages.quantize import quantize
 from compress.stages.report import build
 from compress.stages.teacher import fine_tune
@@ -92,7 +93,10 @@ def test_a_cola_variants_int8_drop_is_in_mcc_points(tiny_base, glue_dir, tmp_pat
         (folder / split).write_text("".join((glue_dir / "CoLA" / split).read_text().splitlines(True)[:rows]))
     task = load_task("cola", str(tmp_path / "glue"))
     teacher = fine_tune(str(tiny_base), task, tmp_path / "ws", FAST, name="tiny", progress=False)
-    metrics = quantize(teacher).meta["metrics"]
+    quantized = quantize(teacher)
+    metrics = quantized.meta["metrics"]
     assert metrics["drop_metric"] == "mcc"
+    assert f"dev mcc {metrics['dev']['mcc']:.4f} ({-metrics['drop_points']:+.2f} points against tiny)" \
+        in STAGES["quantize"].line(quantized)
     assert metrics["drop_points"] == pytest.approx(100 * (teacher.meta["metrics"]["dev"]["mcc"] - metrics["dev"]["mcc"]),
                                                    abs=1e-3)

@@ -26,6 +26,7 @@ from compress.configs import (
     table_keys,
 )
 from compress.errors import UserError
+from compress.variant import main_metric
 
 
 def say(line: str) -> None:
@@ -73,8 +74,7 @@ def summary(kind: str, variant) -> str:
     dev = ", ".join(f"{k} {v:.4f}" for k, v in metrics["dev"].items())
     before = metrics.get("dev_before_training")
     return (f"{kind} {variant.path}: dev {dev}"
-            + (f" (before training: {variant.record.kind.headline} {before[variant.record.kind.headline]:.4f})"
-               if before else "")
+            + (f" (before training: {main_metric(before)} {before[main_metric(before)]:.4f})" if before else "")
             + (f", {train['wall_s']:.0f} s training" if train else "")
             + (f", retention {metrics['retention']:.3f}" if metrics.get("retention") is not None else ""))
 
@@ -125,10 +125,12 @@ def _shared_line(variant) -> str:
 
 
 def _quantized_line(variant) -> str:
+    """The drop is in points of the task's main metric (MCC for CoLA), against the variant quantize was given."""
     record = variant.record
-    metric, score = record.headline
-    return (f"quantized {variant.path}: dev {metric} {score:.4f} "
-            f"({-record.metrics['drop_points']:+.2f} points), {record.size_mb} MB")
+    metrics = record.metrics
+    metric = metrics["drop_metric"]
+    return (f"quantized {variant.path}: dev {metric} {metrics['dev'][metric]:.4f} "
+            f"({-metrics['drop_points']:+.2f} points against {metrics['drop_from']}), {record.size_mb} MB")
 
 
 STAGES = {
